@@ -1,0 +1,43 @@
+# The two commands a newcomer needs: `make demo` and `make test`.
+# Each creates its own virtual environment in .venv and installs what it needs.
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+
+.PHONY: test test-sqlite test-postgres demo lint type bench venv clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test,lint,type]'
+	rm -f $(VENV)/.installed-* && touch $@
+
+## Run the whole test suite on SQLite, then the database tests on PostgreSQL.
+test: test-sqlite test-postgres
+
+test-sqlite: $(STAMP)
+	CLOUDTASKS_TEST_DATABASE=sqlite $(PY) -m pytest -q
+
+test-postgres: $(STAMP)
+	CLOUDTASKS_TEST_DATABASE=postgres $(PY) -m pytest -q tests/django_cloudtasks
+
+## Run the showcase against the local emulator, a real HTTP server and SQLite.
+demo: $(STAMP)
+	$(PY) -m demo $(DEMO_ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+type: $(STAMP)
+	$(VENV)/bin/mypy
+
+bench: $(STAMP)
+	$(PY) benchmarks/compile_group.py
+
+clean:
+	rm -rf $(VENV) .tox .pytest_cache .mypy_cache .ruff_cache

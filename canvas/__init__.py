@@ -1,0 +1,33 @@
+"""Pure-Python canvas: describe work as immutable expressions and compile it to a DAG.
+
+Nothing here imports Django, a database or a network client; running an expression
+is delegated to an engine installed through :mod:`canvas.engine`.
+"""
+
+from __future__ import annotations
+
+from canvas.compiler import compile
+from canvas.composition import chain, chord, group, pipe
+from canvas.errors import CanvasError, GraphFormatError, NoEngineError
+from canvas.expression import Expression
+from canvas.graph import GRAPH_VERSION, Graph, Node
+from canvas.options import OPTION_NAMES
+from canvas.signature import Signature, signature
+
+__all__ = [
+    "GRAPH_VERSION",
+    "OPTION_NAMES",
+    "CanvasError",
+    "Expression",
+    "Graph",
+    "GraphFormatError",
+    "NoEngineError",
+    "Node",
+    "Signature",
+    "chain",
+    "chord",
+    "compile",
+    "group",
+    "pipe",
+    "signature",
+]

@@ -1,0 +1,15 @@
+"""Exceptions raised by the canvas layer."""
+
+from __future__ import annotations
+
+
+class CanvasError(Exception):
+    """Base class for errors in describing or compiling a canvas expression."""
+
+
+class NoEngineError(CanvasError, RuntimeError):
+    """Raised by ``apply_async``/``delay`` when no execution engine is installed."""
+
+
+class GraphFormatError(CanvasError, ValueError):
+    """Raised when a serialized graph cannot be decoded."""

@@ -1,0 +1,135 @@
+"""The base of every canvas value: composition, options, and running."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar, Self
+
+from canvas import engine
+from canvas.errors import GraphFormatError
+from canvas.options import merge_options, normalize_options
+
+
+class Expression:
+    """An immutable description of work: a signature, chain, group or chord.
+
+    Subclasses are immutable: every method that "changes" an expression returns a new
+    one. Expressions compare by value and hash by their JSON form.
+    """
+
+    __slots__ = ()
+    _fields: ClassVar[tuple[str, ...]] = ()
+    _kinds: ClassVar[dict[str, type[Expression]]] = {}
+    kind: ClassVar[str] = ""
+
+    options: Mapping[str, Any]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.kind:
+            Expression._kinds[cls.kind] = cls
+
+    # -- immutability --------------------------------------------------------------
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"{type(self).__name__} is immutable; use .set() or .clone()")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"{type(self).__name__} is immutable")
+
+    def _evolve(self, **changes: Any) -> Self:
+        new = object.__new__(type(self))
+        for name in self._fields:
+            object.__setattr__(new, name, changes.get(name, getattr(self, name)))
+        return new
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        return all(getattr(self, f) == getattr(other, f) for f in self._fields)
+
+    def __hash__(self) -> int:
+        return hash(json.dumps(self.to_dict(), sort_keys=True))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Expression.from_dict, (self.to_dict(),))
+
+    # -- composition ---------------------------------------------------------------
+
+    def __or__(self, other: Expression) -> Expression:
+        from canvas.composition import pipe
+
+        return pipe(self, other)
+
+    def set(self, **options: Any) -> Self:
+        """Return a copy with ``options`` added (see :data:`canvas.options.OPTION_NAMES`).
+
+        Raises:
+            TypeError: for an unknown option or a value that is not JSON data.
+        """
+        extra = normalize_options(options, self.describe())
+        merged = dict(self.options)
+        merged.update(extra)
+        return self._evolve(options=merged)
+
+    def on_error(self, errback: Expression) -> Self:
+        """Return a copy that runs ``errback`` once if this work fails for good."""
+        extra = normalize_options({"link_error": [errback]}, self.describe())
+        return self._evolve(options=merge_options(self.options, extra))
+
+    def partial(self, args: Sequence[Any] = (), kwargs: Mapping[str, Any] | None = None) -> Self:
+        """Return a copy whose first task(s) receive ``args``/``kwargs`` in addition."""
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        """A short human description, used in error messages."""
+        raise NotImplementedError
+
+    # -- running -------------------------------------------------------------------
+
+    def apply_async(
+        self,
+        args: Sequence[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> Any:
+        """Run this expression through the installed engine.
+
+        ``args``/``kwargs`` are passed to the first task(s) as with :meth:`partial`;
+        ``options`` (``countdown``, ``eta``, ``queue``...) apply to the whole run:
+        a ``countdown`` delays the whole canvas, not only its first task.
+
+        Raises:
+            canvas.errors.NoEngineError: when no engine is installed.
+        """
+        expression = self.partial(args or (), kwargs) if (args or kwargs) else self
+        run_options = normalize_options(options, f"apply_async of {self.describe()}")
+        return engine.current().apply_async(expression, run_options)
+
+    def delay(self, *args: Any, **kwargs: Any) -> Any:
+        """Shortcut for ``apply_async(args, kwargs)``."""
+        return self.apply_async(args, kwargs)
+
+    # -- serialisation -------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return this expression as plain JSON data (see :meth:`from_dict`)."""
+        raise NotImplementedError
+
+    @staticmethod
+    def from_dict(data: Mapping[str, Any]) -> Expression:
+        """Rebuild an expression from :meth:`to_dict` output.
+
+        Raises:
+            GraphFormatError: when ``data`` names no known kind of expression.
+        """
+        kind = data.get("type") if isinstance(data, Mapping) else None
+        cls = Expression._kinds.get(kind) if isinstance(kind, str) else None
+        if cls is None:
+            raise GraphFormatError(f"not a canvas expression: {data!r}")
+        return cls._from_dict(data)
+
+    @classmethod
+    def _from_dict(cls, data: Mapping[str, Any]) -> Expression:
+        raise NotImplementedError

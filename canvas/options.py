@@ -1,0 +1,121 @@
+"""The options a signature or expression may carry, and their normalisation."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from typing import Any
+
+from canvas.values import check_aware, check_json
+
+#: Options understood by the canvas, with what each means.
+OPTION_NAMES: dict[str, str] = {
+    "countdown": "seconds to wait after the node becomes ready",
+    "eta": "earliest time to run (timezone-aware datetime or ISO 8601 string)",
+    "expires": "seconds after readiness, or a datetime, after which the node is not run",
+    "queue": "the Cloud Tasks queue to send the node to",
+    "link_error": "error callbacks (signatures) run once if the node fails for good",
+    "max_retries": "how many times the task's own retry policy may re-run it",
+    "retry_backoff": "exponential backoff base in seconds (True means 1), or False",
+    "retry_backoff_max": "the cap of the exponential backoff, in seconds",
+    "retry_jitter": "randomise each backoff between 0 and its value",
+    "dispatch_deadline": "seconds Cloud Tasks waits for the run endpoint to answer",
+}
+
+
+def normalize_options(options: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """Validate ``options`` and return them as plain JSON data.
+
+    Datetimes become ISO 8601 strings and error callbacks become their dict form.
+
+    Raises:
+        TypeError: for an unknown option or a value of the wrong type.
+        ValueError: for a value of the right type that is out of range.
+    """
+    result: dict[str, Any] = {}
+    for name, value in options.items():
+        if name not in OPTION_NAMES:
+            known = ", ".join(sorted(OPTION_NAMES))
+            raise TypeError(f"unknown option {name!r} for {where}; known options: {known}")
+        result[name] = _normalize(name, value, where)
+    check_json(result, "options", f" of {where}")
+    return result
+
+
+def merge_options(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    """Return ``base`` updated by ``extra``, concatenating error callbacks."""
+    merged = dict(base)
+    for name, value in extra.items():
+        if name == "link_error":
+            merged[name] = [*base.get(name, ()), *value]
+        else:
+            merged[name] = value
+    return merged
+
+
+def _normalize(name: str, value: Any, where: str) -> Any:
+    label = f"option {name!r} of {where}"
+    if value is None:
+        return None
+    if name in ("countdown", "retry_backoff_max", "dispatch_deadline"):
+        return _non_negative_number(value, label)
+    if name == "eta":
+        return _moment(value, label)
+    if name == "expires":
+        if isinstance(value, datetime | str):
+            return _moment(value, label)
+        return _non_negative_number(value, label)
+    if name == "queue":
+        if not isinstance(value, str) or not value:
+            raise TypeError(f"{label} must be a non-empty string, got {value!r}")
+        return value
+    if name == "max_retries":
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise TypeError(f"{label} must be a non-negative int or None, got {value!r}")
+        return value
+    if name == "retry_backoff":
+        if isinstance(value, bool):
+            return value
+        return _non_negative_number(value, label)
+    if name == "retry_jitter":
+        if not isinstance(value, bool):
+            raise TypeError(f"{label} must be True or False, got {value!r}")
+        return value
+    if name == "link_error":
+        return _errbacks(value, label)
+    raise AssertionError(name)  # pragma: no cover - OPTION_NAMES and this list agree
+
+
+def _non_negative_number(value: Any, label: str) -> float | int:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{label} must be a number of seconds, got {value!r}")
+    if value < 0:
+        raise ValueError(f"{label} must not be negative, got {value!r}")
+    return value
+
+
+def _moment(value: Any, label: str) -> str:
+    if isinstance(value, datetime):
+        return check_aware(value, label)
+    if isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            raise ValueError(f"{label} is not an ISO 8601 datetime: {value!r}") from None
+        return check_aware(parsed, label)
+    raise TypeError(f"{label} must be a datetime or an ISO 8601 string, got {value!r}")
+
+
+def _errbacks(value: Any, label: str) -> list[dict[str, Any]]:
+    from canvas.expression import Expression
+
+    items: Iterable[Any] = value if isinstance(value, list | tuple) else [value]
+    result = []
+    for item in items:
+        if isinstance(item, Expression):
+            result.append(item.to_dict())
+        elif isinstance(item, Mapping) and "type" in item:
+            result.append(Expression.from_dict(item).to_dict())
+        else:
+            raise TypeError(f"{label} must hold signatures, got {item!r}")
+    return result
