@@ -10,6 +10,7 @@ from typing import Any
 
 __all__ = [
     "AsyncResult",
+    "CloudChainManager",
     "GroupResult",
     "WorkflowResult",
     "chain",
@@ -26,6 +27,7 @@ _LAZY = {
     "AsyncResult": "django_cloudtasks.results",
     "GroupResult": "django_cloudtasks.results",
     "WorkflowResult": "django_cloudtasks.results",
+    "CloudChainManager": "django_cloudtasks.manager",
     "chain": "canvas",
     "chord": "canvas",
     "group": "canvas",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.apps import AppConfig
 
 
@@ -12,3 +14,33 @@ class CloudTasksConfig(AppConfig):
     label = "django_cloudtasks"
     verbose_name = "Cloud Tasks workflows"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from django.core.signals import setting_changed
+        from django.utils.module_loading import autodiscover_modules
+
+        import canvas.engine
+        from django_cloudtasks import checks  # noqa: F401 - registers the checks
+
+        autodiscover_modules("tasks")
+        canvas.engine.install(DjangoEngine())
+        setting_changed.connect(_settings_changed, dispatch_uid="django_cloudtasks.settings")
+
+
+def _settings_changed(setting: str, **kwargs: Any) -> None:
+    if setting == "CLOUDTASKS":
+        from django_cloudtasks.transports import reset_transport
+
+        reset_transport()
+
+
+class DjangoEngine:
+    """The canvas engine: persists expressions as workflows on this database."""
+
+    def apply_async(self, expression: Any, options: dict[str, Any]) -> Any:
+        """Persist ``expression`` and return the result handle of its last step."""
+        from django_cloudtasks.engine import persist
+        from django_cloudtasks.results import result_for
+
+        workflow = persist(expression, options)
+        return result_for(workflow.output_node)  # type: ignore[attr-defined]

@@ -1,0 +1,47 @@
+"""States of nodes and workflows, with Celery's names."""
+
+from __future__ import annotations
+
+from django.db import models
+
+
+class State(models.TextChoices):
+    """What ``AsyncResult.state`` reports for a node."""
+
+    PENDING = "PENDING", "Pending"  # waiting on parents, or ready but not yet sent
+    SCHEDULED = "SCHEDULED", "Scheduled"  # ready, ETA later
+    QUEUED = "QUEUED", "Queued"  # sent to Cloud Tasks
+    STARTED = "STARTED", "Started"
+    RETRY = "RETRY", "Retry"  # waiting for its own retry
+    SUCCESS = "SUCCESS", "Success"
+    FAILURE = "FAILURE", "Failure"
+    REVOKED = "REVOKED", "Revoked"
+
+
+#: States in which a node will not change any more (its result is final).
+READY_STATES = frozenset({State.SUCCESS, State.FAILURE, State.REVOKED})
+#: States in which a node is waiting to be delivered.
+WAITING_STATES = frozenset({State.PENDING, State.SCHEDULED, State.QUEUED, State.RETRY})
+#: States from which a delivery may claim a node.
+CLAIMABLE_STATES = frozenset({State.SCHEDULED, State.QUEUED, State.RETRY})
+
+
+class WorkflowStatus(models.TextChoices):
+    """The state of a whole workflow."""
+
+    PENDING = "PENDING", "Pending"  # not finished (see WorkflowResult.state for STARTED)
+    SUCCESS = "SUCCESS", "Success"
+    FAILURE = "FAILURE", "Failure"
+    REVOKED = "REVOKED", "Revoked"
+
+
+class NodeKind(models.TextChoices):
+    """A node runs a task, joins a group, or is an error callback."""
+
+    TASK = "task", "Task"
+    BARRIER = "barrier", "Group join"
+    ERRBACK = "errback", "Error callback"
+
+
+#: How far ahead Cloud Tasks accepts a schedule time.
+MAX_SCHEDULE_AHEAD_SECONDS = 30 * 24 * 3600

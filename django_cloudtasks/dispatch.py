@@ -1,0 +1,149 @@
+"""Handing ready nodes to the transport after commit, parking far ETAs, and the sweep."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from functools import partial
+
+from django.db import transaction
+from django.utils import timezone
+
+from django_cloudtasks.conf import conf
+from django_cloudtasks.constants import MAX_SCHEDULE_AHEAD_SECONDS, State
+from django_cloudtasks.exceptions import EnqueueError
+from django_cloudtasks.models import Node
+from django_cloudtasks.transports import Dispatch, get_transport
+
+logger = logging.getLogger("django_cloudtasks.dispatch")
+
+#: Leave this much margin below Cloud Tasks' 30-day horizon when parking.
+_HORIZON_MARGIN = timedelta(hours=1)
+
+
+def horizon(now: datetime | None = None) -> datetime:
+    """The latest ETA that is sent to Cloud Tasks now; later ones are parked."""
+    now = now or timezone.now()
+    return now + timedelta(seconds=MAX_SCHEDULE_AHEAD_SECONDS) - _HORIZON_MARGIN
+
+
+def enqueue_on_commit(dispatches: Sequence[Dispatch]) -> None:
+    """Send ``dispatches`` once the current transaction commits (at once outside one).
+
+    If sending fails the nodes stay ready in the database, where the sweeper finds
+    them, and :class:`EnqueueError` propagates to the code that committed.
+    """
+    if dispatches:
+        transaction.on_commit(partial(send_now, list(dispatches)))
+
+
+def send_now(dispatches: Sequence[Dispatch]) -> None:
+    """Send ``dispatches``, parking those beyond Cloud Tasks' horizon.
+
+    Raises:
+        EnqueueError: when the transport failed; the nodes are kept for the sweeper.
+    """
+    limit = horizon()
+    far = [d for d in dispatches if d.eta is not None and d.eta > limit]
+    near = [d for d in dispatches if d.eta is None or d.eta <= limit]
+    if far:
+        Node.objects.filter(pk__in=[d.node_id for d in far]).update(parked=True)
+        logger.info("parked %d nodes beyond the 30-day horizon", len(far))
+    if not near:
+        return
+    try:
+        get_transport().send(near)
+    except Exception as exc:
+        logger.warning(
+            "enqueue of %d nodes failed; the sweeper will resend them: %s",
+            len(near),
+            exc,
+            extra={"node_ids": [d.node_id for d in near]},
+        )
+        if isinstance(exc, EnqueueError):
+            raise
+        raise EnqueueError(
+            f"could not send {len(near)} ready nodes ({exc}); they are saved and "
+            "`manage.py cloudtasks_sweep` will send them"
+        ) from exc
+
+
+def cancel_on_commit(dispatches: Sequence[Dispatch]) -> None:
+    """Withdraw the Cloud Tasks of ``dispatches`` after commit; failures are logged."""
+
+    def cancel() -> None:
+        try:
+            get_transport().cancel(dispatches)
+        except Exception:
+            logger.exception("could not delete %d revoked Cloud Tasks", len(dispatches))
+
+    if dispatches:
+        transaction.on_commit(cancel)
+
+
+def dispatch_for(node: Node, not_before: datetime | None = None) -> Dispatch:
+    """The dispatch that delivers ``node``'s current attempt."""
+    return Dispatch(
+        node_id=str(node.id),
+        workflow_id=str(node.workflow_id),
+        task_name=node.task_name,
+        retries=node.retries,
+        eta=node.due_at(not_before),
+        queue=node.queue,
+        dispatch_deadline=node.options.get("dispatch_deadline"),
+    )
+
+
+@dataclass
+class SweepReport:
+    """What a sweep did."""
+
+    resent: int = 0
+    unparked: int = 0
+    failed: int = 0
+
+
+def sweep(now: datetime | None = None, grace: float | None = None) -> SweepReport:
+    """Send nodes that are ready but were never delivered, and parked nodes now due.
+
+    A node committed as ready whose enqueue was lost (a crash between commit and
+    enqueue, a transport outage) is resent; resending a delivery that did reach
+    Cloud Tasks answers ALREADY_EXISTS there, so nothing runs twice.
+    """
+    now = now or timezone.now()
+    grace = conf.SWEEP_GRACE if grace is None else grace
+    report = SweepReport()
+    stuck = Node.objects.stuck(now - timedelta(seconds=float(grace)))
+    report.resent, report.failed = _resend(stuck.iterator(chunk_size=500))
+    due = list(Node.objects.parked_due(horizon(now)))
+    if due:
+        Node.objects.filter(pk__in=[n.pk for n in due]).update(parked=False)
+        sent, failed = _resend(due)
+        report.unparked, report.failed = sent, report.failed + failed
+    return report
+
+
+def _resend(nodes: Iterable[Node]) -> tuple[int, int]:
+    sent = failed = 0
+    batch: list[Dispatch] = []
+    for node in nodes:
+        if node.state == State.STARTED:
+            continue
+        batch.append(dispatch_for(node))
+        if len(batch) >= 500:
+            s, f = _send_batch(batch)
+            sent, failed, batch = sent + s, failed + f, []
+    if batch:
+        s, f = _send_batch(batch)
+        sent, failed = sent + s, failed + f
+    return sent, failed
+
+
+def _send_batch(batch: list[Dispatch]) -> tuple[int, int]:
+    try:
+        send_now(batch)
+    except EnqueueError:
+        return 0, len(batch)
+    return len(batch), 0

@@ -1,0 +1,527 @@
+"""The DAG state machine: persist a workflow, complete, fail and revoke nodes.
+
+Every transition is a conditional update, so concurrent and repeated deliveries
+settle on one outcome. Advancing a finished node is one atomic statement that
+decrements its children's counters, hands them its result and marks those that
+reached zero as ready; it never looks at siblings, so a group join costs the same
+whatever the size of the group.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections import deque
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.db import connection, transaction
+from django.utils import timezone
+
+import canvas
+from canvas import Expression, Signature
+from django_cloudtasks import signals
+from django_cloudtasks.constants import (
+    READY_STATES,
+    WAITING_STATES,
+    NodeKind,
+    State,
+    WorkflowStatus,
+)
+from django_cloudtasks.dispatch import cancel_on_commit, dispatch_for, enqueue_on_commit
+from django_cloudtasks.models import Node, Workflow
+from django_cloudtasks.registry import registry
+from django_cloudtasks.transports import Dispatch
+
+logger = logging.getLogger("django_cloudtasks.engine")
+
+#: Statement size limit for ``IN (...)`` lists (SQLite allows 32,766 parameters).
+_CHUNK = 10_000
+_RETURNING = (
+    "id",
+    "index",
+    "kind",
+    "state",
+    "pending_parents",
+    "task_name",
+    "queue",
+    "countdown",
+    "eta",
+    "retries",
+    "children",
+    "parents",
+    "input_rule",
+    "is_output",
+    "options",
+    "workflow_id",
+)
+
+
+# -- persist -------------------------------------------------------------------------
+
+
+def persist(expression: Expression, options: Mapping[str, Any]) -> Workflow:
+    """Compile ``expression``, store it as a workflow and enqueue its roots after commit.
+
+    ``options`` are run-wide: ``countdown``/``eta`` delay the whole canvas; the others
+    (``queue``, ``expires``, retry settings...) are defaults for every task.
+
+    Raises:
+        NotRegistered: for a task name no ``@task`` registered.
+        TypeError: when a node's arguments cannot bind to its function.
+    """
+    graph = canvas.compile(expression)
+    for node in graph:
+        if not node.is_barrier:
+            check_binding(node.task_name, node.args, node.kwargs, node.input, node.options)
+    now = timezone.now()
+    run_options = dict(options)
+    not_before = _start_time(run_options, now)
+    defaults = {k: v for k, v in run_options.items() if k not in ("countdown", "eta")}
+    children = graph.children()
+    workflow = Workflow(
+        name=expression.describe()[:200],
+        expression=expression.to_dict(),
+        graph_version=graph.version,
+        options=run_options,
+        not_before=not_before,
+        output_index=graph.output,
+        size=len(graph),
+        created_at=now,
+    )
+    rows: list[Node] = []
+    ready: list[Node] = []
+    for gnode in graph:
+        node_options = {**defaults, **gnode.options} if defaults else dict(gnode.options)
+        row = Node(
+            id=uuid.uuid4(),
+            workflow=workflow,
+            index=gnode.id,
+            kind=NodeKind.BARRIER if gnode.is_barrier else NodeKind.TASK,
+            task_name=gnode.task_name,
+            path=gnode.path[:200],
+            args=list(gnode.args),
+            kwargs=dict(gnode.kwargs),
+            options=node_options,
+            input_rule=gnode.input,
+            parents=list(gnode.parents),
+            children=children[gnode.id],
+            pending_parents=len(gnode.parents),
+            is_output=gnode.id == graph.output,
+            queue=node_options.get("queue") or _task_queue(gnode.task_name),
+            countdown=float(node_options.get("countdown") or 0),
+            eta=_parse_moment(node_options.get("eta")),
+            created_at=now,
+        )
+        if not gnode.parents:
+            row.ready_at = now
+            if not gnode.is_barrier:
+                row.eta = max(filter(None, (row.eta, not_before)), default=None)
+                row.state = State.SCHEDULED if _due(row, now) > now else State.QUEUED
+                ready.append(row)
+        rows.append(row)
+    with transaction.atomic():
+        workflow.save(force_insert=True)
+        Node.objects.bulk_create(rows, batch_size=_bulk_batch_size())
+        dispatches = [dispatch_for(row) for row in ready]
+        barriers = [row for row in rows if row.kind == NodeKind.BARRIER and not row.parents]
+        if barriers:
+            dispatches += _resolve_barriers(workflow.pk, [_as_row(b) for b in barriers], now)
+        enqueue_on_commit(dispatches)
+    workflow.output_node = rows[graph.output]  # type: ignore[attr-defined]
+    signals.workflow_created.send(Workflow, workflow=workflow)
+    logger.info(
+        "workflow created",
+        extra={"workflow_id": str(workflow.pk), "nodes": len(rows), "name": workflow.name},
+    )
+    return workflow
+
+
+def check_binding(
+    task_name: str,
+    args: Sequence[Any],
+    kwargs: Mapping[str, Any],
+    input_rule: str,
+    options: Mapping[str, Any],
+) -> None:
+    """Check that a node's arguments bind to its function, counting its injected input.
+
+    Raises:
+        NotRegistered: when ``task_name`` is not registered.
+        TypeError: naming the task and what is wrong with the arguments.
+    """
+    task = registry.get(task_name)
+    call_args, call_kwargs = list(args), dict(kwargs)
+    injected = input_rule == "prepend"
+    if injected:
+        name = options.get("result_kwarg")
+        if name:
+            call_kwargs[name] = None
+        else:
+            call_args.insert(0, None)
+    try:
+        task.call_signature().bind(*call_args, **call_kwargs)
+    except TypeError as exc:
+        hint = " (it receives its parent's result as first argument)" if injected else ""
+        raise TypeError(f"{task_name}{tuple(args)!r}{hint}: {exc}") from None
+
+
+def _task_queue(task_name: str) -> str:
+    if not task_name or task_name not in registry:
+        return ""
+    return registry.get(task_name).policy.queue or ""
+
+
+def _start_time(options: Mapping[str, Any], now: datetime) -> datetime | None:
+    moments = []
+    if options.get("countdown"):
+        moments.append(now + timedelta(seconds=float(options["countdown"])))
+    if options.get("eta"):
+        moments.append(_parse_moment(options["eta"]))
+    return max((m for m in moments if m is not None), default=None)
+
+
+def _parse_moment(value: Any) -> datetime | None:
+    if not value:
+        return None
+    if isinstance(value, datetime):
+        return value
+    return datetime.fromisoformat(str(value))
+
+
+def _due(node: Node, now: datetime) -> datetime:
+    return node.due_at() or now
+
+
+def _bulk_batch_size() -> int | None:
+    return 500 if connection.vendor == "sqlite" else 5000
+
+
+# -- complete and advance --------------------------------------------------------------
+
+
+def complete(node: Node, value: Any, attempt: int) -> list[Dispatch]:
+    """Record ``value`` as ``node``'s result and advance its children.
+
+    Must run inside a transaction; returns the dispatches to send after commit. If the
+    node is no longer the one this attempt claimed (revoked while running, or taken
+    over after its lease expired) the result is kept but nothing downstream starts.
+    """
+    now = timezone.now()
+    done = Node.objects.filter(pk=node.pk, state=State.STARTED, attempts=attempt).update(
+        state=State.SUCCESS, result=value, finished_at=now, lease_until=None
+    )
+    if not done:
+        Node.objects.filter(pk=node.pk, state=State.REVOKED).update(result=value)
+        return []
+    node.state, node.result = State.SUCCESS, value
+    dispatches: list[Dispatch] = []
+    if node.children:
+        dispatches = advance(node.workflow_id, [(node.children, value)], now)
+    if node.is_output:
+        _finish_workflow(node.workflow_id, WorkflowStatus.SUCCESS, now)
+    return dispatches
+
+
+def advance(
+    workflow_id: Any, work: Iterable[tuple[Sequence[int], Any]], now: datetime
+) -> list[Dispatch]:
+    """Hand each ``(children, value)`` to those children; return the ready dispatches.
+
+    Group barriers that complete are resolved here too, iteratively.
+    """
+    queue = deque(work)
+    dispatches: list[Dispatch] = []
+    while queue:
+        children, value = queue.popleft()
+        barriers = []
+        for row in _decrement(workflow_id, children, value, now):
+            if row["pending_parents"] != 0:
+                continue
+            if row["kind"] == NodeKind.TASK and row["state"] in (State.QUEUED, State.SCHEDULED):
+                dispatches.append(_dispatch_from_row(row, now))
+            elif row["kind"] == NodeKind.BARRIER and row["state"] == State.PENDING:
+                barriers.append(row)
+        if barriers:
+            dispatches += _resolve_barriers(workflow_id, barriers, now, queue)
+    return dispatches
+
+
+def _resolve_barriers(
+    workflow_id: Any,
+    barriers: list[dict[str, Any]],
+    now: datetime,
+    queue: deque[tuple[Sequence[int], Any]] | None = None,
+) -> list[Dispatch]:
+    """Complete group barriers whose members all finished; feed their lists onward."""
+    own_queue = queue is None
+    queue = deque() if queue is None else queue
+    for row in barriers:
+        parents = row["parents"]
+        if row["input_rule"] == "list" and parents:
+            found = dict(
+                Node.objects.filter(workflow_id=workflow_id, index__in=parents).values_list(
+                    "index", "result"
+                )
+            )
+            value: Any = [found.get(p) for p in parents]
+        else:
+            value = []
+        done = Node.objects.filter(pk=row["id"], state=State.PENDING).update(
+            state=State.SUCCESS, result=value, ready_at=now, finished_at=now
+        )
+        if not done:
+            continue
+        if row["children"]:
+            queue.append((row["children"], value))
+        if row["is_output"]:
+            _finish_workflow(workflow_id, WorkflowStatus.SUCCESS, now)
+    return advance(workflow_id, queue, now) if own_queue else []
+
+
+def _decrement(
+    workflow_id: Any, children: Sequence[int], value: Any, now: datetime
+) -> list[dict[str, Any]]:
+    """One statement per chunk: count a finished parent on each child, hand it ``value``."""
+    rows: list[dict[str, Any]] = []
+    table = connection.ops.quote_name(Node._meta.db_table)
+    index = connection.ops.quote_name("index")
+    json_param = "CAST(%s AS jsonb)" if connection.vendor == "postgresql" else "%s"
+    returning = ", ".join(connection.ops.quote_name(c) for c in _RETURNING)
+    now_db = Node._meta.get_field("ready_at").get_db_prep_value(now, connection)
+    wf_db = Workflow._meta.pk.get_db_prep_value(workflow_id, connection)  # type: ignore[union-attr]
+    encoded = json.dumps(value)
+    for start in range(0, len(children), _CHUNK):
+        chunk = list(children[start : start + _CHUNK])
+        sql = (
+            f"UPDATE {table} SET "
+            "pending_parents = pending_parents - 1, "
+            f"input = CASE WHEN input_rule = 'prepend' THEN {json_param} ELSE input END, "
+            "ready_at = CASE WHEN pending_parents = 1 THEN %s ELSE ready_at END, "
+            "state = CASE WHEN pending_parents = 1 AND state = 'PENDING' AND kind = 'task' "
+            "THEN (CASE WHEN countdown > 0 OR (eta IS NOT NULL AND eta > %s) "
+            "THEN 'SCHEDULED' ELSE 'QUEUED' END) ELSE state END "
+            f"WHERE workflow_id = %s AND {index} IN ({', '.join(['%s'] * len(chunk))}) "
+            f"RETURNING {returning}"
+        )
+        with connection.cursor() as cursor:
+            cursor.execute(sql, [encoded, now_db, now_db, wf_db, *chunk])
+            rows.extend(_decode_row(r) for r in cursor.fetchall())
+    return rows
+
+
+def _decode_row(raw: Sequence[Any]) -> dict[str, Any]:
+    row = dict(zip(_RETURNING, raw, strict=True))
+    row["id"] = uuid.UUID(str(row["id"]))
+    row["workflow_id"] = uuid.UUID(str(row["workflow_id"]))
+    for key in ("children", "parents", "options"):
+        if isinstance(row[key], str | bytes):
+            row[key] = json.loads(row[key])
+    row["is_output"] = bool(row["is_output"])
+    eta = row["eta"]
+    if isinstance(eta, str):
+        eta = datetime.fromisoformat(eta)
+    if eta is not None and timezone.is_naive(eta):
+        eta = timezone.make_aware(eta, timezone.utc)
+    row["eta"] = eta
+    return row
+
+
+def _as_row(node: Node) -> dict[str, Any]:
+    return {c: getattr(node, c) for c in _RETURNING}
+
+
+def _dispatch_from_row(row: Mapping[str, Any], now: datetime) -> Dispatch:
+    node = Node(
+        id=row["id"],
+        workflow_id=row["workflow_id"],
+        task_name=row["task_name"],
+        retries=row["retries"],
+        queue=row["queue"],
+        countdown=row["countdown"],
+        eta=row["eta"],
+        ready_at=now,
+        options=row["options"],
+    )
+    return dispatch_for(node)
+
+
+def _finish_workflow(workflow_id: Any, status: str, now: datetime) -> None:
+    changed = Workflow.objects.filter(pk=workflow_id, status=WorkflowStatus.PENDING).update(
+        status=status, finished_at=now
+    )
+    if changed:
+        signals.workflow_finished.send(Workflow, workflow_id=workflow_id, status=status)
+        logger.info("workflow %s", status.lower(), extra={"workflow_id": str(workflow_id)})
+
+
+# -- failure ---------------------------------------------------------------------------
+
+
+def fail(node: Node, error: Mapping[str, str], attempt: int | None) -> list[Dispatch]:
+    """Record that ``node`` failed for good; fail everything downstream; run errbacks.
+
+    Must run inside a transaction. Only the call that moves the node to FAILURE
+    propagates and creates the error callbacks, so they run exactly once.
+    """
+    now = timezone.now()
+    fields = {
+        "error_type": error.get("type", "")[:200],
+        "error_module": error.get("module", "")[:200],
+        "error_message": error.get("message", ""),
+        "error_traceback": error.get("traceback", ""),
+    }
+    claimed = Node.objects.filter(pk=node.pk)
+    claimed = claimed.filter(attempts=attempt) if attempt is not None else claimed
+    done = claimed.exclude(state__in=READY_STATES).update(
+        state=State.FAILURE, finished_at=now, lease_until=None, **fields
+    )
+    if not done:
+        return []
+    downstream = descendants(node.workflow_id, node.children)
+    if downstream:
+        for chunk in _chunks(sorted(downstream)):
+            Node.objects.filter(
+                workflow_id=node.workflow_id, index__in=chunk, state__in=WAITING_STATES
+            ).update(state=State.FAILURE, finished_at=now, **fields)
+    _finish_workflow(node.workflow_id, WorkflowStatus.FAILURE, now)
+    signals.node_failed.send(Node, node=node, error=error)
+    return _create_errbacks(node, error, now)
+
+
+def _create_errbacks(node: Node, error: Mapping[str, str], now: datetime) -> list[Dispatch]:
+    callbacks = node.options.get("link_error") or []
+    if not callbacks:
+        return []
+    workflow = Workflow.objects.select_for_update().get(pk=node.workflow_id)
+    payload = dict(node.kwargs)
+    if node.task_name in registry:
+        try:
+            bound = (
+                registry.get(node.task_name)
+                .call_signature()
+                .bind_partial(*node.args, **node.kwargs)
+            )
+            payload = dict(bound.arguments)
+        except TypeError:
+            pass
+    info = {
+        "original_task_id": str(node.pk),
+        "original_task_name": node.task_name,
+        "error": f"{error.get('type', 'Error')}: {error.get('message', '')}",
+        "payload": payload,
+    }
+    rows = []
+    for position, data in enumerate(callbacks):
+        sig = Expression.from_dict(data)
+        if not isinstance(sig, Signature):
+            logger.warning("ignoring an error callback that is not a signature: %r", sig)
+            continue
+        rows.append(
+            Node(
+                id=uuid.uuid4(),
+                workflow_id=node.workflow_id,
+                index=workflow.size + position,
+                kind=NodeKind.ERRBACK,
+                task_name=sig.task_name,
+                path=f"errback of {node.path or node.index}"[:200],
+                args=list(sig.args),
+                kwargs=dict(sig.kwargs),
+                options=dict(sig.options),
+                input_rule="none" if sig.immutable else "errback",
+                input=info,
+                errback_of=node,
+                state=State.QUEUED,
+                queue=sig.options.get("queue") or _task_queue(sig.task_name),
+                ready_at=now,
+                created_at=now,
+            )
+        )
+    if rows:
+        Workflow.objects.filter(pk=workflow.pk).update(size=workflow.size + len(callbacks))
+        Node.objects.bulk_create(rows)
+    return [dispatch_for(row) for row in rows]
+
+
+def descendants(workflow_id: Any, children: Sequence[int]) -> set[int]:
+    """Indices of every node reachable from ``children`` (inclusive)."""
+    if not children:
+        return set()
+    edges = dict(
+        Node.objects.filter(workflow_id=workflow_id)
+        .exclude(kind=NodeKind.ERRBACK)
+        .values_list("index", "children")
+    )
+    seen: set[int] = set()
+    stack = list(children)
+    while stack:
+        index = stack.pop()
+        if index in seen:
+            continue
+        seen.add(index)
+        stack.extend(edges.get(index) or ())
+    return seen
+
+
+def _chunks(items: Sequence[int]) -> Iterable[Sequence[int]]:
+    for start in range(0, len(items), _CHUNK):
+        yield items[start : start + _CHUNK]
+
+
+# -- revocation ------------------------------------------------------------------------
+
+
+def revoke_node(node_id: Any) -> list[str]:
+    """Revoke a node and everything downstream of it; returns the revoked node ids.
+
+    A node already running is marked REVOKED too: its result is kept when it ends,
+    but nothing downstream starts. Waiting Cloud Tasks are deleted after commit.
+    """
+    with transaction.atomic():
+        node = Node.objects.select_for_update().get(pk=node_id)
+        indices = {node.index}
+        if node.kind != NodeKind.ERRBACK:
+            indices |= descendants(node.workflow_id, node.children)
+        return _revoke(node.workflow_id, indices)
+
+
+def revoke_workflow(workflow_id: Any) -> list[str]:
+    """Revoke every unfinished node of a workflow; returns the revoked node ids."""
+    with transaction.atomic():
+        Workflow.objects.select_for_update().get(pk=workflow_id)
+        return _revoke(workflow_id, None)
+
+
+def _revoke(workflow_id: Any, indices: set[int] | None) -> list[str]:
+    now = timezone.now()
+    nodes = Node.objects.filter(workflow_id=workflow_id).unfinished()
+    if indices is not None:
+        nodes = nodes.filter(index__in=sorted(indices))
+    victims = list(
+        nodes.only("id", "workflow_id", "task_name", "retries", "queue", "state", "is_output")
+    )
+    if not victims:
+        return []
+    ids = [v.pk for v in victims]
+    for chunk in range(0, len(ids), _CHUNK):
+        Node.objects.filter(pk__in=ids[chunk : chunk + _CHUNK]).unfinished().update(
+            state=State.REVOKED, finished_at=now, lease_until=None
+        )
+    if indices is None or any(v.is_output for v in victims):
+        _finish_workflow(workflow_id, WorkflowStatus.REVOKED, now)
+    cancel_on_commit(
+        [
+            dispatch_for(v)
+            for v in victims
+            if v.state in (State.QUEUED, State.SCHEDULED, State.RETRY) and v.task_name
+        ]
+    )
+    signals.nodes_revoked.send(Node, workflow_id=workflow_id, node_ids=[str(i) for i in ids])
+    return [str(i) for i in ids]
+
+
+def is_revoked(node_id: Any) -> bool:
+    """True when the node has been revoked (a task may check this while it runs)."""
+    return Node.objects.filter(pk=node_id, state=State.REVOKED).exists()

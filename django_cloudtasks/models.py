@@ -1,0 +1,223 @@
+"""The persisted DAG: one :class:`Workflow` per ``apply_async``, one :class:`Node` per step."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+from django_cloudtasks.constants import (
+    READY_STATES,
+    WAITING_STATES,
+    NodeKind,
+    State,
+    WorkflowStatus,
+)
+
+
+class WorkflowQuerySet(models.QuerySet["Workflow"]):
+    """Lookups by status."""
+
+    def unfinished(self) -> WorkflowQuerySet:
+        """Workflows still running or waiting."""
+        return self.filter(status=WorkflowStatus.PENDING)
+
+    def finished(self) -> WorkflowQuerySet:
+        """Workflows that succeeded, failed or were revoked."""
+        return self.exclude(status=WorkflowStatus.PENDING)
+
+    def finished_before(self, moment: datetime) -> WorkflowQuerySet:
+        """Finished workflows whose end is older than ``moment``."""
+        return self.finished().filter(finished_at__lt=moment)
+
+
+class Workflow(models.Model):
+    """One run of a canvas expression (a single task is a one-node workflow)."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    name = models.CharField(max_length=200, blank=True)
+    status = models.CharField(
+        max_length=16, choices=WorkflowStatus.choices, default=WorkflowStatus.PENDING
+    )
+    expression = models.JSONField(default=dict, blank=True)
+    graph_version = models.PositiveSmallIntegerField(default=1)
+    options = models.JSONField(default=dict, blank=True)
+    not_before = models.DateTimeField(null=True, blank=True)
+    output_index = models.PositiveIntegerField(default=0)
+    size = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    objects = WorkflowQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [
+            models.Index(
+                fields=["finished_at"],
+                name="ct_workflow_finished",
+                condition=~Q(status=WorkflowStatus.PENDING),
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name or 'workflow'} ({self.status})"
+
+    def finish(self, status: str) -> bool:
+        """Move to a final ``status`` unless already final; True if this call did it."""
+        now = timezone.now()
+        changed = Workflow.objects.filter(pk=self.pk, status=WorkflowStatus.PENDING).update(
+            status=status, finished_at=now
+        )
+        if changed:
+            self.status, self.finished_at = status, now
+        return bool(changed)
+
+
+class NodeQuerySet(models.QuerySet["Node"]):
+    """Lookups by lifecycle state."""
+
+    def unfinished(self) -> NodeQuerySet:
+        """Nodes that have not reached a final state."""
+        return self.exclude(state__in=READY_STATES)
+
+    def waiting(self) -> NodeQuerySet:
+        """Nodes waiting on parents, on their ETA, or on delivery."""
+        return self.filter(state__in=WAITING_STATES)
+
+    def stuck(self, older_than: datetime) -> NodeQuerySet:
+        """Ready task nodes that should have been delivered by ``older_than``.
+
+        A node that was committed as ready but whose enqueue was lost (crash,
+        transport outage) stays here until the sweeper sends it again.
+        """
+        return self.filter(
+            state__in=(State.QUEUED, State.RETRY, State.SCHEDULED),
+            parked=False,
+            ready_at__lt=older_than,
+        ).exclude(kind=NodeKind.BARRIER)
+
+    def expired_leases(self, now: datetime) -> NodeQuerySet:
+        """Started nodes whose runner stopped answering before finishing."""
+        return self.filter(state=State.STARTED, lease_until__lt=now)
+
+    def parked_due(self, horizon: datetime) -> NodeQuerySet:
+        """Parked far-future nodes whose ETA is now within Cloud Tasks' reach."""
+        return self.filter(parked=True, state=State.SCHEDULED, eta__lt=horizon)
+
+
+class Node(models.Model):
+    """A step of a workflow: a task call, a group join (barrier) or an error callback.
+
+    ``pending_parents`` counts parents that have not finished; a node becomes ready
+    when it reaches zero. ``input`` holds the value its parents handed it.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    workflow = models.ForeignKey(Workflow, on_delete=models.CASCADE, related_name="nodes")
+    index = models.PositiveIntegerField()
+    kind = models.CharField(max_length=8, choices=NodeKind.choices, default=NodeKind.TASK)
+    task_name = models.CharField(max_length=200, blank=True, db_index=True)
+    path = models.CharField(max_length=200, blank=True)
+    args = models.JSONField(default=list, blank=True)
+    kwargs = models.JSONField(default=dict, blank=True)
+    options = models.JSONField(default=dict, blank=True)
+    input_rule = models.CharField(max_length=8, default="none")
+    input = models.JSONField(null=True, blank=True)
+    parents = models.JSONField(default=list, blank=True)
+    children = models.JSONField(default=list, blank=True)
+    pending_parents = models.IntegerField(default=0)
+    is_output = models.BooleanField(default=False)
+    errback_of = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.CASCADE, related_name="errbacks"
+    )
+
+    state = models.CharField(max_length=16, choices=State.choices, default=State.PENDING)
+    queue = models.CharField(max_length=100, blank=True)
+    countdown = models.FloatField(default=0)
+    eta = models.DateTimeField(null=True, blank=True)
+    ready_at = models.DateTimeField(null=True, blank=True)
+    parked = models.BooleanField(default=False)
+    retries = models.PositiveIntegerField(default=0)
+    attempts = models.PositiveIntegerField(default=0)
+    lease_until = models.DateTimeField(null=True, blank=True)
+
+    result = models.JSONField(null=True, blank=True)
+    error_type = models.CharField(max_length=200, blank=True)
+    error_module = models.CharField(max_length=200, blank=True)
+    error_message = models.TextField(blank=True)
+    error_traceback = models.TextField(blank=True)
+
+    created_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    objects = NodeQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["workflow", "index"]
+        constraints = [
+            models.UniqueConstraint(fields=["workflow", "index"], name="ct_node_workflow_index")
+        ]
+        indexes = [
+            models.Index(
+                fields=["ready_at"],
+                name="ct_node_sweep",
+                condition=Q(state__in=[State.QUEUED, State.RETRY, State.SCHEDULED]),
+            ),
+            models.Index(
+                fields=["lease_until"], name="ct_node_lease", condition=Q(state="STARTED")
+            ),
+            models.Index(fields=["eta"], name="ct_node_parked", condition=Q(parked=True)),
+            models.Index(fields=["workflow", "state"], name="ct_node_workflow_state"),
+        ]
+
+    def __str__(self) -> str:
+        label = self.task_name or ("group join" if self.kind == NodeKind.BARRIER else "node")
+        return f"{label} [{self.state}]"
+
+    @property
+    def cloud_task_id(self) -> str:
+        """The Cloud Tasks task id of the current delivery: hashed, never reused.
+
+        A hashed prefix spreads names across Cloud Tasks' key space; the retry number
+        makes every policy retry a new task while a repeated enqueue of the same
+        delivery answers ALREADY_EXISTS.
+        """
+        return cloud_task_id(str(self.id), self.retries)
+
+    @property
+    def is_ready(self) -> bool:
+        """True once the node is final (SUCCESS, FAILURE or REVOKED)."""
+        return self.state in READY_STATES
+
+    def due_at(self, not_before: datetime | None = None) -> datetime | None:
+        """When this node should run: readiness plus countdown, its ETA, the workflow's start."""
+        candidates = []
+        if self.ready_at is not None and self.countdown:
+            candidates.append(self.ready_at + timedelta(seconds=self.countdown))
+        if self.eta is not None:
+            candidates.append(self.eta)
+        if not_before is not None:
+            candidates.append(not_before)
+        return max(candidates) if candidates else None
+
+    def error_dict(self) -> dict[str, Any]:
+        """The recorded error as ``{"type", "module", "message", "traceback"}``."""
+        return {
+            "type": self.error_type,
+            "module": self.error_module,
+            "message": self.error_message,
+            "traceback": self.error_traceback,
+        }
+
+
+def cloud_task_id(node_id: str, retries: int) -> str:
+    """``<8 hex of sha256>-<node id>-<retry>``: stable for a delivery, new per retry."""
+    digest = hashlib.sha256(f"{node_id}:{retries}".encode()).hexdigest()[:8]
+    return f"{digest}-{node_id}-{retries}"

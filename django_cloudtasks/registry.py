@@ -1,0 +1,206 @@
+"""``@task``: register functions as tasks that canvas expressions can name."""
+
+from __future__ import annotations
+
+import inspect
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import wrapt
+
+from canvas import Signature
+from django_cloudtasks.exceptions import AlreadyRegistered, NotRegistered
+
+
+@dataclass(frozen=True)
+class TaskPolicy:
+    """How a task runs and retries; set by ``@task(...)`` keyword arguments."""
+
+    queue: str | None = None
+    max_retries: int = 3
+    retry_backoff: float | bool = False
+    retry_backoff_max: float = 600
+    retry_jitter: bool = True
+    autoretry_for: tuple[type[BaseException], ...] = ()
+    default_retry_delay: float = 180
+    expires: float | None = None
+    dispatch_deadline: float | None = None
+    bind: bool = False
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+class Task(wrapt.FunctionWrapper):  # type: ignore[misc]
+    """A registered task. Calling it runs the function in-process, as before.
+
+    ``.s()``/``.si()`` build signatures; ``.delay()``/``.apply_async()`` run one call
+    through the engine. Introspection (``__name__``, ``__doc__``, ``inspect.signature``)
+    sees the original function.
+    """
+
+    def __init__(self, wrapped: Callable[..., Any], name: str, policy: TaskPolicy) -> None:
+        super().__init__(wrapped, _call_directly)
+        self._self_name = name
+        self._self_policy = policy
+
+    @property
+    def name(self) -> str:
+        """The registered task name."""
+        return str(self._self_name)
+
+    @property
+    def policy(self) -> TaskPolicy:
+        """The task's run and retry policy."""
+        policy: TaskPolicy = self._self_policy
+        return policy
+
+    def s(self, *args: Any, **kwargs: Any) -> Signature:
+        """A signature that receives its parent's result as first argument."""
+        return Signature(self.name, args, kwargs)
+
+    def si(self, *args: Any, **kwargs: Any) -> Signature:
+        """An immutable signature: it ignores its parent's result."""
+        return Signature(self.name, args, kwargs, immutable=True)
+
+    def signature(
+        self, args: Sequence[Any] = (), kwargs: Mapping[str, Any] | None = None, **options: Any
+    ) -> Signature:
+        """Celery's ``task.signature(args, kwargs, **options)``."""
+        return Signature(self.name, args, kwargs, options)
+
+    def delay(self, *args: Any, **kwargs: Any) -> Any:
+        """Run ``task(*args, **kwargs)`` asynchronously; returns an ``AsyncResult``."""
+        return self.s(*args, **kwargs).apply_async()
+
+    def apply_async(
+        self,
+        args: Sequence[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> Any:
+        """Run one call asynchronously with run options (``countdown``, ``eta``...)."""
+        return Signature(self.name, args or (), kwargs).apply_async(**options)
+
+    def call_signature(self) -> inspect.Signature:
+        """The parameters a node's arguments must bind to (without ``self`` if bound)."""
+        sig = inspect.signature(self.__wrapped__)
+        if self.policy.bind:
+            params = list(sig.parameters.values())[1:]
+            sig = sig.replace(parameters=params)
+        return sig
+
+    def __repr__(self) -> str:
+        return f"<Task {self.name}>"
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        return (get_task, (self.name,))
+
+
+def _call_directly(
+    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    task = registry.get_by_function(wrapped)
+    if task is not None and task.policy.bind:
+        from django_cloudtasks.context import TaskContext
+
+        return wrapped(TaskContext.direct(task), *args, **kwargs)
+    return wrapped(*args, **kwargs)
+
+
+class Registry:
+    """Task names to tasks. One per process: :data:`registry`."""
+
+    def __init__(self) -> None:
+        self._tasks: dict[str, Task] = {}
+        self._by_function: dict[int, Task] = {}
+        self._lock = threading.Lock()
+
+    def register(self, func: Callable[..., Any], name: str, policy: TaskPolicy) -> Task:
+        """Register ``func`` as ``name``.
+
+        Raises:
+            AlreadyRegistered: when another function already has that name.
+        """
+        with self._lock:
+            existing = self._tasks.get(name)
+            if existing is not None:
+                if _qualified(existing.__wrapped__) != _qualified(func):
+                    raise AlreadyRegistered(
+                        f"task name {name!r} is taken by {_qualified(existing.__wrapped__)}; "
+                        f"cannot register {_qualified(func)} under it (pass name=...)"
+                    )
+                self._by_function.pop(id(existing.__wrapped__), None)
+            task = Task(func, name, policy)
+            self._tasks[name] = task
+            self._by_function[id(func)] = task
+            return task
+
+    def unregister(self, name: str) -> None:
+        """Forget ``name`` (for tests)."""
+        with self._lock:
+            task = self._tasks.pop(name, None)
+            if task is not None:
+                self._by_function.pop(id(task.__wrapped__), None)
+
+    def get(self, name: str) -> Task:
+        """The task registered as ``name``.
+
+        Raises:
+            NotRegistered: when no task has that name.
+        """
+        try:
+            return self._tasks[name]
+        except KeyError:
+            raise NotRegistered(f"no task is registered as {name!r}") from None
+
+    def get_by_function(self, func: Callable[..., Any]) -> Task | None:
+        """The task wrapping ``func``, if any."""
+        return self._by_function.get(id(func))
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._tasks
+
+    def names(self) -> list[str]:
+        """All registered names, sorted."""
+        return sorted(self._tasks)
+
+
+registry = Registry()
+
+
+def _qualified(func: Callable[..., Any]) -> str:
+    return f"{getattr(func, '__module__', '?')}.{getattr(func, '__qualname__', func)!s}"
+
+
+def task(
+    func: Callable[..., Any] | None = None, /, *, name: str | None = None, **policy: Any
+) -> Any:
+    """Register a function as a task: ``@task`` or ``@task(name=..., max_retries=...)``.
+
+    Keyword arguments: ``name`` (default: the function's name), ``queue``,
+    ``max_retries``, ``retry_backoff``, ``retry_backoff_max``, ``retry_jitter``,
+    ``autoretry_for``, ``default_retry_delay``, ``expires``, ``dispatch_deadline``,
+    ``bind`` (pass a :class:`~django_cloudtasks.context.TaskContext` as ``self``).
+
+    Raises:
+        AlreadyRegistered: when another function already has the name.
+        TypeError: for an unknown keyword argument.
+    """
+    unknown = set(policy) - set(TaskPolicy.__dataclass_fields__)
+    if unknown:
+        raise TypeError(f"@task got unknown arguments: {', '.join(sorted(unknown))}")
+    if "autoretry_for" in policy:
+        policy["autoretry_for"] = tuple(policy["autoretry_for"])
+
+    def decorate(function: Callable[..., Any]) -> Task:
+        if not callable(function):
+            raise TypeError(f"@task decorates functions, got {function!r}")
+        return registry.register(function, name or function.__name__, TaskPolicy(**policy))
+
+    return decorate(func) if func is not None else decorate
+
+
+def get_task(name: str) -> Task:
+    """The task registered as ``name`` (see :meth:`Registry.get`)."""
+    return registry.get(name)

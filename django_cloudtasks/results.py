@@ -1,0 +1,295 @@
+"""Result handles: ``AsyncResult`` for a node, ``GroupResult`` for a group, ``WorkflowResult``.
+
+Every property reads the database afresh; ``get()`` polls it.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from django_cloudtasks.constants import READY_STATES, NodeKind, State, WorkflowStatus
+from django_cloudtasks.exceptions import NodeNotFound, TaskRevoked, TimeoutError, rebuild_exception
+from django_cloudtasks.models import Node, Workflow
+
+
+class AsyncResult:
+    """The state and result of one node, by id (Celery's ``AsyncResult``)."""
+
+    def __init__(self, id: Any) -> None:
+        self.id = str(id)
+
+    def __repr__(self) -> str:
+        return f"<AsyncResult {self.id}>"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, AsyncResult) and type(other) is type(self) and other.id == self.id
+
+    def __hash__(self) -> int:
+        return hash((type(self).__name__, self.id))
+
+    def _node(self) -> Node:
+        node = Node.objects.filter(pk=self.id).first()
+        if node is None:
+            raise NodeNotFound(f"no node has the id {self.id}")
+        return node
+
+    @property
+    def state(self) -> str:
+        """PENDING, SCHEDULED, QUEUED, STARTED, RETRY, SUCCESS, FAILURE or REVOKED."""
+        return str(
+            Node.objects.filter(pk=self.id).values_list("state", flat=True).first() or State.PENDING
+        )
+
+    status = state
+
+    @property
+    def workflow_id(self) -> str:
+        """The id of the workflow this node belongs to."""
+        return str(self._node().workflow_id)
+
+    @property
+    def workflow(self) -> WorkflowResult:
+        """The whole workflow."""
+        return WorkflowResult(self.workflow_id)
+
+    @property
+    def result(self) -> Any:
+        """The return value on SUCCESS, the exception on FAILURE, else None."""
+        return _value(self._node())
+
+    info = result
+
+    @property
+    def traceback(self) -> str | None:
+        """The formatted traceback of a failure, else None."""
+        return self._node().error_traceback or None
+
+    def ready(self) -> bool:
+        """True once SUCCESS, FAILURE or REVOKED."""
+        return self.state in READY_STATES
+
+    def successful(self) -> bool:
+        """True on SUCCESS."""
+        return self.state == State.SUCCESS
+
+    def failed(self) -> bool:
+        """True on FAILURE."""
+        return self.state == State.FAILURE
+
+    def get(
+        self, timeout: float | None = None, interval: float = 0.2, propagate: bool = True
+    ) -> Any:
+        """Wait until ready and return the result.
+
+        Raises:
+            TimeoutError: after ``timeout`` seconds without a final state.
+            The task's exception (rebuilt) on FAILURE, and :class:`TaskRevoked` on
+            REVOKED, when ``propagate`` is true.
+        """
+        node = _wait(lambda: self._node(), lambda n: n.state in READY_STATES, timeout, interval)
+        return _outcome(node, propagate)
+
+    wait = get
+
+    def revoke(self) -> list[str]:
+        """Revoke this node and everything downstream; returns the revoked node ids."""
+        from django_cloudtasks.engine import revoke_node
+
+        return revoke_node(self.id)
+
+    @property
+    def parent(self) -> AsyncResult | GroupResult | None:
+        """The result this node received its input from, if any."""
+        node = self._node()
+        if not node.parents or node.kind == NodeKind.BARRIER:
+            return None
+        parent = Node.objects.get(workflow_id=node.workflow_id, index=node.parents[0])
+        return result_for(parent)
+
+    @property
+    def children(self) -> list[AsyncResult | GroupResult]:
+        """The results that receive this node's output."""
+        node = self._node()
+        rows = Node.objects.filter(workflow_id=node.workflow_id, index__in=node.children)
+        return [result_for(n) for n in rows]
+
+
+class GroupResult(AsyncResult):
+    """The results of a group's members, in member order (Celery's ``GroupResult``)."""
+
+    def __repr__(self) -> str:
+        return f"<GroupResult {self.id}: {len(self.results)} members>"
+
+    @property
+    def results(self) -> list[AsyncResult | GroupResult]:
+        """One result per member (a nested group's is a ``GroupResult``)."""
+        node = self._node()
+        if node.input_rule != "list":
+            return []
+        members = {
+            n.index: n
+            for n in Node.objects.filter(workflow_id=node.workflow_id, index__in=node.parents)
+        }
+        return [result_for(members[i]) for i in node.parents]
+
+    def __len__(self) -> int:
+        return len(self.results)
+
+    def __iter__(self) -> Any:
+        return iter(self.results)
+
+    def completed_count(self) -> int:
+        """How many members succeeded."""
+        return sum(1 for r in self.results if r.successful())
+
+    def ready(self) -> bool:
+        """True once every member is final."""
+        return all(r.ready() for r in self.results) or self.state in READY_STATES
+
+    def successful(self) -> bool:
+        """True when every member succeeded."""
+        return all(r.successful() for r in self.results)
+
+    def failed(self) -> bool:
+        """True when some member failed."""
+        return any(r.failed() for r in self.results)
+
+    def get(
+        self, timeout: float | None = None, interval: float = 0.2, propagate: bool = True
+    ) -> Any:
+        """Wait for every member; return their results as a list (see ``AsyncResult.get``)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        values = []
+        for member in self.results:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            values.append(member.get(timeout=left, interval=interval, propagate=propagate))
+        return values
+
+    join = get
+
+    def revoke(self) -> list[str]:
+        """Revoke every member (and so the join and what follows)."""
+        revoked: list[str] = []
+        for member in self.results:
+            revoked += member.revoke()
+        from django_cloudtasks.engine import revoke_node
+
+        return revoked + revoke_node(self.id)
+
+
+class WorkflowResult:
+    """A whole workflow: its status, its nodes, its final result."""
+
+    def __init__(self, id: Any) -> None:
+        self.id = str(id)
+
+    def __repr__(self) -> str:
+        return f"<WorkflowResult {self.id}>"
+
+    def _workflow(self) -> Workflow:
+        return Workflow.objects.get(pk=self.id)
+
+    @property
+    def status(self) -> str:
+        """PENDING, SUCCESS, FAILURE or REVOKED."""
+        return str(self._workflow().status)
+
+    @property
+    def state(self) -> str:
+        """Like ``status``, but STARTED once any node has started or finished."""
+        status = self.status
+        if status != WorkflowStatus.PENDING:
+            return status
+        started = Node.objects.filter(workflow_id=self.id).exclude(
+            state__in=(State.PENDING, State.SCHEDULED, State.QUEUED)
+        )
+        return State.STARTED if started.exists() else State.PENDING
+
+    def nodes(self) -> list[Node]:
+        """Every node, in graph order (error callbacks last)."""
+        return list(Node.objects.filter(workflow_id=self.id).order_by("index"))
+
+    @property
+    def output(self) -> AsyncResult | GroupResult:
+        """The result of the expression's last step."""
+        workflow = self._workflow()
+        return result_for(Node.objects.get(workflow=workflow, index=workflow.output_index))
+
+    @property
+    def result(self) -> Any:
+        """The final result once SUCCESS."""
+        return self.output.result
+
+    def ready(self) -> bool:
+        """True once the workflow is final."""
+        return self.status != WorkflowStatus.PENDING
+
+    def get(
+        self, timeout: float | None = None, interval: float = 0.2, propagate: bool = True
+    ) -> Any:
+        """Wait for the workflow to finish and return its final result.
+
+        Raises:
+            TimeoutError: after ``timeout`` seconds.
+            The first failure's exception on FAILURE when ``propagate`` is true.
+        """
+        workflow = _wait(
+            self._workflow, lambda w: w.status != WorkflowStatus.PENDING, timeout, interval
+        )
+        if workflow.status == WorkflowStatus.FAILURE and propagate:
+            first = (
+                Node.objects.filter(workflow=workflow, state=State.FAILURE)
+                .exclude(kind=NodeKind.ERRBACK)
+                .order_by("finished_at", "index")
+                .first()
+            )
+            if first is not None:
+                raise _exception(first)
+        return self.output.get(timeout=0, propagate=propagate)
+
+    def revoke(self) -> list[str]:
+        """Revoke every unfinished node."""
+        from django_cloudtasks.engine import revoke_workflow
+
+        return revoke_workflow(self.id)
+
+
+def result_for(node: Node) -> AsyncResult | GroupResult:
+    """The right handle for ``node``: a ``GroupResult`` for a group join."""
+    return GroupResult(node.pk) if node.kind == NodeKind.BARRIER else AsyncResult(node.pk)
+
+
+def _wait(fetch: Any, done: Any, timeout: float | None, interval: float) -> Any:
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        item = fetch()
+        if done(item):
+            return item
+        if deadline is not None and time.monotonic() >= deadline:
+            raise TimeoutError(f"the operation timed out after {timeout}s")
+        time.sleep(interval)
+
+
+def _value(node: Node) -> Any:
+    if node.state == State.SUCCESS:
+        return node.result
+    if node.state == State.FAILURE:
+        return _exception(node)
+    return None
+
+
+def _exception(node: Node) -> BaseException:
+    return rebuild_exception(node.error_type or "Exception", node.error_message, node.error_module)
+
+
+def _outcome(node: Node, propagate: bool) -> Any:
+    if node.state == State.SUCCESS:
+        if node.kind == NodeKind.BARRIER:
+            return node.result
+        return node.result
+    if not propagate:
+        return _value(node)
+    if node.state == State.FAILURE:
+        raise _exception(node)
+    raise TaskRevoked(f"node {node.pk} ({node.task_name or node.kind}) was revoked")

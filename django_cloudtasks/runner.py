@@ -1,0 +1,292 @@
+"""Deliveries: claim a node, run its function outside any transaction, record the outcome.
+
+Every transport ends here: the run endpoint for Cloud Tasks, and the eager and memory
+transports in-process.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import traceback
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from django_cloudtasks import engine, signals
+from django_cloudtasks.conf import conf
+from django_cloudtasks.constants import CLAIMABLE_STATES, READY_STATES, State
+from django_cloudtasks.context import Request, TaskContext
+from django_cloudtasks.dispatch import dispatch_for, enqueue_on_commit
+from django_cloudtasks.exceptions import NodeNotFound, NotRegistered, Retry
+from django_cloudtasks.models import Node
+from django_cloudtasks.registry import Task, registry
+
+logger = logging.getLogger("django_cloudtasks.runner")
+
+ERRBACK_PARAMETERS = ("original_task_id", "original_task_name", "error", "payload")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a delivery ended, as the run endpoint answers it."""
+
+    status: int
+    state: str
+    detail: str = ""
+
+    def as_json(self) -> dict[str, Any]:
+        """The endpoint's JSON body."""
+        data = {"state": self.state}
+        if self.detail:
+            data["detail"] = self.detail
+        return data
+
+
+def deliver(
+    node_id: Any,
+    task_name: str | None = None,
+    retries: int | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> Outcome:
+    """Run one delivery of node ``node_id``.
+
+    Answers 200 when the delivery is settled (success, retry scheduled, failure
+    recorded, or a duplicate of a finished node) and 409 when another delivery holds
+    the node under a live lease, so that Cloud Tasks tries again later.
+
+    Raises:
+        NodeNotFound: when no node has that id.
+        ValueError: when ``task_name`` is not the node's task.
+    """
+    node = Node.objects.filter(pk=node_id).first()
+    if node is None:
+        raise NodeNotFound(f"no node has the id {node_id}")
+    if task_name is not None and task_name != node.task_name:
+        raise ValueError(f"node {node_id} runs {node.task_name!r}, not {task_name!r}")
+    if node.state in READY_STATES:
+        return Outcome(200, node.state, "already finished")
+    now = timezone.now()
+    if _expired(node, now):
+        engine.revoke_node(node.pk)
+        return Outcome(200, State.REVOKED, "expired")
+    deadline = float(node.options.get("dispatch_deadline") or conf.DISPATCH_DEADLINE)
+    claimable = Q(state__in=CLAIMABLE_STATES) | Q(state=State.STARTED, lease_until__lt=now)
+    claimed = (
+        Node.objects.filter(claimable, pk=node.pk)
+        .filter(pending_parents__lte=0)
+        .update(
+            state=State.STARTED,
+            attempts=node.attempts + 1,
+            started_at=now,
+            lease_until=now + timedelta(seconds=deadline + 30),
+        )
+    )
+    if not claimed:
+        return Outcome(409, node.state, "the node is running or not ready; try later")
+    node.attempts += 1
+    node.state = State.STARTED
+    return _run(node, headers or {})
+
+
+def _expired(node: Node, now: Any) -> bool:
+    expires = node.options.get("expires")
+    if expires is None:
+        return False
+    if isinstance(expires, int | float):
+        start = node.ready_at or node.created_at
+        return bool(now > start + timedelta(seconds=expires))
+    return bool(now > engine._parse_moment(expires))
+
+
+def _run(node: Node, headers: Mapping[str, str]) -> Outcome:
+    attempt = node.attempts
+    try:
+        task = registry.get(node.task_name)
+    except NotRegistered as exc:
+        return _fail(node, _error_from(exc, with_traceback=False), attempt)
+    try:
+        args, kwargs = _call_arguments(node, task)
+    except TypeError as exc:
+        return _fail(node, _error_from(exc, with_traceback=False), attempt)
+    signals.node_started.send(Node, node=node)
+    try:
+        if task.policy.bind:
+            context = TaskContext(
+                task,
+                Request(
+                    id=str(node.pk),
+                    workflow_id=str(node.workflow_id),
+                    task_name=node.task_name,
+                    retries=node.retries,
+                    attempt=attempt,
+                    headers=dict(headers),
+                ),
+            )
+            value = task.__wrapped__(context, *args, **kwargs)
+        else:
+            value = task.__wrapped__(*args, **kwargs)
+        json.dumps(value)
+    except Retry as retry:
+        return _retry_or_fail(node, task, retry, retry.exc or retry, attempt, explicit=True)
+    except Exception as exc:
+        if isinstance(exc, TypeError) and _is_json_error(exc):
+            return _fail(node, _error_from(exc), attempt)
+        if task.policy.autoretry_for and isinstance(exc, task.policy.autoretry_for):
+            return _retry_or_fail(node, task, None, exc, attempt, explicit=False)
+        return _fail(node, _error_from(exc), attempt)
+    with transaction.atomic():
+        dispatches = engine.complete(node, value, attempt)
+        enqueue_on_commit(dispatches)
+    signals.node_finished.send(Node, node=node, state=State.SUCCESS)
+    return Outcome(200, State.SUCCESS)
+
+
+def _is_json_error(exc: TypeError) -> bool:
+    return "JSON serializable" in str(exc)
+
+
+def _call_arguments(node: Node, task: Task) -> tuple[list[Any], dict[str, Any]]:
+    args, kwargs = list(node.args), dict(node.kwargs)
+    if node.input_rule == "prepend":
+        name = node.options.get("result_kwarg")
+        if name:
+            kwargs[name] = node.input
+        else:
+            args.insert(0, node.input)
+    elif node.input_rule == "errback" and isinstance(node.input, dict):
+        params = task.call_signature().parameters
+        takes_any = any(p.kind == p.VAR_KEYWORD for p in params.values())
+        for key in ERRBACK_PARAMETERS:
+            if (takes_any or key in params) and key not in kwargs:
+                kwargs[key] = node.input.get(key)
+    try:
+        task.call_signature().bind(*args, **kwargs)
+    except TypeError as exc:
+        raise TypeError(f"wrong arguments for task {node.task_name!r}: {exc}") from None
+    return args, kwargs
+
+
+def _retry_or_fail(
+    node: Node,
+    task: Task,
+    retry: Retry | None,
+    exc: BaseException,
+    attempt: int,
+    explicit: bool,
+) -> Outcome:
+    options = node.options
+    limit = getattr(retry, "max_retries", None)
+    if limit is None:
+        limit = options.get("max_retries", task.policy.max_retries)
+    if limit is not None and node.retries >= limit:
+        return _fail(node, _error_from(exc), attempt)
+    countdown = retry.countdown if retry is not None and retry.countdown is not None else None
+    if countdown is None:
+        countdown = backoff(node.retries, task, options)
+    now = timezone.now()
+    error = _error_from(exc)
+    with transaction.atomic():
+        moved = Node.objects.filter(pk=node.pk, state=State.STARTED, attempts=attempt).update(
+            state=State.RETRY,
+            retries=node.retries + 1,
+            ready_at=now,
+            eta=now + timedelta(seconds=countdown),
+            countdown=0,
+            lease_until=None,
+            error_type=error["type"],
+            error_module=error["module"],
+            error_message=error["message"],
+            error_traceback=error["traceback"],
+        )
+        if moved:
+            node.retries += 1
+            node.state, node.ready_at, node.countdown = State.RETRY, now, 0
+            node.eta = now + timedelta(seconds=countdown)
+            enqueue_on_commit([dispatch_for(node)])
+    signals.node_finished.send(Node, node=node, state=State.RETRY)
+    return Outcome(200, State.RETRY, f"retry {node.retries} in {countdown:.3g}s")
+
+
+def backoff(retries: int, task: Task, options: Mapping[str, Any]) -> float:
+    """Seconds to wait before retry number ``retries + 1``.
+
+    With ``retry_backoff`` the delay is ``base * 2**retries`` capped at
+    ``retry_backoff_max``, and with ``retry_jitter`` a random value between 0 and that
+    delay; without it, ``default_retry_delay``.
+    """
+    policy = task.policy
+    base = options.get("retry_backoff", policy.retry_backoff)
+    if not base:
+        return float(policy.default_retry_delay)
+    base = 1.0 if base is True else float(base)
+    cap = float(options.get("retry_backoff_max", policy.retry_backoff_max))
+    delay = min(base * (2**retries), cap)
+    if options.get("retry_jitter", policy.retry_jitter):
+        delay = random.uniform(0, delay)
+    return float(delay)
+
+
+def _fail(node: Node, error: dict[str, str], attempt: int) -> Outcome:
+    with transaction.atomic():
+        dispatches = engine.fail(node, error, attempt)
+        enqueue_on_commit(dispatches)
+    signals.node_finished.send(Node, node=node, state=State.FAILURE)
+    logger.info(
+        "node failed: %s: %s",
+        error["type"],
+        error["message"],
+        extra={"workflow_id": str(node.workflow_id), "node_id": str(node.pk)},
+    )
+    return Outcome(200, State.FAILURE, f"{error['type']}: {error['message']}")
+
+
+def _error_from(exc: BaseException, with_traceback: bool = True) -> dict[str, str]:
+    cls = type(exc)
+    return {
+        "type": cls.__name__,
+        "module": "" if cls.__module__ == "builtins" else cls.__module__,
+        "message": str(exc),
+        "traceback": "".join(traceback.format_exception(exc)) if with_traceback else "",
+    }
+
+
+def report(node_id: Any, status: str, value: Any, error: Mapping[str, Any]) -> Outcome:
+    """Record the outcome of a node that ran elsewhere (the tracker endpoint).
+
+    Goes through the same engine code as an in-process run; a report for a node that
+    is already final changes nothing.
+
+    Raises:
+        NodeNotFound: when no node has that id.
+    """
+    node = Node.objects.filter(pk=node_id).first()
+    if node is None:
+        raise NodeNotFound(f"no node has the id {node_id}")
+    if node.state in READY_STATES:
+        return Outcome(200, node.state, "already finished")
+    if node.state != State.STARTED:
+        now = timezone.now()
+        claimed = Node.objects.filter(
+            pk=node.pk, state__in=CLAIMABLE_STATES, pending_parents__lte=0
+        ).update(state=State.STARTED, attempts=node.attempts + 1, started_at=now)
+        if not claimed:
+            return Outcome(409, node.state, "the node is not ready")
+        node.attempts += 1
+    if status == "success":
+        with transaction.atomic():
+            enqueue_on_commit(engine.complete(node, value, node.attempts))
+        return Outcome(200, State.SUCCESS)
+    failure = {
+        "type": str(error.get("type") or "Error"),
+        "module": str(error.get("module") or ""),
+        "message": str(error.get("message") or ""),
+        "traceback": str(error.get("traceback") or ""),
+    }
+    return _fail(node, failure, node.attempts)

@@ -1,0 +1,55 @@
+"""Fixtures for the Django side: transports and settings."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from django_cloudtasks.transports import get_transport, reset_transport
+from django_cloudtasks.transports.memory import MemoryTransport
+
+
+def _use(settings: pytest.FixtureRequest, name: str) -> None:
+    settings.CLOUDTASKS = {**settings.CLOUDTASKS, "TRANSPORT": name}  # type: ignore[attr-defined]
+    reset_transport()
+
+
+@pytest.fixture
+def memory(settings) -> Iterator[MemoryTransport]:
+    """The memory transport; call ``memory.drain()`` to run what was sent."""
+    _use(settings, "memory")
+    transport = get_transport()
+    assert isinstance(transport, MemoryTransport)
+    yield transport
+    reset_transport()
+
+
+@pytest.fixture
+def eager(settings) -> Iterator[None]:
+    """The eager transport: everything runs at commit time, in-process."""
+    _use(settings, "eager")
+    yield
+    reset_transport()
+
+
+@pytest.fixture(params=["eager", "memory"])
+def transport(request, settings) -> Iterator[str]:
+    """Each test runs under eager and under memory (``run()`` drains when needed)."""
+    _use(settings, request.param)
+    yield request.param
+    reset_transport()
+
+
+@pytest.fixture
+def executions():
+    """How many times each test task ran, read from the database."""
+    from django.db.models import Count
+
+    from tests.testapp.models import Execution
+
+    def counts() -> dict[str, int]:
+        rows = Execution.objects.values("task").annotate(n=Count("id"))
+        return {row["task"]: row["n"] for row in rows}
+
+    return counts

@@ -1,0 +1,3 @@
+"""Tasks for the CloudChainManager tests (the original package's examples)."""
+
+from __future__ import annotations
