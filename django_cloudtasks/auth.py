@@ -19,19 +19,27 @@ class Verdict:
     message: str = ""
 
 
+def is_configured() -> bool:
+    """True when some request can pass :func:`authenticate` (a shared token is set).
+
+    The system check ``django_cloudtasks.W001`` reports when this is False.
+    """
+    return bool(conf.AUTH_TOKEN)
+
+
 def authenticate(request: HttpRequest) -> Verdict:
     """Check the request's bearer token against the shared ``AUTH_TOKEN``.
 
-    Missing credentials give 401, wrong ones 403; with no token configured every
-    request is refused with 403 (never accepted).
+    Missing credentials (or another scheme than ``Bearer``) give 401, a wrong token
+    403; with no token configured every request is refused with 403 (never accepted).
     """
-    expected = conf.AUTH_TOKEN
-    if not expected:
+    if not is_configured():
         return Verdict(False, 403, "authentication is not configured: set CLOUDTASKS['AUTH_TOKEN']")
+    expected = str(conf.AUTH_TOKEN)
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
     if not header or scheme.lower() != "bearer" or not token.strip():
-        return Verdict(False, 401, "missing bearer token")
-    if not hmac.compare_digest(token.strip().encode(), str(expected).encode()):
+        return Verdict(False, 401, "missing credentials: send 'Authorization: Bearer <token>'")
+    if not hmac.compare_digest(token.strip().encode(), expected.encode()):
         return Verdict(False, 403, "invalid credentials")
     return Verdict(True)

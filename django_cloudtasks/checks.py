@@ -6,6 +6,7 @@ from typing import Any
 
 from django.core import checks
 
+from django_cloudtasks.auth import is_configured
 from django_cloudtasks.conf import TRANSPORTS, conf
 
 
@@ -17,8 +18,8 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
     * ``django_cloudtasks.E002``: the ``cloudtasks`` transport without ``PROJECT``,
       ``LOCATION`` or ``BASE_URL``.
     * ``django_cloudtasks.E003``: ``BASE_URL`` is not an http(s) URL.
-    * ``django_cloudtasks.W001``: no way to authenticate requests (``AUTH_TOKEN`` or
-      OIDC); every request to the endpoints is refused.
+    * ``django_cloudtasks.W001``: no way to authenticate requests (no ``AUTH_TOKEN``);
+      every request to the endpoints is refused.
     """
     messages: list[checks.CheckMessage] = []
     transport = conf.TRANSPORT
@@ -51,12 +52,12 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
                 id="django_cloudtasks.E003",
             )
         )
-    if not conf.AUTH_TOKEN and not conf.OIDC_SERVICE_ACCOUNT:
+    if not is_configured():
         messages.append(
             checks.Warning(
-                "No AUTH_TOKEN and no OIDC_SERVICE_ACCOUNT: the /cloudtasks/ endpoints "
-                "refuse every request.",
-                hint="Set CLOUDTASKS['AUTH_TOKEN'] (TASKAPP_AUTH_TOKEN) or configure OIDC.",
+                "No AUTH_TOKEN: the /cloudtasks/ endpoints refuse every request.",
+                hint="Set CLOUDTASKS['AUTH_TOKEN'] (or TASKAPP_AUTH_TOKEN); OIDC_SERVICE_ACCOUNT "
+                "alone is not enough, the endpoints do not verify OIDC tokens yet.",
                 id="django_cloudtasks.W001",
             )
         )

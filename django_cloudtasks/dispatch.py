@@ -39,13 +39,13 @@ def enqueue_on_commit(dispatches: Sequence[Dispatch]) -> None:
         transaction.on_commit(partial(send_now, list(dispatches)))
 
 
-def send_now(dispatches: Sequence[Dispatch]) -> None:
+def send_now(dispatches: Sequence[Dispatch], now: datetime | None = None) -> None:
     """Send ``dispatches``, parking those beyond Cloud Tasks' horizon.
 
     Raises:
         EnqueueError: when the transport failed; the nodes are kept for the sweeper.
     """
-    limit = horizon()
+    limit = horizon(now)
     far = [d for d in dispatches if d.eta is not None and d.eta > limit]
     near = [d for d in dispatches if d.eta is None or d.eta <= limit]
     if far:
@@ -116,16 +116,16 @@ def sweep(now: datetime | None = None, grace: float | None = None) -> SweepRepor
     grace = conf.SWEEP_GRACE if grace is None else grace
     report = SweepReport()
     stuck = Node.objects.stuck(now - timedelta(seconds=float(grace)))
-    report.resent, report.failed = _resend(stuck.iterator(chunk_size=500))
+    report.resent, report.failed = _resend(stuck.iterator(chunk_size=500), now)
     due = list(Node.objects.parked_due(horizon(now)))
     if due:
         Node.objects.filter(pk__in=[n.pk for n in due]).update(parked=False)
-        sent, failed = _resend(due)
+        sent, failed = _resend(due, now)
         report.unparked, report.failed = sent, report.failed + failed
     return report
 
 
-def _resend(nodes: Iterable[Node]) -> tuple[int, int]:
+def _resend(nodes: Iterable[Node], now: datetime) -> tuple[int, int]:
     sent = failed = 0
     batch: list[Dispatch] = []
     for node in nodes:
@@ -133,17 +133,17 @@ def _resend(nodes: Iterable[Node]) -> tuple[int, int]:
             continue
         batch.append(dispatch_for(node))
         if len(batch) >= 500:
-            s, f = _send_batch(batch)
+            s, f = _send_batch(batch, now)
             sent, failed, batch = sent + s, failed + f, []
     if batch:
-        s, f = _send_batch(batch)
+        s, f = _send_batch(batch, now)
         sent, failed = sent + s, failed + f
     return sent, failed
 
 
-def _send_batch(batch: list[Dispatch]) -> tuple[int, int]:
+def _send_batch(batch: list[Dispatch], now: datetime) -> tuple[int, int]:
     try:
-        send_now(batch)
+        send_now(batch, now)
     except EnqueueError:
         return 0, len(batch)
     return len(batch), 0

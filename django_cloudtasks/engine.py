@@ -14,7 +14,7 @@ import logging
 import uuid
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.db import connection, transaction
@@ -23,6 +23,7 @@ from django.utils import timezone
 import canvas
 from canvas import Expression, Signature
 from django_cloudtasks import signals
+from django_cloudtasks.bulk import insert_rows
 from django_cloudtasks.constants import (
     READY_STATES,
     WAITING_STATES,
@@ -124,7 +125,7 @@ def persist(expression: Expression, options: Mapping[str, Any]) -> Workflow:
         rows.append(row)
     with transaction.atomic():
         workflow.save(force_insert=True)
-        Node.objects.bulk_create(rows, batch_size=_bulk_batch_size())
+        insert_rows(Node, rows)
         dispatches = [dispatch_for(row) for row in ready]
         barriers = [row for row in rows if row.kind == NodeKind.BARRIER and not row.parents]
         if barriers:
@@ -178,9 +179,10 @@ def _start_time(options: Mapping[str, Any], now: datetime) -> datetime | None:
     moments = []
     if options.get("countdown"):
         moments.append(now + timedelta(seconds=float(options["countdown"])))
-    if options.get("eta"):
-        moments.append(_parse_moment(options["eta"]))
-    return max((m for m in moments if m is not None), default=None)
+    eta = _parse_moment(options.get("eta"))
+    if eta is not None:
+        moments.append(eta)
+    return max(moments, default=None)
 
 
 def _parse_moment(value: Any) -> datetime | None:
@@ -193,10 +195,6 @@ def _parse_moment(value: Any) -> datetime | None:
 
 def _due(node: Node, now: datetime) -> datetime:
     return node.due_at() or now
-
-
-def _bulk_batch_size() -> int | None:
-    return 500 if connection.vendor == "sqlite" else 5000
 
 
 # -- complete and advance --------------------------------------------------------------
@@ -324,7 +322,7 @@ def _decode_row(raw: Sequence[Any]) -> dict[str, Any]:
     if isinstance(eta, str):
         eta = datetime.fromisoformat(eta)
     if eta is not None and timezone.is_naive(eta):
-        eta = timezone.make_aware(eta, timezone.utc)
+        eta = eta.replace(tzinfo=UTC)
     row["eta"] = eta
     return row
 

@@ -47,7 +47,8 @@ TEMPLATES = [
     }
 ]
 
-_TEST_DB_NAME = "test_cloudtasks_" + os.environ.get("TOX_ENV_NAME", "main").replace("-", "_")
+_SUFFIX = os.environ.get("CLOUDTASKS_TEST_DB_SUFFIX") or os.environ.get("TOX_ENV_NAME", "main")
+_TEST_DB_NAME = "test_cloudtasks_" + _SUFFIX.replace("-", "_").replace(".", "_")
 
 if DATABASE == "postgres":
     DATABASES = {

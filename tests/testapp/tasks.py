@@ -110,3 +110,21 @@ def my_error_handler(original_task_id, original_task_name, error, payload):
 
 
 from tests.testapp import legacy_tasks  # noqa: E402, F401 - the CloudChainManager examples
+
+
+@task(bind=True)
+def own_state(self):
+    from django_cloudtasks.results import AsyncResult
+
+    return AsyncResult(self.request.id).state
+
+
+@task
+def quiet_add(x, y):
+    """Like ``add`` but touches no table, for query-count tests."""
+    return x + y
+
+
+@task
+def quiet_sum(numbers):
+    return builtins.sum(numbers)

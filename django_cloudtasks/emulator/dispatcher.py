@@ -1,0 +1,216 @@
+"""The scheduler thread and the pool of workers that deliver tasks over HTTP.
+
+The scheduler waits on the state's condition variable until a task is due (a heap per
+queue, no polling), takes as many attempts as the queues' token buckets, concurrency
+limits and the pool allow, and hands them to workers. A worker sends the request with
+``dispatch_deadline`` as timeout and reports the outcome, which completes the task or
+schedules its retry by the queue's RetryConfig.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+
+import requests
+
+from .records import AttemptRecord, Dispatch
+from .state import EmulatorState, set_header
+
+logger = logging.getLogger("django_cloudtasks.emulator")
+
+# google.rpc.Code for an HTTP status, as the service reports it in Attempt.response_status.
+_RPC_CODES = {
+    400: 3,  # INVALID_ARGUMENT
+    401: 16,  # UNAUTHENTICATED
+    403: 7,  # PERMISSION_DENIED
+    404: 5,  # NOT_FOUND
+    409: 10,  # ABORTED
+    412: 9,  # FAILED_PRECONDITION
+    429: 8,  # RESOURCE_EXHAUSTED
+    499: 1,  # CANCELLED
+    500: 13,  # INTERNAL
+    501: 12,  # UNIMPLEMENTED
+    503: 14,  # UNAVAILABLE
+    504: 4,  # DEADLINE_EXCEEDED
+}
+_RPC_OK, _RPC_UNKNOWN, _RPC_DEADLINE_EXCEEDED, _RPC_UNAVAILABLE = 0, 2, 4, 14
+
+
+def rpc_code_for(status_code: int | None, error: str | None) -> int:
+    """The google.rpc code recorded for an HTTP status or a transport error."""
+    if status_code is None:
+        return _RPC_DEADLINE_EXCEEDED if error == "DEADLINE_EXCEEDED" else _RPC_UNAVAILABLE
+    if 200 <= status_code < 300:
+        return _RPC_OK
+    return _RPC_CODES.get(status_code, _RPC_UNKNOWN)
+
+
+class WorkerPool:
+    """Daemon threads running submitted callables, started lazily up to ``max_workers``.
+
+    The caller never has more than ``max_workers`` jobs outstanding, so a job never
+    waits for a thread.
+    """
+
+    def __init__(self, max_workers: int, name: str = "cloudtasks-emulator-worker") -> None:
+        self.max_workers = max_workers
+        self._name = name
+        self._jobs: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
+        self._idle = 0
+        self._lock = threading.Lock()
+
+    def submit(self, job: Callable[[], None]) -> None:
+        """Run ``job`` on a worker thread."""
+        with self._lock:
+            if self._idle == 0 and len(self._threads) < self.max_workers:
+                thread = threading.Thread(
+                    target=self._work, name=f"{self._name}-{len(self._threads)}", daemon=True
+                )
+                self._threads.append(thread)
+                thread.start()
+            else:
+                self._idle -= 1
+        self._jobs.put(job)
+
+    def _work(self) -> None:
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                return
+            try:
+                job()
+            except Exception:
+                logger.exception("emulator worker failed")
+            with self._lock:
+                self._idle += 1
+
+    def shutdown(self, timeout: float) -> None:
+        """Ask every thread to stop and join them, waiting at most ``timeout`` in all.
+
+        A thread still blocked in a slow HTTP request is left behind (it is a daemon).
+        """
+        with self._lock:
+            threads = list(self._threads)
+        for _ in threads:
+            self._jobs.put(None)
+        deadline = time.monotonic() + timeout
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+
+
+class Dispatcher:
+    """Runs the scheduler loop and the HTTP workers for one :class:`EmulatorState`.
+
+    ``mint_token(audience, email)`` provides the ``Authorization`` bearer token of tasks
+    that ask for an OIDC token.
+    """
+
+    def __init__(
+        self,
+        state: EmulatorState,
+        mint_token: Callable[[str, str], str],
+        max_workers: int = 200,
+    ) -> None:
+        self.state = state
+        self.max_workers = max_workers
+        self._mint_token = mint_token
+        self._pool = WorkerPool(max_workers)
+        self._busy = 0
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        self._local = threading.local()
+
+    def start(self) -> None:
+        """Start the scheduler thread."""
+        self._thread = threading.Thread(
+            target=self._run, name="cloudtasks-emulator-scheduler", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop scheduling, then join the scheduler and the workers (bounded by timeout)."""
+        with self.state.cond:
+            self._stopping = True
+            self.state.cond.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+        self._pool.shutdown(timeout)
+
+    def idle(self) -> bool:
+        """Whether no attempt is in flight (call with the state lock held)."""
+        return self._busy == 0
+
+    def _run(self) -> None:
+        cond = self.state.cond
+        with cond:
+            while not self._stopping:
+                jobs, wake_at = self.state.take_ready(self.max_workers - self._busy)
+                for job in jobs:
+                    self._busy += 1
+                    self._pool.submit(functools.partial(self._attempt, job))
+                timeout = None if wake_at is None else max(0.0, wake_at - self.state.clock())
+                cond.wait(timeout)
+
+    def _session(self) -> requests.Session:
+        session: requests.Session | None = getattr(self._local, "session", None)
+        if session is None:
+            session = requests.Session()
+            session.headers.clear()
+            session.trust_env = False  # never route loopback handlers through a proxy
+            self._local.session = session
+        return session
+
+    def _attempt(self, job: Dispatch) -> None:
+        headers = dict(job.headers)
+        if job.oidc_email is not None:
+            token = self._mint_token(job.oidc_audience or job.url, job.oidc_email)
+            set_header(headers, "Authorization", f"Bearer {token}")
+        status_code: int | None = None
+        error: str | None = None
+        started = self.state.clock()
+        try:
+            response = self._session().request(
+                job.method,
+                job.url,
+                headers=headers,
+                data=job.body or None,
+                timeout=job.timeout,
+                allow_redirects=False,
+            )
+            status_code = response.status_code
+            response.close()
+        except requests.Timeout:
+            error = "DEADLINE_EXCEEDED"
+        except requests.RequestException as exc:
+            error = f"UNAVAILABLE: {exc.__class__.__name__}"
+        finished = self.state.clock()
+        record = AttemptRecord(
+            task_name=job.task.name,
+            queue_name=job.queue.name,
+            url=job.url,
+            method=job.method,
+            attempt=job.attempt,
+            status_code=status_code,
+            error=error,
+            started_at=started,
+            finished_at=finished,
+            headers=headers,
+        )
+        logger.info(
+            "attempt %d of %s -> %s (%.3fs)",
+            job.attempt,
+            job.task.name,
+            status_code if status_code is not None else error,
+            finished - started,
+        )
+        with self.state.cond:
+            self._busy -= 1
+            self.state.finish(job, record, rpc_code_for(status_code, error))
+            self.state.cond.notify_all()

@@ -1,0 +1,172 @@
+"""What the emulator keeps per queue, per task, per dispatch and per attempt."""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections import deque
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from google.cloud import tasks_v2
+
+from .names import queue_short_id
+from .policy import RetryPolicy, TokenBucket
+from .queue_config import retry_policy
+
+_sequence = itertools.count()
+
+
+def to_datetime(epoch_seconds: float) -> datetime:
+    """An aware UTC datetime for a POSIX timestamp (what proto-plus stores as Timestamp)."""
+    return datetime.fromtimestamp(epoch_seconds, tz=UTC)
+
+
+@dataclass(frozen=True)
+class AttemptRecord:
+    """One HTTP delivery attempt, as seen by the emulator.
+
+    ``status_code`` is the HTTP status when the handler answered, else None and
+    ``error`` says why (timeout, connection refused...). ``attempt`` counts from 1.
+    Times are POSIX timestamps.
+    """
+
+    task_name: str
+    queue_name: str
+    url: str
+    method: str
+    attempt: int
+    status_code: int | None
+    error: str | None
+    started_at: float
+    finished_at: float
+    headers: dict[str, str]
+
+    @property
+    def succeeded(self) -> bool:
+        """Whether the handler answered with a 2xx status."""
+        return self.status_code is not None and 200 <= self.status_code < 300
+
+    @property
+    def task_id(self) -> str:
+        """The short task id (last segment of ``task_name``)."""
+        return self.task_name.rsplit("/", 1)[-1]
+
+
+class QueueRecord:
+    """A queue: its settings message plus the scheduling state of its tasks."""
+
+    def __init__(self, queue: tasks_v2.Queue, now: float) -> None:
+        self.name: str = queue.name
+        self.short_id = queue_short_id(queue.name)
+        self.task_names: set[str] = set()
+        # (schedule_time, sequence, task name, generation); stale entries are skipped.
+        self.heap: list[tuple[float, int, str, int]] = []
+        self.forced: deque[str] = deque()
+        self.in_flight = 0
+        rate = queue.rate_limits
+        self.bucket = TokenBucket(rate.max_dispatches_per_second, rate.max_burst_size, now)
+        self.queue = queue
+        self.retry: RetryPolicy = retry_policy(queue)
+
+    def configure(self, queue: tasks_v2.Queue, now: float) -> None:
+        """Adopt new settings (from UpdateQueue), keeping the tasks and tokens."""
+        self.queue = queue
+        rate = queue.rate_limits
+        self.bucket.reconfigure(rate.max_dispatches_per_second, rate.max_burst_size, now)
+        self.retry = retry_policy(queue)
+
+    @property
+    def running(self) -> bool:
+        """Whether the queue dispatches (it is neither paused nor disabled)."""
+        return self.queue.state == tasks_v2.Queue.State.RUNNING
+
+    @property
+    def max_concurrent(self) -> int:
+        """The queue's ``max_concurrent_dispatches``."""
+        return int(self.queue.rate_limits.max_concurrent_dispatches)
+
+    def push(self, task: TaskRecord) -> None:
+        """Schedule ``task`` at its ``schedule_time``."""
+        heapq.heappush(self.heap, (task.schedule_time, next(_sequence), task.name, task.generation))
+
+    def peek(self, tasks: dict[str, TaskRecord]) -> TaskRecord | None:
+        """The earliest scheduled task, dropping stale heap entries on the way."""
+        while self.heap:
+            _, _, name, generation = self.heap[0]
+            task = tasks.get(name)
+            if task is None or task.generation != generation or task.running:
+                heapq.heappop(self.heap)
+                continue
+            return task
+        return None
+
+    def pop(self) -> None:
+        """Remove the entry ``peek`` returned."""
+        heapq.heappop(self.heap)
+
+
+@dataclass
+class TaskRecord:
+    """A live task: what CreateTask stored plus the counters the service keeps."""
+
+    name: str
+    queue: QueueRecord
+    http_request: tasks_v2.HttpRequest
+    schedule_time: float
+    create_time: float
+    dispatch_deadline: float
+    dispatch_count: int = 0
+    response_count: int = 0
+    first_dispatch_time: float | None = None
+    last_attempt: tasks_v2.Attempt | None = None
+    previous_response: int | None = None
+    retry_reason: str | None = None
+    running: bool = False
+    generation: int = 0
+
+    @property
+    def short_id(self) -> str:
+        """The task id, the last segment of the name."""
+        return self.name.rsplit("/", 1)[-1]
+
+    def to_message(self, view: int) -> tasks_v2.Task:
+        """The task as the API returns it; the BASIC view omits the body."""
+        if view != tasks_v2.Task.View.FULL:
+            view = tasks_v2.Task.View.BASIC
+        http_request = tasks_v2.HttpRequest(self.http_request)
+        if view == tasks_v2.Task.View.BASIC:
+            http_request.body = b""
+        task = tasks_v2.Task(
+            name=self.name,
+            http_request=http_request,
+            schedule_time=to_datetime(self.schedule_time),
+            create_time=to_datetime(self.create_time),
+            dispatch_deadline=timedelta(seconds=self.dispatch_deadline),
+            dispatch_count=self.dispatch_count,
+            response_count=self.response_count,
+            view=view,
+        )
+        if self.first_dispatch_time is not None:
+            task.first_attempt = tasks_v2.Attempt(
+                dispatch_time=to_datetime(self.first_dispatch_time)
+            )
+        if self.last_attempt is not None:
+            task.last_attempt = tasks_v2.Attempt(self.last_attempt)
+        return task
+
+
+@dataclass
+class Dispatch:
+    """One attempt handed from the scheduler to a worker: all it needs, taken under lock."""
+
+    task: TaskRecord
+    queue: QueueRecord
+    attempt: int
+    url: str
+    method: str
+    headers: dict[str, str]
+    body: bytes
+    timeout: float
+    oidc_email: str | None = None
+    oidc_audience: str | None = None

@@ -1,0 +1,465 @@
+"""The emulator's queues and tasks, guarded by one condition variable.
+
+Every public method takes the lock; the scheduler waits on the same condition, so a
+change that may make a task ready (a new task, a resumed queue, a finished attempt)
+wakes it. Methods raise :class:`EmulatorError` with the status the service would use.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+
+import grpc
+from google.cloud import tasks_v2
+from google.rpc import status_pb2
+
+from .errors import EmulatorError, invalid, not_found
+from .names import is_location_name, is_queue_name, new_task_id, parse_task_name
+from .queue_config import apply_update, copy_message, with_defaults
+from .records import AttemptRecord, Dispatch, QueueRecord, TaskRecord, to_datetime
+
+logger = logging.getLogger("django_cloudtasks.emulator")
+
+MAX_TASK_SIZE = 100 * 1024
+MAX_SCHEDULE_AHEAD = 30 * 24 * 3600.0
+DEFAULT_DISPATCH_DEADLINE = 600.0
+MAX_DISPATCH_DEADLINE = 1800.0
+DEFAULT_TOMBSTONE_SECONDS = 3600.0
+MAX_TASKS_PAGE = 1000
+MAX_QUEUES_PAGE = 9800
+
+_HTTP_METHODS = {
+    tasks_v2.HttpMethod.HTTP_METHOD_UNSPECIFIED: "POST",
+    tasks_v2.HttpMethod.POST: "POST",
+    tasks_v2.HttpMethod.GET: "GET",
+    tasks_v2.HttpMethod.HEAD: "HEAD",
+    tasks_v2.HttpMethod.PUT: "PUT",
+    tasks_v2.HttpMethod.DELETE: "DELETE",
+    tasks_v2.HttpMethod.PATCH: "PATCH",
+    tasks_v2.HttpMethod.OPTIONS: "OPTIONS",
+}
+
+
+def set_header(headers: dict[str, str], name: str, value: str) -> None:
+    """Set ``name`` in ``headers``, replacing any spelling of it (headers are caseless)."""
+    for key in [key for key in headers if key.lower() == name.lower()]:
+        del headers[key]
+    headers[name] = value
+
+
+def _page(names: list[str], page_size: int, page_token: str, limit: int) -> tuple[list[str], str]:
+    """One page of sorted ``names`` after the token, and the token of the next page."""
+    size = min(page_size, limit) if page_size > 0 else limit
+    start = 0
+    if page_token:
+        try:
+            after = base64.urlsafe_b64decode(page_token.encode()).decode()
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise invalid("invalid page_token") from exc
+        while start < len(names) and names[start] <= after:
+            start += 1
+    chunk = names[start : start + size]
+    more = start + size < len(names)
+    token = base64.urlsafe_b64encode(chunk[-1].encode()).decode() if more and chunk else ""
+    return chunk, token
+
+
+class EmulatorState:
+    """Queues, live tasks, recently finished task names (tombstones) and attempt history."""
+
+    def __init__(
+        self,
+        *,
+        auto_create_queues: bool = True,
+        tombstone_seconds: float = DEFAULT_TOMBSTONE_SECONDS,
+        history_limit: int | None = 100_000,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.cond = threading.Condition()
+        self.auto_create_queues = auto_create_queues
+        self.tombstone_seconds = tombstone_seconds
+        self.clock = clock
+        self._queues: dict[str, QueueRecord] = {}
+        self._tasks: dict[str, TaskRecord] = {}
+        # name -> expiry; insertion order is expiry order because the window is fixed.
+        self._tombstones: dict[str, float] = {}
+        self._history: deque[AttemptRecord] = deque(maxlen=history_limit)
+
+    # -- queues -------------------------------------------------------------------------
+
+    def _queue(self, name: str) -> QueueRecord:
+        queue = self._queues.get(name)
+        if queue is None:
+            if not is_queue_name(name):
+                raise invalid(f"invalid queue name: {name!r}")
+            raise not_found(f"queue {name} does not exist")
+        return queue
+
+    def _add_queue(self, queue: tasks_v2.Queue) -> QueueRecord:
+        queue = with_defaults(queue)
+        queue.state = tasks_v2.Queue.State(tasks_v2.Queue.State.RUNNING)
+        record = QueueRecord(queue, self.clock())
+        self._queues[queue.name] = record
+        logger.info("queue %s created", queue.name)
+        return record
+
+    def create_queue(self, parent: str, queue: tasks_v2.Queue) -> tasks_v2.Queue:
+        """CreateQueue: add a RUNNING queue with defaults for unset settings.
+
+        Raises:
+            EmulatorError: INVALID_ARGUMENT for a malformed name or one outside
+                ``parent``; ALREADY_EXISTS when the queue exists.
+        """
+        if not is_location_name(parent):
+            raise invalid(f"invalid parent: {parent!r}")
+        if not is_queue_name(queue.name) or not queue.name.startswith(parent + "/queues/"):
+            raise invalid(f"queue name {queue.name!r} is not a queue of {parent}")
+        with self.cond:
+            if queue.name in self._queues:
+                raise EmulatorError(grpc.StatusCode.ALREADY_EXISTS, "queue already exists")
+            return copy_message(self._add_queue(queue).queue)
+
+    def ensure_queue(self, name: str) -> tasks_v2.Queue:
+        """Create the queue ``name`` with defaults unless it exists; return it."""
+        if not is_queue_name(name):
+            raise invalid(f"invalid queue name: {name!r}")
+        with self.cond:
+            record = self._queues.get(name) or self._add_queue(tasks_v2.Queue(name=name))
+            return copy_message(record.queue)
+
+    def get_queue(self, name: str) -> tasks_v2.Queue:
+        """GetQueue. Raises EmulatorError NOT_FOUND for an unknown queue."""
+        with self.cond:
+            return copy_message(self._queue(name).queue)
+
+    def list_queues(
+        self, parent: str, page_size: int = 0, page_token: str = ""
+    ) -> tuple[list[tasks_v2.Queue], str]:
+        """ListQueues: one page of the location's queues, sorted by name, and next token."""
+        if not is_location_name(parent):
+            raise invalid(f"invalid parent: {parent!r}")
+        with self.cond:
+            names = sorted(n for n in self._queues if n.startswith(parent + "/queues/"))
+            chunk, token = _page(names, page_size, page_token, MAX_QUEUES_PAGE)
+            return [copy_message(self._queues[n].queue) for n in chunk], token
+
+    def update_queue(self, queue: tasks_v2.Queue, paths: Iterable[str]) -> tasks_v2.Queue:
+        """UpdateQueue: change the masked settings, creating the queue when it is missing."""
+        with self.cond:
+            record = self._queues.get(queue.name)
+            if record is None:
+                if not is_queue_name(queue.name):
+                    raise invalid(f"invalid queue name: {queue.name!r}")
+                base = tasks_v2.Queue(name=queue.name)
+                record = self._add_queue(apply_update(base, queue, paths))
+            else:
+                record.configure(apply_update(record.queue, queue, paths), self.clock())
+            self.cond.notify_all()
+            return copy_message(record.queue)
+
+    def delete_queue(self, name: str) -> None:
+        """DeleteQueue: drop the queue and its tasks. Raises NOT_FOUND if unknown."""
+        with self.cond:
+            record = self._queue(name)
+            self._drop_tasks(record)
+            del self._queues[name]
+
+    def purge_queue(self, name: str) -> tasks_v2.Queue:
+        """PurgeQueue: delete every task of the queue; set ``purge_time``."""
+        with self.cond:
+            record = self._queue(name)
+            self._drop_tasks(record)
+            record.queue.purge_time = to_datetime(self.clock())
+            return copy_message(record.queue)
+
+    def set_queue_state(self, name: str, state: int) -> tasks_v2.Queue:
+        """PauseQueue / ResumeQueue. Raises NOT_FOUND for an unknown queue."""
+        with self.cond:
+            record = self._queue(name)
+            record.queue.state = tasks_v2.Queue.State(state)
+            self.cond.notify_all()
+            return copy_message(record.queue)
+
+    def _drop_tasks(self, record: QueueRecord) -> None:
+        for task_name in list(record.task_names):
+            self._finish_task(self._tasks[task_name])
+        record.heap.clear()
+        record.forced.clear()
+
+    # -- tasks --------------------------------------------------------------------------
+
+    def _tombstoned(self, name: str, now: float) -> bool:
+        while self._tombstones:
+            oldest, expiry = next(iter(self._tombstones.items()))
+            if expiry > now:
+                break
+            del self._tombstones[oldest]
+        return name in self._tombstones
+
+    def _finish_task(self, task: TaskRecord) -> None:
+        """Forget a live task, keeping its name taken for the tombstone window."""
+        del self._tasks[task.name]
+        task.queue.task_names.discard(task.name)
+        task.generation += 1
+        self._tombstones.pop(task.name, None)
+        self._tombstones[task.name] = self.clock() + self.tombstone_seconds
+
+    def _task(self, name: str) -> TaskRecord:
+        task = self._tasks.get(name)
+        if task is None:
+            if parse_task_name(name) is None:
+                raise invalid(f"invalid task name: {name!r}")
+            raise not_found(f"task {name} does not exist")
+        return task
+
+    def create_task(self, parent: str, task: tasks_v2.Task, view: int) -> tasks_v2.Task:
+        """CreateTask: validate and store the task, scheduling it for dispatch.
+
+        Raises:
+            EmulatorError: INVALID_ARGUMENT (bad name, name in another queue, schedule
+                more than 30 days ahead, task over 100 KB, bad URL or deadline);
+                UNIMPLEMENTED for App Engine targets; NOT_FOUND for an unknown queue
+                without auto-creation; ALREADY_EXISTS for a live or recent name.
+        """
+        if not is_queue_name(parent):
+            raise invalid(f"invalid parent queue name: {parent!r}")
+        if "app_engine_http_request" in task:
+            raise EmulatorError(
+                grpc.StatusCode.UNIMPLEMENTED, "the emulator only dispatches HTTP targets"
+            )
+        if "http_request" not in task:
+            raise invalid("the task needs an http_request")
+        size = len(tasks_v2.Task.serialize(task))
+        if size > MAX_TASK_SIZE:
+            raise invalid(f"Task size too large: {size} bytes (at most {MAX_TASK_SIZE})")
+        url = task.http_request.url
+        if not (url.startswith("http://") or url.startswith("https://")) or len(url) > 2083:
+            raise invalid(f"invalid http_request.url: {url!r}")
+        if task.name:
+            parsed = parse_task_name(task.name)
+            if parsed is None:
+                raise invalid(f"invalid task name: {task.name!r}")
+            if parsed.queue != parent:
+                raise invalid(f"task name {task.name!r} is not a task of queue {parent}")
+        deadline = DEFAULT_DISPATCH_DEADLINE
+        if "dispatch_deadline" in task:
+            deadline = task.dispatch_deadline.total_seconds()
+            if deadline <= 0 or deadline > MAX_DISPATCH_DEADLINE:
+                raise invalid("dispatch_deadline must be positive and at most 30 minutes")
+        now = self.clock()
+        schedule_time = now
+        if task.schedule_time is not None:
+            schedule_time = task.schedule_time.timestamp()
+            if schedule_time > now + MAX_SCHEDULE_AHEAD:
+                raise invalid("schedule_time must be at most 30 days in the future")
+        http_request = tasks_v2.HttpRequest(task.http_request)
+
+        with self.cond:
+            queue = self._queues.get(parent)
+            if queue is None:
+                if not self.auto_create_queues:
+                    raise not_found(f"queue {parent} does not exist")
+                queue = self._add_queue(tasks_v2.Queue(name=parent))
+            name = task.name or f"{parent}/tasks/{new_task_id()}"
+            if name in self._tasks or self._tombstoned(name, now):
+                raise EmulatorError(
+                    grpc.StatusCode.ALREADY_EXISTS, "Requested entity already exists"
+                )
+            record = TaskRecord(
+                name=name,
+                queue=queue,
+                http_request=http_request,
+                schedule_time=schedule_time,
+                create_time=now,
+                dispatch_deadline=deadline,
+            )
+            self._tasks[name] = record
+            queue.task_names.add(name)
+            queue.push(record)
+            self.cond.notify_all()
+            return record.to_message(view)
+
+    def get_task(self, name: str, view: int) -> tasks_v2.Task:
+        """GetTask. Raises NOT_FOUND once the task finished or was deleted."""
+        with self.cond:
+            return self._task(name).to_message(view)
+
+    def list_tasks(
+        self, parent: str, view: int, page_size: int = 0, page_token: str = ""
+    ) -> tuple[list[tasks_v2.Task], str]:
+        """ListTasks: one page of the queue's live tasks, sorted by name, and next token."""
+        with self.cond:
+            queue = self._queues.get(parent)
+            if queue is None:
+                if self.auto_create_queues and is_queue_name(parent):
+                    return [], ""
+                self._queue(parent)
+            assert queue is not None
+            names = sorted(queue.task_names)
+            chunk, token = _page(names, page_size, page_token, MAX_TASKS_PAGE)
+            return [self._tasks[n].to_message(view) for n in chunk], token
+
+    def delete_task(self, name: str) -> None:
+        """DeleteTask: the task is not dispatched again (an attempt in flight is ignored).
+
+        Raises:
+            EmulatorError: NOT_FOUND once the task finished or was deleted.
+        """
+        with self.cond:
+            self._finish_task(self._task(name))
+            logger.info("task %s deleted", name)
+
+    def run_task(self, name: str, view: int) -> tasks_v2.Task:
+        """RunTask: dispatch now, even when scheduled later or the queue is paused."""
+        with self.cond:
+            task = self._task(name)
+            if not task.running:
+                task.generation += 1  # the scheduled heap entry goes stale
+                task.queue.forced.append(name)
+                self.cond.notify_all()
+            return task.to_message(view)
+
+    # -- dispatch -----------------------------------------------------------------------
+
+    def take_ready(self, capacity: int) -> tuple[list[Dispatch], float | None]:
+        """Start up to ``capacity`` due attempts within the queues' limits (lock held).
+
+        Queues take turns, one task each per round, so a crowded queue does not starve
+        the others of workers. Returns the attempts and the time at which more may
+        become due (None when only a finished attempt or an API call can change that).
+        """
+        now = self.clock()
+        jobs: list[Dispatch] = []
+        wake_times: list[float] = []
+        for queue in self._queues.values():
+            while queue.forced and len(jobs) < capacity:
+                task = self._tasks.get(queue.forced.popleft())
+                if task is not None and not task.running and task.queue is queue:
+                    jobs.append(self._start(task, now))
+        active = [queue for queue in self._queues.values() if queue.running]
+        while active and len(jobs) < capacity:
+            still_ready = []
+            for queue in active:
+                if len(jobs) >= capacity:
+                    break
+                task = self._next_due(queue, now, wake_times)
+                if task is not None:
+                    queue.pop()
+                    jobs.append(self._start(task, now))
+                    still_ready.append(queue)
+            active = still_ready
+        return jobs, min(wake_times, default=None)
+
+    def _next_due(
+        self, queue: QueueRecord, now: float, wake_times: list[float]
+    ) -> TaskRecord | None:
+        """The queue's next task if it may start now (taking a token), else None.
+
+        When time alone will make one startable, that time is added to ``wake_times``.
+        """
+        task = queue.peek(self._tasks)
+        if task is None:
+            return None
+        if task.schedule_time > now:
+            wake_times.append(task.schedule_time)
+            return None
+        if queue.in_flight >= queue.max_concurrent:
+            return None
+        if not queue.bucket.try_take(now):
+            wake_times.append(queue.bucket.next_token_at(now))
+            return None
+        return task
+
+    def _start(self, task: TaskRecord, now: float) -> Dispatch:
+        queue = task.queue
+        request = task.http_request
+        headers = dict(request.headers)
+        if request.body and not any(k.lower() == "content-type" for k in headers):
+            headers["Content-Type"] = "application/octet-stream"
+        set_header(headers, "User-Agent", "Google-Cloud-Tasks")
+        set_header(headers, "X-CloudTasks-QueueName", queue.short_id)
+        set_header(headers, "X-CloudTasks-TaskName", task.short_id)
+        set_header(headers, "X-CloudTasks-TaskRetryCount", str(task.dispatch_count))
+        set_header(headers, "X-CloudTasks-TaskExecutionCount", str(task.response_count))
+        set_header(headers, "X-CloudTasks-TaskETA", f"{task.schedule_time:.6f}")
+        if task.previous_response is not None:
+            set_header(headers, "X-CloudTasks-TaskPreviousResponse", str(task.previous_response))
+        if task.retry_reason:
+            set_header(headers, "X-CloudTasks-TaskRetryReason", task.retry_reason)
+        task.running = True
+        task.dispatch_count += 1
+        if task.first_dispatch_time is None:
+            task.first_dispatch_time = now
+        task.last_attempt = tasks_v2.Attempt(
+            schedule_time=to_datetime(task.schedule_time), dispatch_time=to_datetime(now)
+        )
+        queue.in_flight += 1
+        oidc = request.oidc_token if "oidc_token" in request else None
+        return Dispatch(
+            task=task,
+            queue=queue,
+            attempt=task.dispatch_count,
+            url=request.url,
+            method=_HTTP_METHODS.get(request.http_method, "POST"),
+            headers=headers,
+            body=bytes(request.body),
+            timeout=task.dispatch_deadline,
+            oidc_email=oidc.service_account_email if oidc is not None else None,
+            oidc_audience=oidc.audience if oidc is not None else None,
+        )
+
+    def finish(self, job: Dispatch, record: AttemptRecord, rpc_status: int) -> None:
+        """Record an attempt's outcome: complete the task, schedule a retry or give up.
+
+        Call with the lock held; ``rpc_status`` is the google.rpc code of the outcome.
+        """
+        self._history.append(record)
+        job.queue.in_flight -= 1
+        task = job.task
+        if self._tasks.get(task.name) is not task:
+            return  # deleted or purged while in flight
+        task.running = False
+        now = record.finished_at
+        if task.last_attempt is not None:
+            task.last_attempt.response_time = to_datetime(now)
+            task.last_attempt.response_status = status_pb2.Status(
+                code=rpc_status, message=record.error or f"HTTP {record.status_code}"
+            )
+        if record.status_code is not None:
+            task.response_count += 1
+        if record.succeeded:
+            self._finish_task(task)
+            return
+        task.previous_response = record.status_code
+        task.retry_reason = record.error or f"HTTP_{record.status_code}"
+        policy = job.queue.retry
+        first = task.first_dispatch_time if task.first_dispatch_time is not None else now
+        if policy.exhausted(task.dispatch_count, now - first):
+            logger.warning("task %s dropped after %d attempts", task.name, task.dispatch_count)
+            self._finish_task(task)
+            return
+        task.schedule_time = now + policy.backoff(task.dispatch_count)
+        task.generation += 1
+        job.queue.push(task)
+
+    # -- inspection ---------------------------------------------------------------------
+
+    def history(self) -> list[AttemptRecord]:
+        """A snapshot of the attempts made so far, oldest first."""
+        with self.cond:
+            return list(self._history)
+
+    def clear_history(self) -> None:
+        """Forget the recorded attempts."""
+        with self.cond:
+            self._history.clear()
+
+    def live_task_count(self) -> int:
+        """How many tasks are scheduled or in flight, over all queues."""
+        with self.cond:
+            return len(self._tasks)

@@ -1,0 +1,55 @@
+"""Fixtures for the emulator tests: a running emulator, the real client, a recording handler.
+
+Nothing here imports Django: the emulator must work without it.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+
+import pytest
+from google.cloud import tasks_v2
+
+from django_cloudtasks.emulator import CloudTasksEmulator, emulator_client
+from tests.django_cloudtasks.emulator.recording import (
+    HandlerServer,
+    RecordingHandler,
+    handler_class,
+    new_queue_name,
+)
+
+
+@pytest.fixture
+def handler() -> Iterator[RecordingHandler]:
+    """A recording HTTP handler answering 200 by default."""
+    holder: list[RecordingHandler] = []
+    server = HandlerServer(("127.0.0.1", 0), handler_class(lambda: holder[0]))
+    holder.append(RecordingHandler(server=server))
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.start()
+    yield holder[0]
+    server.shutdown()
+    thread.join()
+    server.server_close()
+
+
+@pytest.fixture
+def emulator() -> Iterator[CloudTasksEmulator]:
+    """A running emulator with auto-created queues."""
+    with CloudTasksEmulator() as emu:
+        yield emu
+
+
+@pytest.fixture
+def client(emulator: CloudTasksEmulator) -> Iterator[tasks_v2.CloudTasksClient]:
+    """The real Cloud Tasks client connected to the emulator."""
+    client = emulator_client(emulator.address)
+    yield client
+    client.transport.close()
+
+
+@pytest.fixture
+def queue_name() -> str:
+    """A fresh queue name (not created)."""
+    return new_queue_name()

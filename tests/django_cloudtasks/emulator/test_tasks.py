@@ -1,0 +1,242 @@
+"""Task RPCs through the real client: names, deduplication, limits, views, get/list/delete/run."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from google.api_core import exceptions
+from google.cloud import tasks_v2
+
+from django_cloudtasks.emulator import CloudTasksEmulator, emulator_client
+from tests.django_cloudtasks.emulator.recording import (
+    LOCATION,
+    RecordingHandler,
+    http_task,
+    wait_until,
+)
+
+LATER = timedelta(hours=1)
+
+
+def later(delta: timedelta = LATER) -> datetime:
+    """A schedule time ``delta`` from now."""
+    return datetime.now(UTC) + delta
+
+
+def test_a_task_without_a_name_gets_a_server_assigned_id(client, queue_name):
+    task = client.create_task(parent=queue_name, task=http_task("http://127.0.0.1:9/"))
+
+    assert task.name.startswith(queue_name + "/tasks/")
+    assert task.name.rsplit("/", 1)[1].isdigit()
+    assert task.create_time is not None
+    assert task.schedule_time is not None
+    assert task.dispatch_count == 0
+    assert task.dispatch_deadline == timedelta(minutes=10)
+
+
+@pytest.mark.parametrize(
+    "task_id", ["has space", "dot.ted", "x" * 501, "slash/ed", "ünïcode"], ids=repr
+)
+def test_malformed_task_names_are_refused(client, queue_name, task_id):
+    with pytest.raises(exceptions.InvalidArgument):
+        client.create_task(
+            parent=queue_name, task=http_task("http://x/", name=f"{queue_name}/tasks/{task_id}")
+        )
+
+
+def test_a_task_id_may_use_letters_digits_hyphens_underscores_up_to_500(client, queue_name):
+    name = f"{queue_name}/tasks/Ab-1_" + "z" * 495
+    task = client.create_task(
+        parent=queue_name, task={**http_task("http://x/", name=name), "schedule_time": later()}
+    )
+    assert task.name == name
+
+
+def test_a_task_named_in_another_queue_is_refused(client, queue_name):
+    other = f"{LOCATION}/queues/other/tasks/t1"
+    with pytest.raises(exceptions.InvalidArgument):
+        client.create_task(parent=queue_name, task=http_task("http://x/", name=other))
+
+
+def test_a_live_task_name_cannot_be_reused(client, queue_name):
+    task = {**http_task("http://x/", name=f"{queue_name}/tasks/once"), "schedule_time": later()}
+    client.create_task(parent=queue_name, task=task)
+    with pytest.raises(exceptions.AlreadyExists):
+        client.create_task(parent=queue_name, task=task)
+
+
+def test_a_completed_task_name_cannot_be_reused(
+    client, emulator, handler: RecordingHandler, queue_name
+):
+    task = http_task(handler.url(), name=f"{queue_name}/tasks/done")
+    client.create_task(parent=queue_name, task=task)
+    handler.wait_for(1)
+    assert emulator.wait_until_idle(5)
+
+    with pytest.raises(exceptions.NotFound):
+        client.get_task(name=task["name"])
+    with pytest.raises(exceptions.AlreadyExists):
+        client.create_task(parent=queue_name, task=task)
+
+
+def test_a_deleted_task_name_cannot_be_reused(client, queue_name):
+    task = {**http_task("http://x/", name=f"{queue_name}/tasks/gone"), "schedule_time": later()}
+    client.create_task(parent=queue_name, task=task)
+    client.delete_task(name=task["name"])
+    with pytest.raises(exceptions.AlreadyExists):
+        client.create_task(parent=queue_name, task=task)
+
+
+def test_a_task_name_is_free_again_after_the_tombstone_window(queue_name):
+    with CloudTasksEmulator(tombstone_seconds=0.3) as emulator:
+        client = emulator_client(emulator.address)
+        try:
+            name = f"{queue_name}/tasks/again"
+            task = {**http_task("http://x/", name=name), "schedule_time": later()}
+            client.create_task(parent=queue_name, task=task)
+            client.delete_task(name=name)
+            time.sleep(0.4)
+            assert client.create_task(parent=queue_name, task=task).name == name
+        finally:
+            client.transport.close()
+
+
+def test_a_schedule_time_more_than_30_days_ahead_is_refused(client, queue_name):
+    task = {**http_task("http://x/"), "schedule_time": later(timedelta(days=30, minutes=5))}
+    with pytest.raises(exceptions.InvalidArgument):
+        client.create_task(parent=queue_name, task=task)
+
+    task["schedule_time"] = later(timedelta(days=29))
+    assert client.create_task(parent=queue_name, task=task).name
+
+
+def test_a_task_over_100_kb_is_refused(client, queue_name):
+    with pytest.raises(exceptions.InvalidArgument, match="size"):
+        client.create_task(parent=queue_name, task=http_task("http://x/", body=b"x" * 101 * 1024))
+
+    small = {**http_task("http://x/", body=b"x" * 99 * 1024), "schedule_time": later()}
+    assert client.create_task(parent=queue_name, task=small).name
+
+
+def test_a_task_needs_an_http_url(client, queue_name):
+    with pytest.raises(exceptions.InvalidArgument):
+        client.create_task(parent=queue_name, task=http_task("ftp://example.com/"))
+
+
+def test_app_engine_targets_are_not_implemented(client, queue_name):
+    with pytest.raises(exceptions.MethodNotImplemented):
+        client.create_task(
+            parent=queue_name, task={"app_engine_http_request": {"relative_uri": "/x"}}
+        )
+
+
+def test_the_basic_view_omits_the_body_and_the_full_view_keeps_it(client, queue_name):
+    task = {**http_task("http://x/", body=b"secret"), "schedule_time": later()}
+    basic = client.create_task(parent=queue_name, task=task)
+    full = client.get_task(request={"name": basic.name, "response_view": tasks_v2.Task.View.FULL})
+
+    assert basic.view == tasks_v2.Task.View.BASIC
+    assert basic.http_request.body == b""
+    assert full.view == tasks_v2.Task.View.FULL
+    assert full.http_request.body == b"secret"
+    assert client.get_task(name=basic.name).http_request.body == b""
+
+
+def test_get_task_returns_what_was_created(client, queue_name):
+    when = later()
+    created = client.create_task(
+        parent=queue_name,
+        task={
+            **http_task("http://x/run", headers={"X-Custom": "1"}, http_method="PUT"),
+            "schedule_time": when,
+            "dispatch_deadline": timedelta(seconds=30),
+        },
+    )
+    got = client.get_task(name=created.name)
+
+    assert got == created
+    assert got.http_request.headers["X-Custom"] == "1"
+    assert got.http_request.http_method == tasks_v2.HttpMethod.PUT
+    assert abs(got.schedule_time.timestamp() - when.timestamp()) < 0.001
+    assert got.dispatch_deadline == timedelta(seconds=30)
+
+
+def test_list_tasks_pages_through_the_live_tasks_of_a_queue(client, queue_name):
+    names = [
+        client.create_task(
+            parent=queue_name, task={**http_task("http://x/"), "schedule_time": later()}
+        ).name
+        for _ in range(7)
+    ]
+    client.create_task(
+        parent=f"{LOCATION}/queues/elsewhere",
+        task={**http_task("http://x/"), "schedule_time": later()},
+    )
+
+    pager = client.list_tasks(request={"parent": queue_name, "page_size": 3})
+    pages = list(pager.pages)
+
+    assert [len(page.tasks) for page in pages] == [3, 3, 1]
+    assert sorted(t.name for page in pages for t in page.tasks) == sorted(names)
+
+
+def test_deleting_a_pending_task_prevents_its_delivery(
+    client, handler: RecordingHandler, queue_name
+):
+    task = client.create_task(
+        parent=queue_name,
+        task={**http_task(handler.url()), "schedule_time": later(timedelta(seconds=0.5))},
+    )
+    client.delete_task(name=task.name)
+
+    time.sleep(1.0)
+    assert handler.received == []
+    with pytest.raises(exceptions.NotFound):
+        client.get_task(name=task.name)
+    with pytest.raises(exceptions.NotFound):
+        client.delete_task(name=task.name)
+
+
+def test_deleting_a_completed_task_answers_not_found(
+    client, emulator, handler: RecordingHandler, queue_name
+):
+    task = client.create_task(parent=queue_name, task=http_task(handler.url()))
+    handler.wait_for(1)
+    assert emulator.wait_until_idle(5)
+    with pytest.raises(exceptions.NotFound):
+        client.delete_task(name=task.name)
+
+
+def test_run_task_dispatches_a_task_scheduled_later_at_once(
+    client, handler: RecordingHandler, queue_name
+):
+    task = client.create_task(
+        parent=queue_name, task={**http_task(handler.url()), "schedule_time": later()}
+    )
+
+    returned = client.run_task(name=task.name)
+
+    assert returned.name == task.name
+    assert len(handler.wait_for(1, timeout=5)) == 1
+    assert wait_until(lambda: not list(client.list_tasks(parent=queue_name)))
+
+
+def test_run_task_dispatches_even_when_the_queue_is_paused(
+    client, handler: RecordingHandler, queue_name
+):
+    client.create_queue(parent=LOCATION, queue={"name": queue_name})
+    client.pause_queue(name=queue_name)
+    task = client.create_task(parent=queue_name, task=http_task(handler.url()))
+    time.sleep(0.2)
+    assert handler.received == []
+
+    client.run_task(name=task.name)
+
+    assert len(handler.wait_for(1, timeout=5)) == 1
+
+
+def test_run_task_on_an_unknown_task_answers_not_found(client, queue_name):
+    with pytest.raises(exceptions.NotFound):
+        client.run_task(name=f"{queue_name}/tasks/nope")

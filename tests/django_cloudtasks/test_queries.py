@@ -1,0 +1,69 @@
+"""Exact query counts on the hot paths."""
+
+from __future__ import annotations
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from django_cloudtasks import group
+from django_cloudtasks.models import Node
+from django_cloudtasks.runner import deliver
+from tests.testapp.tasks import quiet_add as add
+from tests.testapp.tasks import quiet_sum as tsum
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+TRANSACTION_CONTROL = ("BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE")
+
+
+def queries_of(func):
+    """Statements the engine ran, leaving out transaction control (SQLite logs BEGIN)."""
+    with CaptureQueriesContext(connection) as captured:
+        func()
+    return len([q for q in captured if not q["sql"].startswith(TRANSACTION_CONTROL)])
+
+
+def test_a_chain_step_costs_four_queries_for_run_advance_and_enqueue(memory):
+    (add.s(1, 1) | add.s(1) | add.s(1)).apply_async()
+    first = memory.pending[0]
+    assert queries_of(lambda: memory.drain(limit=1)) == 4
+    assert len(memory.sent) == 2
+    assert first.node_id != memory.sent[1].node_id
+
+
+def test_the_last_step_of_a_workflow_costs_four_queries(memory):
+    result = (add.s(1, 1) | add.s(1)).apply_async()
+    memory.drain(limit=1)
+    assert queries_of(lambda: memory.drain(limit=1)) == 4
+    assert result.get(timeout=0) == 3
+
+
+@pytest.mark.parametrize("size", [10, 1000])
+def test_a_group_member_costs_four_queries_whatever_the_group_size(memory, size):
+    (group(add.si(i, i) for i in range(size)) | tsum.s()).apply_async()
+    assert queries_of(lambda: memory.drain(limit=1)) == 4
+    assert queries_of(lambda: memory.drain(limit=1)) == 4
+
+
+@pytest.mark.parametrize("size", [10, 1000])
+def test_closing_a_group_costs_a_constant_three_more(memory, size):
+    result = (group(add.si(i, i) for i in range(size)) | tsum.s()).apply_async()
+    memory.drain(limit=size - 1)
+    assert queries_of(lambda: memory.drain(limit=1)) == 7
+    assert queries_of(lambda: memory.drain(limit=1)) == 4
+    assert result.get(timeout=0) == sum(2 * i for i in range(size))
+
+
+def test_persisting_ten_thousand_nodes_takes_a_constant_number_of_bulk_queries(memory):
+    expr = group(add.si(i, i) for i in range(9_999)) | tsum.s()
+    count = queries_of(expr.apply_async)
+    assert count == 2  # the workflow row, then every node in one statement
+    assert Node.objects.count() == 10_001
+
+
+def test_a_duplicate_delivery_of_a_finished_node_costs_one_query(memory):
+    result = add.s(1, 1).apply_async()
+    memory.drain()
+    assert queries_of(lambda: deliver(result.id)) == 1
