@@ -20,6 +20,8 @@ OPTION_NAMES: dict[str, str] = {
     "retry_backoff_max": "the cap of the exponential backoff, in seconds",
     "retry_jitter": "randomise each backoff between 0 and its value",
     "dispatch_deadline": "seconds Cloud Tasks waits for the run endpoint to answer",
+    "result_kwarg": "pass the parent's result as this keyword argument instead of the first "
+    "positional one",
 }
 
 
@@ -83,6 +85,10 @@ def _normalize(name: str, value: Any, where: str) -> Any:
         return value
     if name == "link_error":
         return _errbacks(value, label)
+    if name == "result_kwarg":
+        if not isinstance(value, str) or not value:
+            raise TypeError(f"{label} must be a non-empty string, got {value!r}")
+        return value
     raise AssertionError(name)  # pragma: no cover - OPTION_NAMES and this list agree
 
 

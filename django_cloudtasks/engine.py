@@ -394,15 +394,12 @@ def _create_errbacks(node: Node, error: Mapping[str, str], now: datetime) -> lis
     if not callbacks:
         return []
     workflow = Workflow.objects.select_for_update().get(pk=node.workflow_id)
-    payload = dict(node.kwargs)
+    args, kwargs = node.call_arguments()
+    payload = dict(kwargs)
     if node.task_name in registry:
         try:
-            bound = (
-                registry.get(node.task_name)
-                .call_signature()
-                .bind_partial(*node.args, **node.kwargs)
-            )
-            payload = dict(bound.arguments)
+            signature = registry.get(node.task_name).call_signature()
+            payload = dict(signature.bind_partial(*args, **kwargs).arguments)
         except TypeError:
             pass
     info = {

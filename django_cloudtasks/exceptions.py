@@ -37,6 +37,10 @@ class NodeNotFound(CloudTasksError, LookupError):
     """No node has that id."""
 
 
+class WrongTask(CloudTasksError, ValueError):
+    """A delivery names a task that is not the node's task."""
+
+
 class Retry(CloudTasksError):
     """Raised by ``self.retry()`` inside a bound task to ask for another attempt."""
 

@@ -207,6 +207,21 @@ class Node(models.Model):
             candidates.append(not_before)
         return max(candidates) if candidates else None
 
+    def call_arguments(self) -> tuple[list[Any], dict[str, Any]]:
+        """The arguments the task is called with: its own plus the input it was handed.
+
+        With the ``prepend`` input rule the parent's result comes first, or goes to the
+        keyword named by the ``result_kwarg`` option.
+        """
+        args, kwargs = list(self.args), dict(self.kwargs)
+        if self.input_rule == "prepend":
+            name = self.options.get("result_kwarg")
+            if name:
+                kwargs[name] = self.input
+            else:
+                args.insert(0, self.input)
+        return args, kwargs
+
     def error_dict(self) -> dict[str, Any]:
         """The recorded error as ``{"type", "module", "message", "traceback"}``."""
         return {

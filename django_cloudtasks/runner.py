@@ -24,7 +24,7 @@ from django_cloudtasks.conf import conf
 from django_cloudtasks.constants import CLAIMABLE_STATES, READY_STATES, State
 from django_cloudtasks.context import Request, TaskContext
 from django_cloudtasks.dispatch import dispatch_for, enqueue_on_commit
-from django_cloudtasks.exceptions import NodeNotFound, NotRegistered, Retry
+from django_cloudtasks.exceptions import NodeNotFound, NotRegistered, Retry, WrongTask
 from django_cloudtasks.models import Node
 from django_cloudtasks.registry import Task, registry
 
@@ -63,15 +63,17 @@ def deliver(
 
     Raises:
         NodeNotFound: when no node has that id.
-        ValueError: when ``task_name`` is not the node's task.
+        WrongTask: when ``task_name`` is not the node's task.
     """
     node = Node.objects.filter(pk=node_id).first()
     if node is None:
         raise NodeNotFound(f"no node has the id {node_id}")
     if task_name is not None and task_name != node.task_name:
-        raise ValueError(f"node {node_id} runs {node.task_name!r}, not {task_name!r}")
+        raise WrongTask(f"node {node_id} runs {node.task_name!r}, not {task_name!r}")
     if node.state in READY_STATES:
         return Outcome(200, node.state, "already finished")
+    if retries is not None and retries < node.retries:
+        return Outcome(200, node.state, f"stale delivery of retry {retries}")
     now = timezone.now()
     if _expired(node, now):
         engine.revoke_node(node.pk)
@@ -153,14 +155,8 @@ def _is_json_error(exc: TypeError) -> bool:
 
 
 def _call_arguments(node: Node, task: Task) -> tuple[list[Any], dict[str, Any]]:
-    args, kwargs = list(node.args), dict(node.kwargs)
-    if node.input_rule == "prepend":
-        name = node.options.get("result_kwarg")
-        if name:
-            kwargs[name] = node.input
-        else:
-            args.insert(0, node.input)
-    elif node.input_rule == "errback" and isinstance(node.input, dict):
+    args, kwargs = node.call_arguments()
+    if node.input_rule == "errback" and isinstance(node.input, dict):
         params = task.call_signature().parameters
         takes_any = any(p.kind == p.VAR_KEYWORD for p in params.values())
         for key in ERRBACK_PARAMETERS:

@@ -16,7 +16,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django_cloudtasks import engine, runner
 from django_cloudtasks.auth import authenticate
 from django_cloudtasks.conf import conf
-from django_cloudtasks.exceptions import EnqueueError, NodeNotFound
+from django_cloudtasks.exceptions import EnqueueError, NodeNotFound, WrongTask
 from django_cloudtasks.models import Node, Workflow
 from django_cloudtasks.registry import registry
 
@@ -102,14 +102,17 @@ def run(request: HttpRequest, task_name: str) -> JsonResponse:
     try:
         body = _json_body(request)
         node_id = _node_id(body.get("node"))
+        retry = body.get("retry")
+        if retry is not None and (type(retry) is not int or retry < 0):
+            raise BadRequest(f"'retry' must be a non-negative integer, got {retry!r}")
     except BadRequest as exc:
         return _error(exc.status, str(exc))
     headers = {k: v for k, v in request.headers.items() if k.lower() not in _PRIVATE_HEADERS}
     try:
-        outcome = runner.deliver(node_id, task_name=task_name, headers=headers)
+        outcome = runner.deliver(node_id, task_name=task_name, retries=retry, headers=headers)
     except NodeNotFound as exc:
         return _error(404, str(exc))
-    except ValueError as exc:
+    except WrongTask as exc:
         return _error(400, str(exc))
     except EnqueueError as exc:
         return _error(503, str(exc))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 
 DATABASE = os.environ.get("CLOUDTASKS_TEST_DATABASE", "sqlite")
 
@@ -12,6 +13,7 @@ USE_TZ = True
 TIME_ZONE = "UTC"
 ALLOWED_HOSTS = ["*"]
 ROOT_URLCONF = "tests.urls"
+STATIC_URL = "/static/"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 INSTALLED_APPS = [
@@ -25,6 +27,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "tests.gateway.FlakyGateway",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -47,7 +50,11 @@ TEMPLATES = [
     }
 ]
 
-_SUFFIX = os.environ.get("CLOUDTASKS_TEST_DB_SUFFIX") or os.environ.get("TOX_ENV_NAME", "main")
+# One test database per test run (inherited by servers the run starts), so that
+# concurrent runs on one machine never share a database.
+_SUFFIX = os.environ.setdefault(
+    "CLOUDTASKS_TEST_DB_SUFFIX", f"{os.environ.get('TOX_ENV_NAME', 'main')}_{os.getpid()}"
+)
 _TEST_DB_NAME = "test_cloudtasks_" + _SUFFIX.replace("-", "_").replace(".", "_")
 
 if DATABASE == "postgres":
@@ -62,11 +69,18 @@ if DATABASE == "postgres":
         }
     }
 else:
+    # A file, not ":memory:", so that the end-to-end tests' HTTP server threads each
+    # open their own connection, as a deployed SQLite site does.
     DATABASES = {
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
-            "NAME": ":memory:",
-            "OPTIONS": {"transaction_mode": "IMMEDIATE", "timeout": 20},
+            "NAME": os.path.join(tempfile.gettempdir(), "cloudtasks-tests.sqlite3"),
+            "OPTIONS": {
+                "transaction_mode": "IMMEDIATE",
+                "timeout": 30,
+                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL",
+            },
+            "TEST": {"NAME": os.path.join(tempfile.gettempdir(), _TEST_DB_NAME + ".sqlite3")},
         }
     }
 

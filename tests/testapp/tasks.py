@@ -128,3 +128,18 @@ def quiet_add(x, y):
 @task
 def quiet_sum(numbers):
     return builtins.sum(numbers)
+
+
+@task(bind=True)
+def delivery_headers(self):
+    """Return the Cloud Tasks headers this delivery arrived with."""
+    return {k: v for k, v in self.request.headers.items() if k.lower().startswith("x-cloudtasks")}
+
+
+@task
+def stamp():
+    """Record when it ran."""
+    from django.utils import timezone
+
+    _record("stamp", timezone.now().isoformat())
+    return True

@@ -1,0 +1,133 @@
+"""End to end: the real Cloud Tasks client, the emulator over gRPC, a real HTTP server."""
+
+from __future__ import annotations
+
+import itertools
+import time
+from datetime import datetime
+
+import pytest
+from google.api_core import exceptions as gexc
+from google.cloud import tasks_v2
+from google.protobuf import duration_pb2
+
+from django_cloudtasks import chord, group
+from django_cloudtasks.constants import State
+from django_cloudtasks.emulator import CloudTasksEmulator
+from django_cloudtasks.models import Node
+from django_cloudtasks.transports import get_transport, reset_transport
+from django_cloudtasks.transports.base import Dispatch
+from tests import gateway
+from tests.testapp.models import Execution
+from tests.testapp.tasks import add, delivery_headers, identity, stamp, tsum
+
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+
+QUEUE = "projects/test-project/locations/us-central1/queues/default"
+
+
+@pytest.fixture
+def emulator(live_server, settings):
+    emu = CloudTasksEmulator().start()
+    settings.CLOUDTASKS = {
+        **settings.CLOUDTASKS,
+        "TRANSPORT": "cloudtasks",
+        "EMULATOR_HOST": emu.address,
+        "BASE_URL": live_server.url,
+    }
+    reset_transport()
+    client = get_transport().client
+    client.create_queue(
+        parent="projects/test-project/locations/us-central1",
+        queue=tasks_v2.Queue(
+            name=QUEUE,
+            retry_config=tasks_v2.RetryConfig(
+                max_attempts=10,
+                min_backoff=duration_pb2.Duration(nanos=200_000_000),
+                max_backoff=duration_pb2.Duration(seconds=5),
+                max_doublings=4,
+            ),
+        ),
+    )
+    yield emu
+    reset_transport()
+    emu.stop()
+    gateway.fail_next(0)
+
+
+def test_a_chain_runs_over_http(emulator):
+    result = (add.s(4, 4) | add.s(8) | add.s(16)).delay()
+    assert result.get(timeout=30) == 32
+    runs = [r for r in emulator.history if r.succeeded]
+    assert len(runs) == 3
+    assert all(r.url.endswith("/cloudtasks/run/add/") for r in runs)
+
+
+def test_a_chord_of_a_hundred_runs_over_http(emulator):
+    result = chord([add.si(i, i) for i in range(100)], tsum.s()).delay()
+    assert result.get(timeout=60) == sum(2 * i for i in range(100))
+    assert Execution.objects.filter(task="add").count() == 100
+    assert Execution.objects.filter(task="tsum").count() == 1
+
+
+def test_a_countdown_task_does_not_run_before_its_time(emulator):
+    started = datetime.now().astimezone()
+    result = stamp.si().apply_async(countdown=2)
+    assert result.get(timeout=30) is True
+    ran_at = datetime.fromisoformat(Execution.objects.get(task="stamp").value)
+    assert (ran_at - started).total_seconds() >= 2
+
+
+def test_revoking_a_pending_task_deletes_its_cloud_task(emulator):
+    result = stamp.si().apply_async(countdown=30)
+    name = f"{QUEUE}/tasks/{Node.objects.get(pk=result.id).cloud_task_id}"
+    client = get_transport().client
+    assert client.get_task(name=name).name == name
+    result.revoke()
+    with pytest.raises(gexc.NotFound):
+        client.get_task(name=name)
+    assert result.state == State.REVOKED
+    assert not Execution.objects.exists()
+
+
+def test_a_repeated_enqueue_is_answered_already_exists_and_runs_once(emulator):
+    result = stamp.si().apply_async(countdown=1)
+    node = Node.objects.get(pk=result.id)
+    dispatch = Dispatch(
+        node_id=str(node.pk), workflow_id=str(node.workflow_id), task_name="stamp", eta=node.eta
+    )
+    client = get_transport().client
+    with pytest.raises(gexc.AlreadyExists):
+        client.create_task(parent=QUEUE, task=get_transport().build_task(dispatch))
+    get_transport().send([dispatch])  # the transport counts ALREADY_EXISTS as success
+    assert result.get(timeout=30) is True
+    emulator.wait_until_idle(timeout=10)
+    assert Execution.objects.filter(task="stamp").count() == 1
+
+
+def test_a_handler_answering_5xx_is_retried_with_growing_backoff(emulator):
+    gateway.fail_next(3)
+    result = identity.si("after outage").delay()
+    assert result.get(timeout=30) == "after outage"
+    attempts = [r for r in emulator.history if "/run/identity/" in r.url]
+    assert [r.status_code for r in attempts] == [503, 503, 503, 200]
+    gaps = [b.started_at - a.finished_at for a, b in itertools.pairwise(attempts)]
+    gaps = [g.total_seconds() if hasattr(g, "total_seconds") else g for g in gaps]
+    assert gaps[0] >= 0.15 and gaps[1] >= 0.35 and gaps[2] >= 0.75
+    assert gaps[0] < gaps[1] < gaps[2]
+
+
+def test_a_task_receives_the_production_headers(emulator):
+    result = delivery_headers.si().delay()
+    headers = {k.lower(): v for k, v in result.get(timeout=30).items()}
+    node = Node.objects.get(pk=result.id)
+    assert headers["x-cloudtasks-queuename"] == "default"
+    assert headers["x-cloudtasks-taskname"] == node.cloud_task_id
+    assert headers["x-cloudtasks-taskretrycount"] == "0"
+    assert headers["x-cloudtasks-taskexecutioncount"] == "0"
+    assert float(headers["x-cloudtasks-tasketa"]) == pytest.approx(time.time(), abs=60)
+
+
+def test_a_group_fans_out_concurrently_and_finishes(emulator):
+    result = group(identity.si(i) for i in range(50)).delay()
+    assert result.get(timeout=60) == list(range(50))
