@@ -87,7 +87,7 @@ def deliver(
             state=State.STARTED,
             attempts=node.attempts + 1,
             started_at=now,
-            lease_until=now + timedelta(seconds=deadline + 30),
+            lease_until=now + timedelta(seconds=lease_seconds(deadline)),
         )
     )
     if not claimed:
@@ -95,6 +95,16 @@ def deliver(
     node.attempts += 1
     node.state = State.STARTED
     return _run(node, headers or {})
+
+
+def lease_seconds(deadline: float) -> float:
+    """How long a claimed node is protected from other deliveries.
+
+    Cloud Tasks gives up on an attempt after its dispatch deadline and may deliver
+    again; the lease outlasts the deadline a little, so a slow run is not started
+    twice, while a run whose process died is taken over soon after.
+    """
+    return deadline + min(30.0, deadline)
 
 
 def _expired(node: Node, now: Any) -> bool:

@@ -92,3 +92,13 @@ CLOUDTASKS = {
     "AUTH_TOKEN": "test-token",
     "TRANSPORT": "memory",
 }
+
+if os.environ.get("CLOUDTASKS_TEST_SERVER"):
+    # A server process started by a test serves the test run's database.
+    DATABASES["default"]["NAME"] = DATABASES["default"]["TEST"]["NAME"]
+
+if os.environ.get("CLOUDTASKS_TEST_OVERRIDES"):
+    # Settings a test hands to a server process it starts (JSON merged into CLOUDTASKS).
+    import json
+
+    CLOUDTASKS = {**CLOUDTASKS, **json.loads(os.environ["CLOUDTASKS_TEST_OVERRIDES"])}

@@ -14,6 +14,7 @@ class MemoryTransport(Transport):
 
     ``drain()`` delivers the pending dispatches through the real run path, including
     those their runs produce, until none is left. ETAs are recorded, not waited for.
+    Like Cloud Tasks, a dispatch whose task id was already sent is not queued again.
     """
 
     name = "memory"
@@ -22,13 +23,17 @@ class MemoryTransport(Transport):
         self.sent: list[Dispatch] = []
         self.cancelled: list[Dispatch] = []
         self._pending: deque[Dispatch] = deque()
+        self._known: set[str] = set()
         self._lock = threading.Lock()
 
     def send(self, dispatches: Sequence[Dispatch]) -> None:
-        """Record ``dispatches`` as sent and pending."""
+        """Record ``dispatches`` as sent; queue those whose task id is new."""
         with self._lock:
             self.sent.extend(dispatches)
-            self._pending.extend(dispatches)
+            for dispatch in dispatches:
+                if dispatch.cloud_task_id not in self._known:
+                    self._known.add(dispatch.cloud_task_id)
+                    self._pending.append(dispatch)
 
     def cancel(self, dispatches: Sequence[Dispatch]) -> None:
         """Record ``dispatches`` as cancelled and drop them from the pending ones."""
@@ -43,6 +48,11 @@ class MemoryTransport(Transport):
         with self._lock:
             return list(self._pending)
 
+    def take(self) -> Dispatch | None:
+        """Remove and return the oldest pending dispatch, if any (for custom workers)."""
+        with self._lock:
+            return self._pending.popleft() if self._pending else None
+
     def drain(self, limit: int | None = None) -> int:
         """Deliver pending dispatches in order until none is left (or ``limit``).
 
@@ -52,10 +62,9 @@ class MemoryTransport(Transport):
 
         done = 0
         while limit is None or done < limit:
-            with self._lock:
-                if not self._pending:
-                    break
-                dispatch = self._pending.popleft()
+            dispatch = self.take()
+            if dispatch is None:
+                break
             deliver(dispatch.node_id, retries=dispatch.retries)
             done += 1
         return done
@@ -66,3 +75,4 @@ class MemoryTransport(Transport):
             self.sent.clear()
             self.cancelled.clear()
             self._pending.clear()
+            self._known.clear()

@@ -143,3 +143,13 @@ def stamp():
 
     _record("stamp", timezone.now().isoformat())
     return True
+
+
+@task
+def slow(seconds, value):
+    """Record the start, sleep, return ``value`` (for crash tests)."""
+    import time
+
+    _record("slow", value)
+    time.sleep(seconds)
+    return value

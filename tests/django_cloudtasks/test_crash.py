@@ -1,0 +1,127 @@
+"""A web server killed in the middle of a task: the task is retried and the workflow completes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from google.cloud import tasks_v2
+from google.protobuf import duration_pb2
+
+from django_cloudtasks.emulator import CloudTasksEmulator
+from django_cloudtasks.models import Node
+from django_cloudtasks.transports import get_transport, reset_transport
+from tests.testapp.models import Execution
+from tests.testapp.tasks import identity, slow
+
+pytestmark = [pytest.mark.e2e, pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
+
+ROOT = Path(__file__).resolve().parents[2]
+QUEUE = "projects/test-project/locations/us-central1/queues/default"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Server:
+    """``manage.py runserver`` in a process of its own, serving the test database."""
+
+    def __init__(self, port: int, overrides: dict[str, object], log: Path) -> None:
+        self.port, self.overrides, self.log = port, overrides, log
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        env = {
+            **os.environ,
+            "CLOUDTASKS_TEST_SERVER": "1",
+            "CLOUDTASKS_TEST_OVERRIDES": json.dumps(self.overrides),
+            "DJANGO_SETTINGS_MODULE": "tests.settings",
+        }
+        with self.log.open("ab") as out:
+            self.process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "django",
+                    "runserver",
+                    f"127.0.0.1:{self.port}",
+                    "--noreload",
+                ],
+                cwd=ROOT,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError(f"the server did not start: {self.log.read_text()[-2000:]}")
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+
+
+def test_a_server_killed_mid_task_is_recovered_after_the_deadline(settings, tmp_path):
+    emu = CloudTasksEmulator().start()
+    port = free_port()
+    overrides = {
+        "TRANSPORT": "cloudtasks",
+        "EMULATOR_HOST": emu.address,
+        "BASE_URL": f"http://127.0.0.1:{port}",
+    }
+    settings.CLOUDTASKS = {**settings.CLOUDTASKS, **overrides}
+    reset_transport()
+    server = Server(port, overrides, tmp_path / "server.log")
+    try:
+        get_transport().client.create_queue(
+            parent="projects/test-project/locations/us-central1",
+            queue=tasks_v2.Queue(
+                name=QUEUE,
+                retry_config=tasks_v2.RetryConfig(
+                    max_attempts=50,
+                    min_backoff=duration_pb2.Duration(nanos=500_000_000),
+                    max_backoff=duration_pb2.Duration(seconds=2),
+                ),
+            ),
+        )
+        server.start()
+        result = (slow.si(2, "survived").set(dispatch_deadline=4) | identity.s()).apply_async()
+        deadline = time.monotonic() + 30
+        while not Execution.objects.filter(task="slow").exists():
+            assert time.monotonic() < deadline, "the task never started"
+            time.sleep(0.05)
+        server.kill()
+        server.start()
+        assert result.get(timeout=90) == "survived"
+        first = Node.objects.get(task_name="slow")
+        assert first.attempts == 2
+        assert Execution.objects.filter(task="slow").count() == 2
+        assert Execution.objects.filter(task="identity").count() == 1
+        answers = [r.status_code for r in emu.history if "/run/slow/" in r.url]
+        assert answers[0] is None  # the connection died with the server
+        assert answers[-1] == 200
+    finally:
+        server.stop()
+        reset_transport()
+        emu.stop()
