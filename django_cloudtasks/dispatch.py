@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
@@ -29,6 +29,22 @@ def horizon(now: datetime | None = None) -> datetime:
     return now + timedelta(seconds=MAX_SCHEDULE_AHEAD_SECONDS) - _HORIZON_MARGIN
 
 
+class _Immediate:
+    """When on, sends happen at once instead of after commit (for test transactions)."""
+
+    on = False
+
+
+immediate = _Immediate()
+
+
+def _after_commit(callback: Callable[[], None]) -> None:
+    if immediate.on:
+        callback()
+    else:
+        transaction.on_commit(callback)
+
+
 def enqueue_on_commit(dispatches: Sequence[Dispatch]) -> None:
     """Send ``dispatches`` once the current transaction commits (at once outside one).
 
@@ -36,7 +52,7 @@ def enqueue_on_commit(dispatches: Sequence[Dispatch]) -> None:
     them, and :class:`EnqueueError` propagates to the code that committed.
     """
     if dispatches:
-        transaction.on_commit(partial(send_now, list(dispatches)))
+        _after_commit(partial(send_now, list(dispatches)))
 
 
 def send_now(dispatches: Sequence[Dispatch], now: datetime | None = None) -> None:
@@ -80,7 +96,7 @@ def cancel_on_commit(dispatches: Sequence[Dispatch]) -> None:
             logger.exception("could not delete %d revoked Cloud Tasks", len(dispatches))
 
     if dispatches:
-        transaction.on_commit(cancel)
+        _after_commit(cancel)
 
 
 def dispatch_for(node: Node, not_before: datetime | None = None) -> Dispatch:

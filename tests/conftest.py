@@ -7,6 +7,9 @@ import os
 import pytest
 from django.conf import settings
 
+# The helper users add to their own conftest.py.
+pytest_plugins = ["django_cloudtasks.testing"]
+
 
 def _postgres_problem() -> str | None:
     import psycopg
