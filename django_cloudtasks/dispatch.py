@@ -12,7 +12,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from django_cloudtasks.conf import conf
-from django_cloudtasks.constants import MAX_SCHEDULE_AHEAD_SECONDS, State
+from django_cloudtasks.constants import MAX_SCHEDULE_AHEAD_SECONDS
 from django_cloudtasks.exceptions import EnqueueError
 from django_cloudtasks.models import Node
 from django_cloudtasks.transports import Dispatch, get_transport
@@ -126,12 +126,15 @@ def sweep(now: datetime | None = None, grace: float | None = None) -> SweepRepor
 
     A node committed as ready whose enqueue was lost (a crash between commit and
     enqueue, a transport outage) is resent; resending a delivery that did reach
-    Cloud Tasks answers ALREADY_EXISTS there, so nothing runs twice.
+    Cloud Tasks answers ALREADY_EXISTS there, so nothing runs twice. So is a node
+    whose runner died and whose lease expired more than ``grace`` seconds ago (when
+    Cloud Tasks gave up redelivering it); its next delivery takes the lease over.
     """
     now = now or timezone.now()
     grace = conf.SWEEP_GRACE if grace is None else grace
     report = SweepReport()
-    stuck = Node.objects.stuck(now - timedelta(seconds=float(grace)))
+    older_than = now - timedelta(seconds=float(grace))
+    stuck = Node.objects.stuck(older_than) | Node.objects.expired_leases(older_than)
     report.resent, report.failed = _resend(stuck.iterator(chunk_size=500), now)
     due = list(Node.objects.parked_due(horizon(now)))
     if due:
@@ -145,8 +148,6 @@ def _resend(nodes: Iterable[Node], now: datetime) -> tuple[int, int]:
     sent = failed = 0
     batch: list[Dispatch] = []
     for node in nodes:
-        if node.state == State.STARTED:
-            continue
         batch.append(dispatch_for(node))
         if len(batch) >= 500:
             s, f = _send_batch(batch, now)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from typing import Any
 
 DATABASE = os.environ.get("CLOUDTASKS_TEST_DATABASE", "sqlite")
 
@@ -58,7 +59,7 @@ _SUFFIX = os.environ.setdefault(
 _TEST_DB_NAME = "test_cloudtasks_" + _SUFFIX.replace("-", "_").replace(".", "_")
 
 if DATABASE == "postgres":
-    DATABASES = {
+    DATABASES: dict[str, dict[str, Any]] = {
         "default": {
             "ENGINE": "django.db.backends.postgresql",
             "NAME": os.environ.get("PGDATABASE", "test"),
@@ -71,7 +72,7 @@ if DATABASE == "postgres":
 else:
     # A file, not ":memory:", so that the end-to-end tests' HTTP server threads each
     # open their own connection, as a deployed SQLite site does.
-    DATABASES = {
+    DATABASES: dict[str, dict[str, Any]] = {  # type: ignore[no-redef]
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
             "NAME": os.path.join(tempfile.gettempdir(), "cloudtasks-tests.sqlite3"),

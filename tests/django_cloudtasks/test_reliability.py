@@ -257,3 +257,18 @@ def test_revoking_a_node_waiting_for_its_retry_deletes_the_retry(memory, executi
     assert memory.cancelled[-1].cloud_task_id == retry_dispatch.cloud_task_id
     assert deliver(retry_dispatch.node_id, retries=1).state == State.REVOKED
     assert executions() == {"always_disconnects": 1}
+
+
+def test_the_sweeper_resends_a_node_whose_runner_died_after_its_lease(memory, executions):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    result = add.s(2, 2).apply_async()
+    memory.clear()
+    past = timezone.now() - timedelta(minutes=30)
+    Node.objects.filter(pk=result.id).update(state=State.STARTED, attempts=1, lease_until=past)
+    assert sweep().resent == 1
+    memory.drain()
+    assert result.get(timeout=0) == 4
+    assert Node.objects.get(pk=result.id).attempts == 2
