@@ -6,14 +6,14 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: test test-sqlite test-postgres demo lint type bench venv clean
+.PHONY: test test-sqlite test-postgres demo lint type docs bench venv clean
 
 venv: $(STAMP)
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test,lint,type]'
+	$(PY) -m pip install --quiet -e '.[test,lint,type,docs]'
 	rm -f $(VENV)/.installed-* && touch $@
 
 ## Run the whole test suite on SQLite, then the database tests on PostgreSQL.
@@ -35,6 +35,10 @@ lint: $(STAMP)
 
 type: $(STAMP)
 	$(VENV)/bin/mypy
+
+## Build the documentation site (warnings are errors).
+docs: $(STAMP)
+	$(VENV)/bin/mkdocs build --strict
 
 bench: $(STAMP)
 	$(PY) benchmarks/compile_group.py

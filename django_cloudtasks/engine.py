@@ -95,7 +95,7 @@ def persist(expression: Expression, options: Mapping[str, Any]) -> Workflow:
     rows: list[Node] = []
     ready: list[Node] = []
     for gnode in graph:
-        node_options = {**defaults, **gnode.options} if defaults else dict(gnode.options)
+        node_options = {**_policy_options(gnode.task_name), **defaults, **gnode.options}
         row = Node(
             id=uuid.uuid4(),
             workflow=workflow,
@@ -135,7 +135,11 @@ def persist(expression: Expression, options: Mapping[str, Any]) -> Workflow:
     signals.workflow_created.send(Workflow, workflow=workflow)
     logger.info(
         "workflow created",
-        extra={"workflow_id": str(workflow.pk), "nodes": len(rows), "name": workflow.name},
+        extra={
+            "workflow_id": str(workflow.pk),
+            "nodes": len(rows),
+            "workflow_name": workflow.name,
+        },
     )
     return workflow
 
@@ -167,6 +171,19 @@ def check_binding(
     except TypeError as exc:
         hint = " (it receives its parent's result as first argument)" if injected else ""
         raise TypeError(f"{task_name}{tuple(args)!r}{hint}: {exc}") from None
+
+
+def _policy_options(task_name: str) -> dict[str, Any]:
+    """Options a task's ``@task(...)`` sets for every node that runs it."""
+    if not task_name or task_name not in registry:
+        return {}
+    policy = registry.get(task_name).policy
+    options = dict(policy.options)
+    if policy.expires is not None:
+        options["expires"] = policy.expires
+    if policy.dispatch_deadline is not None:
+        options["dispatch_deadline"] = policy.dispatch_deadline
+    return options
 
 
 def _task_queue(task_name: str) -> str:

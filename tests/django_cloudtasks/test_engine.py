@@ -266,3 +266,22 @@ def test_an_eta_on_a_later_node_is_kept_when_it_becomes_ready(memory):
     assert memory.sent[1].eta == moment
     node = Node.objects.get(pk=memory.sent[1].node_id)
     assert node.state == State.SCHEDULED and not node.parked
+
+
+def test_task_level_expires_and_dispatch_deadline_apply_to_its_nodes(memory, settings):
+    from django_cloudtasks import task
+    from django_cloudtasks.registry import registry
+
+    @task(name="policy_defaults_probe", expires=60, dispatch_deadline=120, queue="slow")
+    def probe():
+        return 1
+
+    try:
+        result = probe.s().set(expires=5).apply_async()
+        node = Node.objects.get(pk=result.id)
+        assert node.options["expires"] == 5  # the signature's own option wins
+        assert node.options["dispatch_deadline"] == 120
+        assert node.queue == "slow"
+        assert memory.sent[0].dispatch_deadline == 120
+    finally:
+        registry.unregister("policy_defaults_probe")
