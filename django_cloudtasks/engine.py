@@ -127,9 +127,9 @@ def persist(expression: Expression, options: Mapping[str, Any]) -> Workflow:
         workflow.save(force_insert=True)
         insert_rows(Node, rows)
         dispatches = [dispatch_for(row) for row in ready]
-        barriers = [row for row in rows if row.kind == NodeKind.BARRIER and not row.parents]
+        barriers = [_as_row(r) for r in rows if r.kind == NodeKind.BARRIER and not r.parents]
         if barriers:
-            dispatches += _resolve_barriers(workflow.pk, [_as_row(b) for b in barriers], now)
+            dispatches += advance(workflow.pk, [], now, barriers)
         enqueue_on_commit(dispatches)
     workflow.output_node = rows[graph.output]  # type: ignore[attr-defined]
     signals.workflow_created.send(Workflow, workflow=workflow)
@@ -241,90 +241,131 @@ def complete(node: Node, value: Any, attempt: int) -> list[Dispatch]:
 
 
 def advance(
-    workflow_id: Any, work: Iterable[tuple[Sequence[int], Any]], now: datetime
+    workflow_id: Any,
+    work: Iterable[tuple[Sequence[int], Any]],
+    now: datetime,
+    barriers: Iterable[Mapping[str, Any]] = (),
 ) -> list[Dispatch]:
     """Hand each ``(children, value)`` to those children; return the ready dispatches.
 
-    Group barriers that complete are resolved here too, iteratively.
+    ``barriers`` are group joins ready to close. Joins that become ready on the way
+    are closed too, iteratively: one statement each, whatever the size of the group.
     """
-    queue = deque(work)
+    queue: deque[tuple[Sequence[int], Any, Mapping[str, Any] | None]] = deque(
+        (children, value, None) for children, value in work
+    )
+    queue.extend((b["children"], None, b) for b in barriers)
     dispatches: list[Dispatch] = []
     while queue:
-        children, value = queue.popleft()
-        barriers = []
-        for row in _decrement(workflow_id, children, value, now):
-            if row["pending_parents"] != 0:
+        children, value, barrier = queue.popleft()
+        for row in _advance_statement(workflow_id, children, value, barrier, now):
+            if barrier is not None and row["id"] == barrier["id"]:
+                if row["is_output"]:
+                    _finish_workflow(workflow_id, WorkflowStatus.SUCCESS, now)
+            elif row["pending_parents"] != 0:
                 continue
-            if row["kind"] == NodeKind.TASK and row["state"] in (State.QUEUED, State.SCHEDULED):
+            elif row["kind"] == NodeKind.TASK and row["state"] in (State.QUEUED, State.SCHEDULED):
                 dispatches.append(_dispatch_from_row(row, now))
             elif row["kind"] == NodeKind.BARRIER and row["state"] == State.PENDING:
-                barriers.append(row)
-        if barriers:
-            dispatches += _resolve_barriers(workflow_id, barriers, now, queue)
+                queue.append((row["children"], None, row))
     return dispatches
 
 
-def _resolve_barriers(
+class _Statement:
+    """SQL text and its parameters, built in step."""
+
+    def __init__(self) -> None:
+        self.sql: list[str] = []
+        self.params: list[Any] = []
+
+    def add(self, sql: str, *params: Any) -> None:
+        self.sql.append(sql)
+        self.params.extend(params)
+
+
+def _advance_statement(
     workflow_id: Any,
-    barriers: list[dict[str, Any]],
+    children: Sequence[int],
+    value: Any,
+    barrier: Mapping[str, Any] | None,
     now: datetime,
-    queue: deque[tuple[Sequence[int], Any]] | None = None,
-) -> list[Dispatch]:
-    """Complete group barriers whose members all finished; feed their lists onward."""
-    own_queue = queue is None
-    queue = deque() if queue is None else queue
-    for row in barriers:
-        parents = row["parents"]
-        if row["input_rule"] == "list" and parents:
-            found = dict(
-                Node.objects.filter(workflow_id=workflow_id, index__in=parents).values_list(
-                    "index", "result"
-                )
-            )
-            value: Any = [found.get(p) for p in parents]
-        else:
-            value = []
-        done = Node.objects.filter(pk=row["id"], state=State.PENDING).update(
-            state=State.SUCCESS, result=value, ready_at=now, finished_at=now
-        )
-        if not done:
-            continue
-        if row["children"]:
-            queue.append((row["children"], value))
-        if row["is_output"]:
-            _finish_workflow(workflow_id, WorkflowStatus.SUCCESS, now)
-    return advance(workflow_id, queue, now) if own_queue else []
-
-
-def _decrement(
-    workflow_id: Any, children: Sequence[int], value: Any, now: datetime
 ) -> list[dict[str, Any]]:
-    """One statement per chunk: count a finished parent on each child, hand it ``value``."""
-    rows: list[dict[str, Any]] = []
-    table = connection.ops.quote_name(Node._meta.db_table)
-    index = connection.ops.quote_name("index")
-    json_param = "CAST(%s AS jsonb)" if connection.vendor == "postgresql" else "%s"
-    returning = ", ".join(connection.ops.quote_name(c) for c in _RETURNING)
+    """One statement: count a finished parent on each child and hand it its input.
+
+    Children that reach zero become QUEUED (or SCHEDULED, with a delay). With a
+    ``barrier``, the same statement also completes that group join: its result, and
+    its children's input, is the list of its members' results, read in place.
+    """
+    pg = connection.vendor == "postgresql"
+    qn = connection.ops.quote_name
+    table, index = qn(Node._meta.db_table), qn("index")
+    ids = (
+        "(SELECT CAST(jsonb_array_elements_text(CAST(%s AS jsonb)) AS integer))"
+        if pg
+        else "(SELECT value FROM json_each(%s))"
+    )
     now_db = Node._meta.get_field("ready_at").get_db_prep_value(now, connection)
     wf_db = Workflow._meta.pk.get_db_prep_value(workflow_id, connection)  # type: ignore[union-attr]
-    encoded = json.dumps(value)
-    for start in range(0, len(children), _CHUNK):
-        chunk = list(children[start : start + _CHUNK])
-        sql = (
-            f"UPDATE {table} SET "
-            "pending_parents = pending_parents - 1, "
-            f"input = CASE WHEN input_rule = 'prepend' THEN {json_param} ELSE input END, "
-            "ready_at = CASE WHEN pending_parents = 1 THEN %s ELSE ready_at END, "
-            "state = CASE WHEN pending_parents = 1 AND state = 'PENDING' AND kind = 'task' "
-            "THEN (CASE WHEN countdown > 0 OR (eta IS NOT NULL AND eta > %s) "
-            "THEN 'SCHEDULED' ELSE 'QUEUED' END) ELSE state END "
-            f"WHERE workflow_id = %s AND {index} IN ({', '.join(['%s'] * len(chunk))}) "
-            f"RETURNING {returning}"
-        )
-        with connection.cursor() as cursor:
-            cursor.execute(sql, [encoded, now_db, now_db, wf_db, *chunk])
-            rows.extend(_decode_row(r) for r in cursor.fetchall())
-    return rows
+    st = _Statement()
+
+    if barrier is None:
+        is_barrier: tuple[Any, ...] = ("1 = 0",)
+    else:
+        is_barrier = ("id = %s", Node._meta.pk.get_db_prep_value(barrier["id"], connection))  # type: ignore[union-attr]
+
+    def add_value() -> None:
+        if barrier is not None and barrier["input_rule"] == "list" and barrier["parents"]:
+            members = json.dumps(list(barrier["parents"]))
+            if pg:
+                st.add(
+                    "(SELECT COALESCE(jsonb_agg(p.result ORDER BY p."
+                    f"{index}), CAST('[]' AS jsonb)) FROM {table} p "
+                    f"WHERE p.workflow_id = %s AND p.{index} IN {ids})",
+                    wf_db,
+                    members,
+                )
+            else:
+                st.add(
+                    f"(SELECT json_group_array(json(p.result)) FROM (SELECT result FROM {table} "
+                    f"WHERE workflow_id = %s AND {index} IN {ids} ORDER BY {index}) p)",
+                    wf_db,
+                    members,
+                )
+        else:
+            encoded = json.dumps(value if barrier is None else [])
+            st.add("CAST(%s AS jsonb)" if pg else "%s", encoded)
+
+    st.add(f"UPDATE {table} SET pending_parents = CASE WHEN ")
+    st.add(*is_barrier)
+    st.add(" THEN pending_parents ELSE pending_parents - 1 END, input = CASE WHEN NOT (")
+    st.add(*is_barrier)
+    st.add(") AND input_rule = 'prepend' THEN ")
+    add_value()
+    st.add(" ELSE input END, ")
+    if barrier is not None:
+        st.add("result = CASE WHEN ")
+        st.add(*is_barrier)
+        st.add(" THEN ")
+        add_value()
+        st.add(" ELSE result END, finished_at = CASE WHEN ")
+        st.add(*is_barrier)
+        st.add(" THEN %s ELSE finished_at END, ", now_db)
+    st.add("ready_at = CASE WHEN pending_parents = 1 OR ")
+    st.add(*is_barrier)
+    st.add(" THEN %s ELSE ready_at END, state = CASE WHEN ", now_db)
+    st.add(*is_barrier)
+    st.add(
+        " THEN 'SUCCESS' WHEN pending_parents = 1 AND state = 'PENDING' AND kind = 'task' "
+        "THEN (CASE WHEN countdown > 0 OR (eta IS NOT NULL AND eta > %s) "
+        "THEN 'SCHEDULED' ELSE 'QUEUED' END) ELSE state END ",
+        now_db,
+    )
+    st.add(f"WHERE workflow_id = %s AND ({index} IN {ids} OR ", wf_db, json.dumps(list(children)))
+    st.add(*is_barrier)
+    st.add(") RETURNING " + ", ".join(qn(c) for c in _RETURNING))
+    with connection.cursor() as cursor:
+        cursor.execute("".join(st.sql), st.params)
+        return [_decode_row(r) for r in cursor.fetchall()]
 
 
 def _decode_row(raw: Sequence[Any]) -> dict[str, Any]:

@@ -10,13 +10,13 @@ import json
 import logging
 import random
 import traceback
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from django.db import transaction
-from django.db.models import Q
+from django.db import connection, transaction
 from django.utils import timezone
 
 from django_cloudtasks import engine, signals
@@ -65,6 +65,61 @@ def deliver(
         NodeNotFound: when no node has that id.
         WrongTask: when ``task_name`` is not the node's task.
     """
+    now = timezone.now()
+    node = _claim(node_id, task_name, retries, now)
+    if node is None:
+        return _unclaimed(node_id, task_name, retries)
+    custom = node.options.get("dispatch_deadline")
+    if custom and float(custom) != float(conf.DISPATCH_DEADLINE):
+        lease = now + timedelta(seconds=lease_seconds(float(custom)))
+        Node.objects.filter(pk=node.pk, attempts=node.attempts).update(lease_until=lease)
+    if _expired(node, now):
+        engine.revoke_node(node.pk)
+        return Outcome(200, State.REVOKED, "expired")
+    return _run(node, headers or {})
+
+
+def _claim(node_id: Any, task_name: str | None, retries: int | None, now: Any) -> Node | None:
+    """Take the node for this delivery in one statement that also reads it back.
+
+    Only a ready node, or one whose lease has expired, can be taken; the statement
+    refuses a delivery for another task or for an earlier retry.
+    """
+    ops = connection.ops
+    table = ops.quote_name(Node._meta.db_table)
+    moment = Node._meta.get_field("started_at")
+    lease = now + timedelta(seconds=lease_seconds(float(conf.DISPATCH_DEADLINE)))
+    try:
+        pk = Node._meta.pk.get_db_prep_value(uuid.UUID(str(node_id)), connection)  # type: ignore[union-attr]
+    except ValueError:
+        return None
+    now_db = moment.get_db_prep_value(now, connection)
+    sql = (
+        f"UPDATE {table} SET state = %s, attempts = attempts + 1, started_at = %s, "
+        "lease_until = %s WHERE id = %s AND pending_parents <= 0 "
+        "AND (state IN (%s, %s, %s) OR (state = %s AND lease_until < %s))"
+    )
+    params: list[Any] = [
+        State.STARTED,
+        now_db,
+        moment.get_db_prep_value(lease, connection),
+        pk,
+        *sorted(CLAIMABLE_STATES),
+        State.STARTED,
+        now_db,
+    ]
+    if task_name is not None:
+        sql += " AND task_name = %s"
+        params.append(task_name)
+    if retries is not None:
+        sql += " AND retries <= %s"
+        params.append(retries)
+    rows = list(Node.objects.raw(sql + " RETURNING *", params))
+    return rows[0] if rows else None
+
+
+def _unclaimed(node_id: Any, task_name: str | None, retries: int | None) -> Outcome:
+    """Explain why a delivery could not take its node (off the hot path)."""
     node = Node.objects.filter(pk=node_id).first()
     if node is None:
         raise NodeNotFound(f"no node has the id {node_id}")
@@ -74,27 +129,7 @@ def deliver(
         return Outcome(200, node.state, "already finished")
     if retries is not None and retries < node.retries:
         return Outcome(200, node.state, f"stale delivery of retry {retries}")
-    now = timezone.now()
-    if _expired(node, now):
-        engine.revoke_node(node.pk)
-        return Outcome(200, State.REVOKED, "expired")
-    deadline = float(node.options.get("dispatch_deadline") or conf.DISPATCH_DEADLINE)
-    claimable = Q(state__in=CLAIMABLE_STATES) | Q(state=State.STARTED, lease_until__lt=now)
-    claimed = (
-        Node.objects.filter(claimable, pk=node.pk)
-        .filter(pending_parents__lte=0)
-        .update(
-            state=State.STARTED,
-            attempts=node.attempts + 1,
-            started_at=now,
-            lease_until=now + timedelta(seconds=lease_seconds(deadline)),
-        )
-    )
-    if not claimed:
-        return Outcome(409, node.state, "the node is running or not ready; try later")
-    node.attempts += 1
-    node.state = State.STARTED
-    return _run(node, headers or {})
+    return Outcome(409, node.state, "the node is running or not ready; try later")
 
 
 def lease_seconds(deadline: float) -> float:
