@@ -285,8 +285,6 @@ def _exception(node: Node) -> BaseException:
 
 def _outcome(node: Node, propagate: bool) -> Any:
     if node.state == State.SUCCESS:
-        if node.kind == NodeKind.BARRIER:
-            return node.result
         return node.result
     if not propagate:
         return _value(node)
