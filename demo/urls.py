@@ -1,0 +1,11 @@
+"""The demo site: the Cloud Tasks endpoints and the admin."""
+
+from __future__ import annotations
+
+from django.contrib import admin
+from django.urls import include, path
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("cloudtasks/", include("django_cloudtasks.urls")),
+]
