@@ -6,7 +6,7 @@ from typing import Any
 
 from django.core import checks
 
-from django_cloudtasks.auth import is_configured
+from django_cloudtasks.auth import is_configured, oidc_audience, oidc_issuers
 from django_cloudtasks.conf import TRANSPORTS, conf
 
 
@@ -18,8 +18,13 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
     * ``django_cloudtasks.E002``: the ``cloudtasks`` transport without ``PROJECT``,
       ``LOCATION`` or ``BASE_URL``.
     * ``django_cloudtasks.E003``: ``BASE_URL`` is not an http(s) URL.
-    * ``django_cloudtasks.W001``: no way to authenticate requests (no ``AUTH_TOKEN``);
-      every request to the endpoints is refused.
+    * ``django_cloudtasks.E004``: ``OIDC_SERVICE_ACCOUNT`` without an audience
+      (neither ``OIDC_AUDIENCE`` nor ``BASE_URL``): OIDC tokens cannot be verified.
+    * ``django_cloudtasks.E005``: ``OIDC_CERTS_URL`` is not an http(s) URL.
+    * ``django_cloudtasks.E006``: ``OIDC_ISSUERS`` is empty.
+    * ``django_cloudtasks.W001``: no way to authenticate requests (neither
+      ``AUTH_TOKEN`` nor a usable OIDC configuration); every request to the endpoints
+      is refused.
     """
     messages: list[checks.CheckMessage] = []
     transport = conf.TRANSPORT
@@ -52,13 +57,54 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
                 id="django_cloudtasks.E003",
             )
         )
+    messages += _check_oidc()
     if not is_configured():
         messages.append(
             checks.Warning(
-                "No AUTH_TOKEN: the /cloudtasks/ endpoints refuse every request.",
-                hint="Set CLOUDTASKS['AUTH_TOKEN'] (or TASKAPP_AUTH_TOKEN); OIDC_SERVICE_ACCOUNT "
-                "alone is not enough, the endpoints do not verify OIDC tokens yet.",
+                "Neither AUTH_TOKEN nor OIDC is configured: the /cloudtasks/ endpoints "
+                "refuse every request.",
+                hint="Set CLOUDTASKS['AUTH_TOKEN'] (or TASKAPP_AUTH_TOKEN), or "
+                "CLOUDTASKS['OIDC_SERVICE_ACCOUNT'] (or TASKAPP_OIDC_SERVICE_ACCOUNT) with "
+                "OIDC_AUDIENCE or BASE_URL.",
                 id="django_cloudtasks.W001",
+            )
+        )
+    return messages
+
+
+def _check_oidc() -> list[checks.CheckMessage]:
+    account = conf.OIDC_SERVICE_ACCOUNT
+    if not account:
+        return []
+    messages: list[checks.CheckMessage] = []
+    if not oidc_audience():
+        messages.append(
+            checks.Error(
+                f"OIDC_SERVICE_ACCOUNT is {account!r} but no audience is set, so OIDC "
+                "tokens cannot be verified.",
+                hint="Set CLOUDTASKS['OIDC_AUDIENCE'] (TASKAPP_OIDC_AUDIENCE) or "
+                "CLOUDTASKS['BASE_URL'] (TASKAPP_CLOUD_RUN_URL), the audience Cloud Tasks "
+                "puts in the tokens.",
+                id="django_cloudtasks.E004",
+            )
+        )
+    certs_url = conf.OIDC_CERTS_URL
+    if not str(certs_url or "").startswith(("http://", "https://")):
+        messages.append(
+            checks.Error(
+                f"CLOUDTASKS['OIDC_CERTS_URL'] is {certs_url!r}, not an http(s) URL.",
+                hint="Leave it unset for Google's https://www.googleapis.com/oauth2/v1/certs, "
+                "or point it at the emulator's oidc_certs_url.",
+                id="django_cloudtasks.E005",
+            )
+        )
+    if not oidc_issuers():
+        messages.append(
+            checks.Error(
+                "CLOUDTASKS['OIDC_ISSUERS'] is empty: no OIDC token can pass.",
+                hint="Leave it unset for Google's issuers "
+                "(https://accounts.google.com, accounts.google.com).",
+                id="django_cloudtasks.E006",
             )
         )
     return messages

@@ -20,9 +20,12 @@ DEFAULTS: dict[str, tuple[str | None, Any]] = {
     "EMULATOR_HOST": ("CLOUDTASKS_EMULATOR_HOST", None),
     "OIDC_SERVICE_ACCOUNT": ("TASKAPP_OIDC_SERVICE_ACCOUNT", None),
     "OIDC_AUDIENCE": ("TASKAPP_OIDC_AUDIENCE", None),
+    "OIDC_CERTS_URL": (None, "https://www.googleapis.com/oauth2/v1/certs"),
+    "OIDC_ISSUERS": (None, ("https://accounts.google.com", "accounts.google.com")),
     "DISPATCH_DEADLINE": (None, 600),
     "SWEEP_GRACE": (None, 300),
     "MAX_BODY_BYTES": (None, 1_048_576),
+    "MAX_ARGS_BYTES": (None, 100_000),
     "QUEUES": (None, {}),
 }
 

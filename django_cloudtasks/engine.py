@@ -24,6 +24,7 @@ import canvas
 from canvas import Expression, Signature
 from django_cloudtasks import signals
 from django_cloudtasks.bulk import insert_rows
+from django_cloudtasks.conf import conf
 from django_cloudtasks.constants import (
     READY_STATES,
     WAITING_STATES,
@@ -60,6 +61,18 @@ _RETURNING = (
 )
 
 
+#: Columns only needed for a node that became ready; the others return NULL for them,
+#: so that a group member does not read back its join's list of every member.
+_WHEN_READY = frozenset({"children", "parents", "options"})
+
+
+def _returned(column: str) -> str:
+    bare = column.strip('"`')
+    if bare in _WHEN_READY:
+        return f"CASE WHEN pending_parents = 0 THEN {column} END"
+    return column
+
+
 # -- persist -------------------------------------------------------------------------
 
 
@@ -77,6 +90,7 @@ def persist(expression: Expression, options: Mapping[str, Any]) -> Workflow:
     for node in graph:
         if not node.is_barrier:
             check_binding(node.task_name, node.args, node.kwargs, node.input, node.options)
+            check_size(node.task_name, node.args, node.kwargs)
     now = timezone.now()
     run_options = dict(options)
     not_before = _start_time(run_options, now)
@@ -171,6 +185,24 @@ def check_binding(
     except TypeError as exc:
         hint = " (it receives its parent's result as first argument)" if injected else ""
         raise TypeError(f"{task_name}{tuple(args)!r}{hint}: {exc}") from None
+
+
+def check_size(task_name: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> None:
+    """Refuse arguments over ``MAX_ARGS_BYTES`` once encoded as JSON (0 or None: no limit).
+
+    Raises:
+        ValueError: naming the task, the size and the limit.
+    """
+    limit = conf.MAX_ARGS_BYTES
+    if not limit:
+        return
+    encoded = json.dumps([list(args), dict(kwargs)], separators=(",", ":"), ensure_ascii=False)
+    size = len(encoded.encode())
+    if size > int(limit):
+        raise ValueError(
+            f"the arguments of {task_name!r} are {size} bytes of JSON, over MAX_ARGS_BYTES "
+            f"({int(limit)}); store large data elsewhere and pass a reference"
+        )
 
 
 def _policy_options(task_name: str) -> dict[str, Any]:
@@ -362,7 +394,7 @@ def _advance_statement(
     )
     st.add(f"WHERE workflow_id = %s AND ({index} IN {ids} OR ", wf_db, json.dumps(list(children)))
     st.add(*is_barrier)
-    st.add(") RETURNING " + ", ".join(qn(c) for c in _RETURNING))
+    st.add(") RETURNING " + ", ".join(_returned(qn(c)) for c in _RETURNING))
     with connection.cursor() as cursor:
         cursor.execute("".join(st.sql), st.params)
         return [_decode_row(r) for r in cursor.fetchall()]

@@ -114,8 +114,20 @@ def _claim(node_id: Any, task_name: str | None, retries: int | None, now: Any) -
     if retries is not None:
         sql += " AND retries <= %s"
         params.append(retries)
-    rows = list(Node.objects.raw(sql + " RETURNING *", params))
-    return rows[0] if rows else None
+    fields = Node._meta.concrete_fields
+    sql += " RETURNING " + ", ".join(ops.quote_name(str(f.column)) for f in fields)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    values = []
+    for field, value in zip(fields, row, strict=True):
+        col = field.get_col(Node._meta.db_table)
+        for convert in ops.get_db_converters(col) + col.get_db_converters(connection):
+            value = convert(value, col, connection)
+        values.append(value)
+    return Node.from_db(connection.alias, [f.attname for f in fields], values)
 
 
 def _unclaimed(node_id: Any, task_name: str | None, retries: int | None) -> Outcome:

@@ -9,8 +9,11 @@ from collections.abc import Callable
 from functools import wraps
 from typing import Any
 
+from django.conf import settings
+from django.core.exceptions import SuspiciousOperation
 from django.db import transaction
-from django.http import HttpRequest, JsonResponse
+from django.http import HttpRequest, JsonResponse, QueryDict
+from django.http.multipartparser import MultiPartParserError
 from django.views.decorators.csrf import csrf_exempt
 
 from django_cloudtasks import engine, runner
@@ -21,6 +24,10 @@ from django_cloudtasks.models import Node, Workflow
 from django_cloudtasks.registry import registry
 
 logger = logging.getLogger("django_cloudtasks.views")
+
+#: How deeply a request body may nest lists and objects (results are stored and
+#: re-encoded recursively, so a deeper one could exhaust the stack).
+MAX_JSON_DEPTH = 100
 
 #: Request headers never handed to task code (``self.request.headers``).
 _PRIVATE_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization"})
@@ -67,31 +74,83 @@ class BadRequest(Exception):
         self.status = status
 
 
-def _json_body(request: HttpRequest) -> dict[str, Any]:
+def _check_length(request: HttpRequest) -> int:
+    """The body size limit, after refusing a declared ``Content-Length`` over it.
+
+    The limit is ``MAX_BODY_BYTES``, or Django's ``DATA_UPLOAD_MAX_MEMORY_SIZE`` when
+    that is lower (Django refuses to read a larger body).
+    """
     limit = int(conf.MAX_BODY_BYTES)
+    if settings.DATA_UPLOAD_MAX_MEMORY_SIZE is not None:
+        limit = min(limit, int(settings.DATA_UPLOAD_MAX_MEMORY_SIZE))
     try:
         declared = int(request.headers.get("Content-Length") or 0)
     except ValueError:
         raise BadRequest("the Content-Length header is not a number") from None
     if declared > limit:
         raise BadRequest(f"body of {declared} bytes is over the limit of {limit}", 413)
-    raw = request.body
+    return limit
+
+
+def _json_body(request: HttpRequest) -> dict[str, Any]:
+    limit = _check_length(request)
+    try:
+        raw = request.body
+    except SuspiciousOperation:  # over DATA_UPLOAD_MAX_MEMORY_SIZE, undeclared
+        raise BadRequest(f"body is over the limit of {limit}", 413) from None
     if len(raw) > limit:  # a body without (or with a false) Content-Length
         raise BadRequest(f"body of {len(raw)} bytes is over the limit of {limit}", 413)
     try:
-        body = json.loads(raw or b"null")
+        body = json.loads(raw or b"null", parse_constant=_refuse_constant)
     except (ValueError, UnicodeDecodeError):
         raise BadRequest("body is not valid JSON") from None
+    except RecursionError:
+        raise BadRequest(f"body is nested deeper than {MAX_JSON_DEPTH} levels") from None
     if not isinstance(body, dict):
         raise BadRequest("body must be a JSON object")
+    _check_storable(body)
     return body
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _check_storable(body: Any) -> None:
+    """Refuse what the database cannot store or the engine cannot re-encode.
+
+    Raises:
+        BadRequest: for nesting deeper than :data:`MAX_JSON_DEPTH`, a NUL character
+            (PostgreSQL refuses it) or an unpaired surrogate (not UTF-8).
+    """
+    stack: list[tuple[Any, int]] = [(body, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                raise BadRequest("body contains a NUL character (\\u0000), which cannot be stored")
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                raise BadRequest(
+                    "body contains an unpaired surrogate, which is not UTF-8"
+                ) from None
+        elif isinstance(item, dict | list):
+            if depth > MAX_JSON_DEPTH:
+                raise BadRequest(f"body is nested deeper than {MAX_JSON_DEPTH} levels")
+            if isinstance(item, dict):
+                stack.extend((key, depth) for key in item)
+                stack.extend((member, depth + 1) for member in item.values())
+            else:
+                stack.extend((member, depth + 1) for member in item)
 
 
 def _node_id(value: Any, field: str = "node") -> uuid.UUID:
     try:
         return uuid.UUID(str(value))
     except (ValueError, TypeError, AttributeError):
-        raise BadRequest(f"{field!r} must be an id (UUID), got {value!r}") from None
+        shown = repr(value) if len(repr(value)) <= 100 else repr(value)[:97] + "..."
+        raise BadRequest(f"{field!r} must be an id (UUID), got {shown}") from None
 
 
 @endpoint("POST")
@@ -149,7 +208,10 @@ def tracker(request: HttpRequest) -> JsonResponse:
 @endpoint("GET", "POST")
 def revoke(request: HttpRequest) -> JsonResponse:
     """``GET|POST /cloudtasks/revoke/?task=<node id>`` or ``?chain=<workflow id>``."""
-    params = request.GET if request.method == "GET" else (request.POST or request.GET)
+    try:
+        params = _revoke_params(request)
+    except BadRequest as exc:
+        return _error(exc.status, str(exc))
     task_id, chain_id = params.get("task"), params.get("chain")
     if bool(task_id) == bool(chain_id):
         return _error(400, "pass exactly one of ?task=<node id> or ?chain=<workflow id>")
@@ -165,6 +227,17 @@ def revoke(request: HttpRequest) -> JsonResponse:
     except Workflow.DoesNotExist:
         return _error(404, f"no workflow has the id {chain_id}")
     return JsonResponse({"revoked": revoked, "count": len(revoked)})
+
+
+def _revoke_params(request: HttpRequest) -> QueryDict:
+    """The query string, or for a POST its form body when it has one."""
+    if request.method == "GET":
+        return request.GET
+    _check_length(request)
+    try:
+        return request.POST or request.GET
+    except (MultiPartParserError, SuspiciousOperation):
+        raise BadRequest("the form body cannot be parsed") from None
 
 
 @endpoint("POST")

@@ -10,13 +10,13 @@ schedules its retry by the queue's RetryConfig.
 from __future__ import annotations
 
 import functools
+import http.client
 import logging
 import queue
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable
-
-import requests
 
 from .records import AttemptRecord, Dispatch
 from .state import EmulatorState, set_header
@@ -158,14 +158,41 @@ class Dispatcher:
                 timeout = None if wake_at is None else max(0.0, wake_at - self.state.clock())
                 cond.wait(timeout)
 
-    def _session(self) -> requests.Session:
-        session: requests.Session | None = getattr(self._local, "session", None)
-        if session is None:
-            session = requests.Session()
-            session.headers.clear()
-            session.trust_env = False  # never route loopback handlers through a proxy
-            self._local.session = session
-        return session
+    def _connection(self, scheme: str, host: str, port: int | None) -> http.client.HTTPConnection:
+        """This worker thread's kept-alive connection to ``host``."""
+        connections: dict[tuple[str, str, int | None], http.client.HTTPConnection]
+        connections = self._local.__dict__.setdefault("connections", {})
+        key = (scheme, host, port)
+        conn = connections.get(key)
+        if conn is None:
+            cls = http.client.HTTPSConnection if scheme == "https" else http.client.HTTPConnection
+            conn = connections[key] = cls(host, port)
+        return conn
+
+    def _post(self, job: Dispatch, headers: dict[str, str]) -> int:
+        """Send one attempt; reconnect once if a kept-alive connection had gone stale."""
+        parts = urllib.parse.urlsplit(job.url)
+        path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        conn = self._connection(parts.scheme, parts.hostname or "127.0.0.1", parts.port)
+        for reused in (conn.sock is not None, False):
+            conn.timeout = job.timeout
+            if conn.sock is not None:
+                conn.sock.settimeout(job.timeout)
+            try:
+                conn.request(job.method, path, body=job.body or None, headers=headers)
+                response = conn.getresponse()
+                response.read()
+                if response.will_close:
+                    conn.close()
+                return int(response.status)
+            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
+                conn.close()
+                if not reused:
+                    raise
+            except BaseException:
+                conn.close()
+                raise
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def _attempt(self, job: Dispatch) -> None:
         headers = dict(job.headers)
@@ -176,19 +203,10 @@ class Dispatcher:
         error: str | None = None
         started = self.state.clock()
         try:
-            response = self._session().request(
-                job.method,
-                job.url,
-                headers=headers,
-                data=job.body or None,
-                timeout=job.timeout,
-                allow_redirects=False,
-            )
-            status_code = response.status_code
-            response.close()
-        except requests.Timeout:
+            status_code = self._post(job, headers)
+        except TimeoutError:
             error = "DEADLINE_EXCEEDED"
-        except requests.RequestException as exc:
+        except (OSError, http.client.HTTPException) as exc:
             error = f"UNAVAILABLE: {exc.__class__.__name__}"
         finished = self.state.clock()
         record = AttemptRecord(

@@ -52,6 +52,7 @@ def run_our_checks():
     return checks.run_checks(tags=["django_cloudtasks"])
 
 
+@pytest.mark.django_db  # Django 6 model checks ask the database about JSON support
 def test_the_checks_are_registered_with_django():
     with configured(TRANSPORT="carrier-pigeon"):
         assert "django_cloudtasks.E001" in ids(checks.run_checks())
@@ -143,12 +144,68 @@ def test_w001_no_auth_token_means_every_request_is_refused(token):
     assert "refuse every request" in messages[0].msg
 
 
-def test_w001_still_fires_with_only_an_oidc_service_account():
-    # The endpoints verify the shared token only, so OIDC settings alone let nothing in.
+ACCOUNT = "tasks@my-project.iam.gserviceaccount.com"
+
+
+def test_w001_is_satisfied_by_an_oidc_service_account_with_an_audience():
+    with configured(AUTH_TOKEN=None, OIDC_SERVICE_ACCOUNT=ACCOUNT):
+        assert check_settings() == []
     with configured(
-        AUTH_TOKEN=None, OIDC_SERVICE_ACCOUNT="tasks@my-project.iam.gserviceaccount.com"
+        AUTH_TOKEN=None, OIDC_SERVICE_ACCOUNT=ACCOUNT, OIDC_AUDIENCE="https://aud.example.com"
     ):
-        assert ids(check_settings()) == ["django_cloudtasks.W001"]
+        assert check_settings() == []
+
+
+def test_w001_says_which_settings_would_let_requests_in():
+    with configured(AUTH_TOKEN=None):
+        (message,) = check_settings()
+    assert "Neither AUTH_TOKEN nor OIDC" in message.msg
+    assert "AUTH_TOKEN" in message.hint
+    assert "OIDC_SERVICE_ACCOUNT" in message.hint
+
+
+def test_e004_an_oidc_service_account_without_audience_or_base_url():
+    with configured(
+        AUTH_TOKEN=None, OIDC_SERVICE_ACCOUNT=ACCOUNT, BASE_URL=None, TRANSPORT="memory"
+    ):
+        messages = check_settings()
+    # Without an audience no token can be verified, so nothing authenticates either.
+    assert ids(messages) == ["django_cloudtasks.E004", "django_cloudtasks.W001"]
+    assert messages[0].level == checks.ERROR
+    assert repr(ACCOUNT) in messages[0].msg
+    assert "OIDC_AUDIENCE" in messages[0].hint
+
+
+def test_e004_with_a_shared_token_still_reports_the_unusable_oidc_setting():
+    with configured(OIDC_SERVICE_ACCOUNT=ACCOUNT, BASE_URL=None, TRANSPORT="memory"):
+        assert ids(check_settings()) == ["django_cloudtasks.E004"]
+
+
+def test_e004_is_satisfied_by_the_audience_environment_variable(monkeypatch):
+    monkeypatch.setenv("TASKAPP_OIDC_AUDIENCE", "https://aud.example.com")
+    with configured(OIDC_SERVICE_ACCOUNT=ACCOUNT, BASE_URL=None, TRANSPORT="memory"):
+        assert check_settings() == []
+
+
+@pytest.mark.parametrize("url", ["", None, "www.googleapis.com/oauth2/v1/certs", "file:///x"])
+def test_e005_an_oidc_certs_url_that_is_not_http(url):
+    oidc = {"OIDC_SERVICE_ACCOUNT": ACCOUNT, "OIDC_CERTS_URL": url}
+    with override_settings(CLOUDTASKS={**GOOD_CLOUDTASKS, **oidc}):
+        messages = check_settings()
+    assert ids(messages) == ["django_cloudtasks.E005"]
+    assert repr(url) in messages[0].msg
+
+
+@pytest.mark.parametrize("issuers", [[], (), "", " , "])
+def test_e006_empty_oidc_issuers(issuers):
+    with configured(OIDC_SERVICE_ACCOUNT=ACCOUNT, OIDC_ISSUERS=issuers):
+        messages = check_settings()
+    assert ids(messages) == ["django_cloudtasks.E006"]
+
+
+def test_the_oidc_checks_are_quiet_without_an_oidc_service_account():
+    with configured(OIDC_CERTS_URL="nonsense", OIDC_ISSUERS=[]):
+        assert check_settings() == []
 
 
 def test_w001_is_satisfied_by_the_environment_variable(monkeypatch):

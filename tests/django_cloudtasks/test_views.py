@@ -631,3 +631,41 @@ def test_the_sweep_needs_credentials(client, memory):
     assert wrong.json() == {"error": "invalid credentials"}
     assert client.get("/cloudtasks/sweep/", headers=TOKEN).status_code == 405
     assert memory.sent == []
+
+
+def _exempt_routes(patterns, prefix: str = "") -> list[str]:
+    from django.urls import URLPattern, URLResolver
+
+    found = []
+    for pattern in patterns:
+        if isinstance(pattern, URLResolver):
+            found += _exempt_routes(pattern.url_patterns, prefix + str(pattern.pattern))
+        elif isinstance(pattern, URLPattern) and getattr(pattern.callback, "csrf_exempt", False):
+            found.append(prefix + str(pattern.pattern))
+    return found
+
+
+def test_only_the_token_authenticated_endpoints_are_csrf_exempt(memory):
+    from django.urls import get_resolver
+
+    exempt = _exempt_routes(get_resolver().url_patterns)
+
+    assert sorted(exempt) == [
+        "cloudtasks/revoke/",
+        "cloudtasks/run/<str:task_name>/",
+        "cloudtasks/sweep/",
+        "cloudtasks/tracker/",
+    ]
+    client = Client(enforce_csrf_checks=True)
+    for route in exempt:
+        url = "/" + route.replace("<str:task_name>", "add")
+        assert client.post(url).status_code == 401, url
+
+
+def test_other_views_of_the_site_keep_their_csrf_protection(memory):
+    client = Client(enforce_csrf_checks=True)
+
+    response = client.post("/admin/login/", {"username": "a", "password": "b"}, headers=TOKEN)
+
+    assert response.status_code == 403
+    assert b"CSRF" in response.content
