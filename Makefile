@@ -40,8 +40,17 @@ type: $(STAMP)
 docs: $(STAMP)
 	$(VENV)/bin/mkdocs build --strict
 
-bench: $(STAMP)
+BENCH_STAMP := $(VENV)/.bench-$(shell cksum pyproject.toml | cut -d' ' -f1)
+
+$(BENCH_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -e '.[bench]'
+	touch $@
+
+## End-to-end benchmark: the emulator, gunicorn and PostgreSQL (127.0.0.1:5432), against
+## Celery on Redis (127.0.0.1:6379). Not part of `make test`. BENCH_ARGS="--scaling --markdown".
+bench: $(BENCH_STAMP)
 	$(PY) benchmarks/compile_group.py
+	$(PY) -m benchmarks.run --celery $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .tox .pytest_cache .mypy_cache .ruff_cache
