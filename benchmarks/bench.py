@@ -177,6 +177,7 @@ class Bench:
             "base_url": f"http://127.0.0.1:{server_port}",
             "log_dir": str(self.log_dir),
             "synchronous_commit": self.args.synchronous_commit,
+            "inline_seconds": self.args.inline_seconds,
         }
         os.environ.update(self.env(config))
         self.emulator = Service(

@@ -96,6 +96,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="on",
         help="PostgreSQL synchronous_commit of the servers (default on)",
     )
+    parser.add_argument(
+        "--inline-seconds",
+        type=float,
+        default=0,
+        metavar="S",
+        help="CLOUDTASKS['INLINE_SECONDS'] of the servers (default 0: every step via Cloud Tasks)",
+    )
     parser.add_argument("--markdown", action="store_true", help="print the tables as Markdown")
     parser.add_argument(
         "--keep", action="store_true", help="keep the database and the logs afterwards"

@@ -56,6 +56,7 @@ CLOUDTASKS = {
     "EMULATOR_HOST": CONFIG.get("emulator"),
     "BASE_URL": CONFIG.get("base_url", "http://127.0.0.1:8000"),
     "AUTH_TOKEN": "bench-token",
+    "INLINE_SECONDS": CONFIG.get("inline_seconds", 0),
 }
 
 LOGGING = {
