@@ -106,9 +106,9 @@ def _json_body(request: HttpRequest) -> dict[str, Any]:
         raise BadRequest("body is not valid JSON") from None
     except RecursionError:
         raise BadRequest(f"body is nested deeper than {MAX_JSON_DEPTH} levels") from None
+    _check_storable(body)  # first: on Python 3.12+ deep nesting parses without error
     if not isinstance(body, dict):
         raise BadRequest("body must be a JSON object")
-    _check_storable(body)
     return body
 
 
