@@ -395,9 +395,9 @@ def test_an_enqueued_task_runs_over_http(emulator, signals_seen):
     finished = wait_finished(tasks.add, result.id)
     assert finished.status == TaskResultStatus.SUCCESSFUL
     assert finished.return_value == 42
+    assert emulator.wait_until_idle(timeout=10)
     [run] = [r for r in emulator.history if r.succeeded]
     assert run.url.endswith("/cloudtasks/run/django.tasks:tests.testapp.django_tasks.add/")
-    emulator.wait_until_idle(timeout=10)
     assert [(s[0], s[1]) for s in signals_seen] == [
         ("enqueued", "READY"),
         ("started", "RUNNING"),
@@ -421,6 +421,7 @@ def test_a_deferred_task_runs_over_http_after_its_time(emulator):
 def test_a_task_on_another_queue_runs_on_that_cloud_tasks_queue(emulator):
     result = tasks.add.using(queue_name="emails").enqueue(1, 1)
     assert wait_finished(tasks.add, result.id).return_value == 2
+    assert emulator.wait_until_idle(timeout=10)
     [run] = [r for r in emulator.history if r.succeeded]
     assert run.queue_name == EMAILS
     assert run.task_name.startswith(EMAILS + "/tasks/")

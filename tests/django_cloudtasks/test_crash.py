@@ -118,6 +118,7 @@ def test_a_server_killed_mid_task_is_recovered_after_the_deadline(settings, tmp_
         assert first.attempts == 2
         assert Execution.objects.filter(task="slow").count() == 2
         assert Execution.objects.filter(task="identity").count() == 1
+        emu.wait_until_idle(timeout=30)
         answers = [r.status_code for r in emu.history if "/run/slow/" in r.url]
         assert answers[0] is None  # the connection died with the server
         assert answers[-1] == 200

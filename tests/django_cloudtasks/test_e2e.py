@@ -58,6 +58,7 @@ def emulator(live_server, settings):
 def test_a_chain_runs_over_http(emulator):
     result = (add.s(4, 4) | add.s(8) | add.s(16)).delay()
     assert result.get(timeout=30) == 32
+    assert emulator.wait_until_idle(timeout=10)  # the last answer is recorded
     runs = [r for r in emulator.history if r.succeeded]
     assert len(runs) == 3
     assert all(r.url.endswith("/cloudtasks/run/add/") for r in runs)
@@ -109,6 +110,7 @@ def test_a_handler_answering_5xx_is_retried_with_growing_backoff(emulator):
     gateway.fail_next(3)
     result = identity.si("after outage").delay()
     assert result.get(timeout=30) == "after outage"
+    assert emulator.wait_until_idle(timeout=10)
     attempts = [r for r in emulator.history if "/run/identity/" in r.url]
     assert [r.status_code for r in attempts] == [503, 503, 503, 200]
     gaps = [b.started_at - a.finished_at for a, b in itertools.pairwise(attempts)]

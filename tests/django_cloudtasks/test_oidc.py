@@ -617,6 +617,7 @@ def test_a_chain_runs_over_http_with_oidc_tokens_from_the_emulator(oidc_emulator
     result = (add.s(4, 4) | add.s(8) | add.s(16)).delay()
 
     assert result.get(timeout=30) == 32
+    assert oidc_emulator.wait_until_idle(timeout=10)
     runs = oidc_emulator.history
     assert [r.status_code for r in runs] == [200, 200, 200]
     for run in runs:
