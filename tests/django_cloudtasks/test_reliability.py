@@ -13,7 +13,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from django.db import connection, connections
+from django.db import connections
 
 from django_cloudtasks import chain, chord, group
 from django_cloudtasks.constants import READY_STATES, State, WorkflowStatus
@@ -205,7 +205,6 @@ def test_a_failed_enqueue_after_apply_async_raises_and_keeps_the_workflow(memory
 def test_nothing_is_left_waiting_forever_after_a_revoke_races_completions(memory):
     result = chord([identity.si(i) for i in range(8)], tsum.s()).apply_async()
     memory.drain(limit=4)
-    Node.objects.get(task_name="identity", index=5)
     from django_cloudtasks.engine import revoke_node
 
     revoke_node(Node.objects.get(task_name="identity", index=5).pk)
@@ -213,7 +212,7 @@ def test_nothing_is_left_waiting_forever_after_a_revoke_races_completions(memory
     states = set(Node.objects.values_list("state", flat=True))
     assert states <= READY_STATES
     assert result.state == State.REVOKED
-    assert connection.vendor in ("sqlite", "postgresql")
+    assert Execution.objects.filter(task="tsum").count() == 0
 
 
 @pytest.mark.postgres
