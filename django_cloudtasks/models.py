@@ -146,6 +146,9 @@ class Node(models.Model):
     retries = models.PositiveIntegerField(default=0)
     attempts = models.PositiveIntegerField(default=0)
     lease_until = models.DateTimeField(null=True, blank=True)
+    #: The node whose delivery went on to run this one inline (``INLINE_SECONDS``); a
+    #: redelivery of that node takes this one over if its run died.
+    inline_origin = models.UUIDField(null=True, blank=True)
 
     result = models.JSONField(null=True, blank=True)
     error_type = models.CharField(max_length=200, blank=True)

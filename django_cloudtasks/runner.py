@@ -6,7 +6,6 @@ transports in-process.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import random
@@ -43,7 +42,7 @@ class Outcome:
     status: int
     state: str
     detail: str = ""
-    follow: Dispatch | None = None  # a successor to run next in the same request
+    follow: Node | None = None  # a successor claimed to run next in the same request
 
     def as_json(self) -> dict[str, Any]:
         """The endpoint's JSON body."""
@@ -51,6 +50,17 @@ class Outcome:
         if self.detail:
             data["detail"] = self.detail
         return data
+
+
+@dataclass(frozen=True)
+class _Inline:
+    """An inline run: the delivered node it started from, and when it stops taking steps."""
+
+    origin: Any
+    until: float
+
+    def open(self) -> bool:
+        return time.monotonic() < self.until
 
 
 def deliver(
@@ -69,58 +79,74 @@ def deliver(
         NodeNotFound: when no node has that id.
         WrongTask: when ``task_name`` is not the node's task.
     """
-    now = timezone.now()
-    node = _claim(node_id, task_name, retries, now)
+    node = _claim(node_id, task_name, retries, timezone.now())
     if node is None:
         return _unclaimed(node_id, task_name, retries)
-    custom = node.options.get("dispatch_deadline")
-    if custom and float(custom) != float(conf.DISPATCH_DEADLINE):
-        lease = now + timedelta(seconds=lease_seconds(float(custom)))
-        Node.objects.filter(pk=node.pk, attempts=node.attempts).update(lease_until=lease)
-    if _expired(node, now):
-        engine.revoke_node(node.pk)
-        return Outcome(200, State.REVOKED, "expired")
+    return _carry_on(node, headers or {}, _inline_run(node.pk))
+
+
+def _inline_run(origin: Any) -> _Inline | None:
     budget = float(conf.INLINE_SECONDS or 0)
-    started = time.monotonic()
-    outcome = _run(node, headers or {}, inline=budget > 0)
+    return _Inline(origin, time.monotonic() + budget) if budget > 0 else None
+
+
+def _carry_on(node: Node, headers: Mapping[str, str], inline: _Inline | None) -> Outcome:
+    """Run a claimed node, then each successor it claimed to run inline."""
+    outcome = _start(node, headers, inline)
     follow = outcome.follow
     while follow is not None:
-        node = _claim(follow.node_id, follow.task_name, follow.retries, timezone.now())
-        if node is None:
-            break
-        follow = _run(node, {}, inline=time.monotonic() - started < budget).follow
+        follow = _start(follow, {}, inline).follow
     return outcome
 
 
-def _claim(node_id: Any, task_name: str | None, retries: int | None, now: Any) -> Node | None:
+def _start(node: Node, headers: Mapping[str, str], inline: _Inline | None) -> Outcome:
+    now = node.started_at or timezone.now()
+    custom = node.options.get("dispatch_deadline")
+    if custom and node.lease_until is not None:
+        lease = now + timedelta(seconds=lease_seconds(float(custom)))
+        if lease != node.lease_until:
+            Node.objects.filter(pk=node.pk, attempts=node.attempts).update(lease_until=lease)
+    if _expired(node, now):
+        engine.revoke_node(node.pk)
+        return Outcome(200, State.REVOKED, "expired")
+    return _run(node, headers, inline if inline is not None and inline.open() else None)
+
+
+def _claim(
+    node_id: Any,
+    task_name: str | None,
+    retries: int | None,
+    now: Any,
+    deadline: float | None = None,
+    inline_origin: Any = None,
+) -> Node | None:
     """Take the node for this delivery in one statement that also reads it back.
 
     Only a ready node, or one whose lease has expired, can be taken; the statement
-    refuses a delivery for another task or for an earlier retry.
+    refuses a delivery for another task or for an earlier retry. ``inline_origin``
+    marks a node taken to run inline in the request that delivered that node.
     """
     ops = connection.ops
     table = ops.quote_name(Node._meta.db_table)
     moment = Node._meta.get_field("started_at")
-    lease = now + timedelta(seconds=lease_seconds(float(conf.DISPATCH_DEADLINE)))
+    lease = now + timedelta(seconds=lease_seconds(float(deadline or conf.DISPATCH_DEADLINE)))
     try:
         pk = Node._meta.pk.get_db_prep_value(uuid.UUID(str(node_id)), connection)  # type: ignore[union-attr]
     except ValueError:
         return None
     now_db = moment.get_db_prep_value(now, connection)
     sql = (
-        f"UPDATE {table} SET state = %s, attempts = attempts + 1, started_at = %s, "
-        "lease_until = %s WHERE id = %s AND pending_parents <= 0 "
+        f"UPDATE {table} SET state = %s, attempts = attempts + 1, started_at = %s, lease_until = %s"
+    )
+    params: list[Any] = [State.STARTED, now_db, moment.get_db_prep_value(lease, connection)]
+    if inline_origin is not None:
+        sql += ", inline_origin = %s"
+        params.append(Node._meta.pk.get_db_prep_value(inline_origin, connection))  # type: ignore[union-attr]
+    sql += (
+        " WHERE id = %s AND pending_parents <= 0 "
         "AND (state IN (%s, %s, %s) OR (state = %s AND lease_until < %s))"
     )
-    params: list[Any] = [
-        State.STARTED,
-        now_db,
-        moment.get_db_prep_value(lease, connection),
-        pk,
-        *sorted(CLAIMABLE_STATES),
-        State.STARTED,
-        now_db,
-    ]
+    params += [pk, *sorted(CLAIMABLE_STATES), State.STARTED, now_db]
     if task_name is not None:
         sql += " AND task_name = %s"
         params.append(task_name)
@@ -150,11 +176,41 @@ def _unclaimed(node_id: Any, task_name: str | None, retries: int | None) -> Outc
         raise NodeNotFound(f"no node has the id {node_id}")
     if task_name is not None and task_name != node.task_name:
         raise WrongTask(f"node {node_id} runs {node.task_name!r}, not {task_name!r}")
+    if node.state == State.SUCCESS and node.children:
+        return _resume(node)
     if node.state in READY_STATES:
         return Outcome(200, node.state, "already finished")
     if retries is not None and retries < node.retries:
         return Outcome(200, node.state, f"stale delivery of retry {retries}")
     return Outcome(409, node.state, "the node is running or not ready; try later")
+
+
+def _resume(origin: Node) -> Outcome:
+    """A finished node delivered again: take over a successor its request ran inline.
+
+    Cloud Tasks delivers a node again when the request that ran it died. If that
+    request had gone on to run a successor inline, the successor is still STARTED
+    under that request's lease: answer 409 while the lease lives (Cloud Tasks keeps
+    retrying), then take it over and carry on from there.
+    """
+    stranded = (
+        Node.objects.filter(
+            workflow_id=origin.workflow_id, state=State.STARTED, inline_origin=origin.pk
+        )
+        .only("id", "task_name", "retries")
+        .first()
+    )
+    if stranded is None:
+        return Outcome(200, origin.state, "already finished")
+    node = _claim(stranded.pk, stranded.task_name, stranded.retries, timezone.now())
+    if node is None:
+        return Outcome(409, origin.state, "a successor run inline is still running; try later")
+    logger.warning(
+        "taking over a successor whose inline run stopped",
+        extra={"workflow_id": str(origin.workflow_id), "node_id": str(node.pk)},
+    )
+    _carry_on(node, {}, _inline_run(origin.pk))
+    return Outcome(200, origin.state, "resumed its inline successors")
 
 
 def lease_seconds(deadline: float) -> float:
@@ -177,11 +233,11 @@ def _expired(node: Node, now: Any) -> bool:
     return bool(now > engine._parse_moment(expires))
 
 
-def _run(node: Node, headers: Mapping[str, str], inline: bool = False) -> Outcome:
+def _run(node: Node, headers: Mapping[str, str], inline: _Inline | None = None) -> Outcome:
     """Run a claimed node and record its outcome.
 
-    With ``inline``, the outcome may name one successor to run next in this same
-    request (see :func:`_pick_inline`).
+    With ``inline``, the outcome may carry one successor, claimed in the same
+    transaction, to run next in this request (see :func:`_take_inline`).
     """
     attempt = node.attempts
     try:
@@ -221,30 +277,39 @@ def _run(node: Node, headers: Mapping[str, str], inline: bool = False) -> Outcom
     follow = None
     with transaction.atomic():
         dispatches = engine.complete(node, value, attempt)
-        if inline:
-            dispatches, follow = _pick_inline(dispatches, node)
+        if inline is not None:
+            dispatches, follow = _take_inline(dispatches, node, inline)
         enqueue_on_commit(dispatches)
     signals.node_finished.send(Node, node=node, state=State.SUCCESS)
     return Outcome(200, State.SUCCESS, follow=follow)
 
 
-def _pick_inline(dispatches: list[Dispatch], node: Node) -> tuple[list[Dispatch], Dispatch | None]:
-    """Choose a successor to run next in this request, saving a Cloud Tasks round trip.
+def _take_inline(
+    dispatches: list[Dispatch], node: Node, inline: _Inline
+) -> tuple[list[Dispatch], Node | None]:
+    """Claim a successor to run next in this request, saving a Cloud Tasks round trip.
 
-    Only a successor due now, on the same queue, qualifies. Its Cloud Task is still
-    created, scheduled after the lease that the inline run holds, as a safety net: if
-    this process dies mid-run, that delivery takes the node over; otherwise it finds
-    the node finished and does nothing.
+    Only a successor due now, on the same queue, qualifies. It is claimed in the
+    transaction that records its parent, so there is no moment when it is ready but
+    neither sent nor claimed, and it gets no Cloud Task: if this process dies while it
+    runs, the redelivery of ``inline.origin`` takes it over once its lease expires
+    (see :func:`_resume`), and the sweeper resends it if that redelivery never comes.
     """
     now = timezone.now()
     for position, dispatch in enumerate(dispatches):
         if (dispatch.eta is None or dispatch.eta <= now) and dispatch.queue == node.queue:
             deadline = float(dispatch.dispatch_deadline or conf.DISPATCH_DEADLINE)
-            safety_net = dataclasses.replace(
-                dispatch, eta=now + timedelta(seconds=lease_seconds(deadline))
+            follow = _claim(
+                dispatch.node_id,
+                dispatch.task_name,
+                dispatch.retries,
+                now,
+                deadline=deadline,
+                inline_origin=inline.origin,
             )
-            rest = [*dispatches[:position], safety_net, *dispatches[position + 1 :]]
-            return rest, dispatch
+            if follow is None:
+                return dispatches, None
+            return [*dispatches[:position], *dispatches[position + 1 :]], follow
     return dispatches, None
 
 

@@ -153,3 +153,17 @@ def slow(seconds, value):
     _record("slow", value)
     time.sleep(seconds)
     return value
+
+
+class ProcessDied(BaseException):
+    """Stands for the death of the process running a task: nothing after it runs."""
+
+
+@task
+def dies_once(x):
+    """Record the start; the first run dies like a killed process, later ones return ``x``."""
+    first = not Execution.objects.filter(task="dies_once").exists()
+    _record("dies_once", x)
+    if first:
+        raise ProcessDied
+    return x
