@@ -14,6 +14,7 @@ import logging
 import uuid
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -143,7 +144,7 @@ def persist(expression: Expression, options: Mapping[str, Any]) -> Workflow:
         dispatches = [dispatch_for(row) for row in ready]
         barriers = [_as_row(r) for r in rows if r.kind == NodeKind.BARRIER and not r.parents]
         if barriers:
-            dispatches += advance(workflow.pk, [], now, barriers)
+            dispatches += advance(workflow.pk, [], now, barriers).dispatches
         enqueue_on_commit(dispatches)
     workflow.output_node = rows[graph.output]  # type: ignore[attr-defined]
     signals.workflow_created.send(Workflow, workflow=workflow)
@@ -249,6 +250,21 @@ def _due(node: Node, now: datetime) -> datetime:
 # -- complete and advance --------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Take:
+    """Claim one successor in the statement that advances it, to run it inline.
+
+    ``index`` is the candidate child; it is taken only if it becomes ready, is due now
+    and is on ``queue``. It is claimed as a delivery would claim it, under a lease of
+    ``lease_seconds``, and marked with ``origin``, the node whose delivery runs it.
+    """
+
+    index: int
+    queue: str
+    lease_seconds: float
+    origin: Any
+
+
 def complete(node: Node, value: Any, attempt: int) -> list[Dispatch]:
     """Record ``value`` as ``node``'s result and advance its children.
 
@@ -256,20 +272,49 @@ def complete(node: Node, value: Any, attempt: int) -> list[Dispatch]:
     node is no longer the one this attempt claimed (revoked while running, or taken
     over after its lease expired) the result is kept but nothing downstream starts.
     """
+    return settle(node, value, attempt).dispatches
+
+
+def settle(node: Node, value: Any, attempt: int, take: Take | None = None) -> Advanced:
+    """:func:`complete`, and with ``take``, claim that successor in the same statement.
+
+    On PostgreSQL recording the result and advancing the children is one statement
+    (the advance only applies if the record did); elsewhere it is two.
+    """
     now = timezone.now()
-    done = Node.objects.filter(pk=node.pk, state=State.STARTED, attempts=attempt).update(
-        state=State.SUCCESS, result=value, finished_at=now, lease_until=None
-    )
-    if not done:
-        Node.objects.filter(pk=node.pk, state=State.REVOKED).update(result=value)
-        return []
+    if node.children and connection.vendor == "postgresql":
+        done = (node.pk, attempt, value)
+        advanced = advance(node.workflow_id, [(node.children, value)], now, done=done, take=take)
+        if not advanced.done:
+            _keep_result_of_revoked(node, value)
+            return Advanced()
+    else:
+        recorded = Node.objects.filter(pk=node.pk, state=State.STARTED, attempts=attempt).update(
+            state=State.SUCCESS, result=value, finished_at=now, lease_until=None
+        )
+        if not recorded:
+            _keep_result_of_revoked(node, value)
+            return Advanced()
+        advanced = Advanced()
+        if node.children:
+            advanced = advance(node.workflow_id, [(node.children, value)], now, take=take)
     node.state, node.result = State.SUCCESS, value
-    dispatches: list[Dispatch] = []
-    if node.children:
-        dispatches = advance(node.workflow_id, [(node.children, value)], now)
     if node.is_output:
         _finish_workflow(node.workflow_id, WorkflowStatus.SUCCESS, now)
-    return dispatches
+    return advanced
+
+
+def _keep_result_of_revoked(node: Node, value: Any) -> None:
+    Node.objects.filter(pk=node.pk, state=State.REVOKED).update(result=value)
+
+
+@dataclass
+class Advanced:
+    """What advancing did: dispatches to send, the successor taken inline, if any."""
+
+    dispatches: list[Dispatch] = field(default_factory=list)
+    taken: Node | None = None
+    done: bool = True
 
 
 def advance(
@@ -277,30 +322,52 @@ def advance(
     work: Iterable[tuple[Sequence[int], Any]],
     now: datetime,
     barriers: Iterable[Mapping[str, Any]] = (),
-) -> list[Dispatch]:
+    *,
+    done: tuple[Any, int, Any] | None = None,
+    take: Take | None = None,
+) -> Advanced:
     """Hand each ``(children, value)`` to those children; return the ready dispatches.
 
     ``barriers`` are group joins ready to close. Joins that become ready on the way
     are closed too, iteratively: one statement each, whatever the size of the group.
+    ``done`` (node id, attempt, result) records that node's success in the first
+    statement, which then applies only if it did (PostgreSQL); ``take`` claims a
+    successor there instead of dispatching it.
     """
     queue: deque[tuple[Sequence[int], Any, Mapping[str, Any] | None]] = deque(
         (children, value, None) for children, value in work
     )
     queue.extend((b["children"], None, b) for b in barriers)
-    dispatches: list[Dispatch] = []
+    advanced = Advanced()
+    first = True
     while queue:
         children, value, barrier = queue.popleft()
-        for row in _advance_statement(workflow_id, children, value, barrier, now):
+        rows = _advance_statement(
+            workflow_id,
+            children,
+            value,
+            barrier,
+            now,
+            done=done if first else None,
+            take=take if first else None,
+        )
+        if first and done is not None and not rows:
+            advanced.done = False
+            return advanced
+        first = False
+        for row in rows:
             if barrier is not None and row["id"] == barrier["id"]:
                 if row["is_output"]:
                     _finish_workflow(workflow_id, WorkflowStatus.SUCCESS, now)
             elif row["pending_parents"] != 0:
                 continue
+            elif row["state"] == State.STARTED and "taken" in row:
+                advanced.taken = row["taken"]
             elif row["kind"] == NodeKind.TASK and row["state"] in (State.QUEUED, State.SCHEDULED):
-                dispatches.append(_dispatch_from_row(row, now))
+                advanced.dispatches.append(_dispatch_from_row(row, now))
             elif row["kind"] == NodeKind.BARRIER and row["state"] == State.PENDING:
                 queue.append((row["children"], None, row))
-    return dispatches
+    return advanced
 
 
 class _Statement:
@@ -321,12 +388,17 @@ def _advance_statement(
     value: Any,
     barrier: Mapping[str, Any] | None,
     now: datetime,
+    done: tuple[Any, int, Any] | None = None,
+    take: Take | None = None,
 ) -> list[dict[str, Any]]:
     """One statement: count a finished parent on each child and hand it its input.
 
     Children that reach zero become QUEUED (or SCHEDULED, with a delay). With a
     ``barrier``, the same statement also completes that group join: its result, and
-    its children's input, is the list of its members' results, read in place.
+    its children's input, is the list of its members' results, read in place. With
+    ``done`` (PostgreSQL only), it first records that node's success and advances
+    nothing unless that applied. With ``take``, the candidate child is claimed
+    (STARTED) instead of queued, and returned whole under ``"taken"``.
     """
     pg = connection.vendor == "postgresql"
     qn = connection.ops.quote_name
@@ -367,6 +439,29 @@ def _advance_statement(
             encoded = json.dumps(value if barrier is None else [])
             st.add("CAST(%s AS jsonb)" if pg else "%s", encoded)
 
+    prep_pk = Node._meta.pk.get_db_prep_value  # type: ignore[union-attr]
+    if done is not None:
+        done_id, attempt, result = done
+        st.add(
+            f"WITH done AS (UPDATE {table} SET state = 'SUCCESS', result = CAST(%s AS jsonb), "
+            "finished_at = %s, lease_until = NULL WHERE id = %s AND state = 'STARTED' "
+            "AND attempts = %s RETURNING id) ",
+            json.dumps(result),
+            now_db,
+            prep_pk(done_id, connection),
+            attempt,
+        )
+
+    def add_taken() -> None:
+        assert take is not None
+        st.add(
+            f"({index} = %s AND pending_parents = 1 AND state = 'PENDING' AND kind = 'task' "
+            "AND countdown <= 0 AND (eta IS NULL OR eta <= %s) AND queue = %s)",
+            take.index,
+            now_db,
+            take.queue,
+        )
+
     st.add(f"UPDATE {table} SET pending_parents = CASE WHEN ")
     st.add(*is_barrier)
     st.add(" THEN pending_parents ELSE pending_parents - 1 END, input = CASE WHEN NOT (")
@@ -384,20 +479,68 @@ def _advance_statement(
         st.add(" THEN %s ELSE finished_at END, ", now_db)
     st.add("ready_at = CASE WHEN pending_parents = 1 OR ")
     st.add(*is_barrier)
-    st.add(" THEN %s ELSE ready_at END, state = CASE WHEN ", now_db)
+    st.add(" THEN %s ELSE ready_at END, ", now_db)
+    if take is not None:
+        lease = Node._meta.get_field("lease_until").get_db_prep_value(
+            now + timedelta(seconds=take.lease_seconds), connection
+        )
+        for column, then in (
+            ("attempts", ("attempts + 1",)),
+            ("started_at", ("%s", now_db)),
+            ("lease_until", ("%s", lease)),
+            ("inline_origin", ("%s", prep_pk(take.origin, connection))),
+        ):
+            st.add(f"{column} = CASE WHEN ")
+            add_taken()
+            st.add(f" THEN {then[0]} ELSE {column} END, ", *then[1:])
+    st.add("state = CASE WHEN ")
     st.add(*is_barrier)
+    st.add(" THEN 'SUCCESS' ")
+    if take is not None:
+        st.add("WHEN ")
+        add_taken()
+        st.add(" THEN 'STARTED' ")
     st.add(
-        " THEN 'SUCCESS' WHEN pending_parents = 1 AND state = 'PENDING' AND kind = 'task' "
+        "WHEN pending_parents = 1 AND state = 'PENDING' AND kind = 'task' "
         "THEN (CASE WHEN countdown > 0 OR (eta IS NOT NULL AND eta > %s) "
         "THEN 'SCHEDULED' ELSE 'QUEUED' END) ELSE state END ",
         now_db,
     )
     st.add(f"WHERE workflow_id = %s AND ({index} IN {ids} OR ", wf_db, json.dumps(list(children)))
     st.add(*is_barrier)
-    st.add(") RETURNING " + ", ".join(_returned(qn(c)) for c in _RETURNING))
+    st.add(")")
+    if done is not None:
+        st.add(" AND EXISTS (SELECT 1 FROM done)")
+    st.add(" RETURNING " + ", ".join(_returned(qn(c)) for c in _RETURNING))
+    if take is not None:
+        for f in _TAKEN_FIELDS:
+            st.add(f", CASE WHEN {index} = %s THEN {qn(str(f.column))} END", take.index)
     with connection.cursor() as cursor:
         cursor.execute("".join(st.sql), st.params)
-        return [_decode_row(r) for r in cursor.fetchall()]
+        raw = cursor.fetchall()
+    rows = []
+    width = len(_RETURNING)
+    for r in raw:
+        row = _decode_row(r[:width])
+        if take is not None and row["index"] == take.index and row["state"] == State.STARTED:
+            row["taken"] = node_from_db(r[width:])
+        rows.append(row)
+    return rows
+
+
+_TAKEN_FIELDS = Node._meta.concrete_fields
+
+
+def node_from_db(values: Sequence[Any]) -> Node:
+    """A :class:`Node` from the raw values of every concrete column, in field order."""
+    converted = []
+    ops = connection.ops
+    for f, value in zip(_TAKEN_FIELDS, values, strict=True):
+        col = f.get_col(Node._meta.db_table)
+        for convert in ops.get_db_converters(col) + col.get_db_converters(connection):
+            value = convert(value, col, connection)
+        converted.append(value)
+    return Node.from_db(connection.alias, [f.attname for f in _TAKEN_FIELDS], converted)
 
 
 def _decode_row(raw: Sequence[Any]) -> dict[str, Any]:

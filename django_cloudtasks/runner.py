@@ -158,15 +158,7 @@ def _claim(
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         row = cursor.fetchone()
-    if row is None:
-        return None
-    values = []
-    for field, value in zip(fields, row, strict=True):
-        col = field.get_col(Node._meta.db_table)
-        for convert in ops.get_db_converters(col) + col.get_db_converters(connection):
-            value = convert(value, col, connection)
-        values.append(value)
-    return Node.from_db(connection.alias, [f.attname for f in fields], values)
+    return None if row is None else engine.node_from_db(row)
 
 
 def _unclaimed(node_id: Any, task_name: str | None, retries: int | None) -> Outcome:
@@ -274,10 +266,18 @@ def _run(node: Node, headers: Mapping[str, str], inline: _Inline | None = None) 
         if task.policy.autoretry_for and isinstance(exc, task.policy.autoretry_for):
             return _retry_or_fail(node, task, None, exc, attempt, explicit=False)
         return _fail(node, _error_from(exc), attempt)
-    follow = None
     with transaction.atomic():
-        dispatches = engine.complete(node, value, attempt)
-        if inline is not None:
+        take = None
+        if inline is not None and node.children:
+            take = engine.Take(
+                index=node.children[0],
+                queue=node.queue,
+                lease_seconds=lease_seconds(float(conf.DISPATCH_DEADLINE)),
+                origin=inline.origin,
+            )
+        advanced = engine.settle(node, value, attempt, take)
+        dispatches, follow = advanced.dispatches, advanced.taken
+        if inline is not None and follow is None:
             dispatches, follow = _take_inline(dispatches, node, inline)
         enqueue_on_commit(dispatches)
     signals.node_finished.send(Node, node=node, state=State.SUCCESS)
@@ -294,6 +294,10 @@ def _take_inline(
     neither sent nor claimed, and it gets no Cloud Task: if this process dies while it
     runs, the redelivery of ``inline.origin`` takes it over once its lease expires
     (see :func:`_resume`), and the sweeper resends it if that redelivery never comes.
+
+    The node's first child is usually claimed by the statement that advances it
+    (:class:`engine.Take`); this is for a successor further away, such as the body of
+    a chord whose join this node closed.
     """
     now = timezone.now()
     for position, dispatch in enumerate(dispatches):

@@ -115,12 +115,17 @@ def test_a_duplicate_delivery_of_a_finished_step_costs_three_queries(inline):
     assert len(captured) == 3
 
 
-def test_an_inline_step_costs_the_same_three_queries(inline):
+def test_an_inline_step_costs_one_statement_on_postgresql_and_two_elsewhere(inline):
     (quiet_add.s(1, 1) | quiet_add.s(1) | quiet_add.s(1)).apply_async()
     with CaptureQueriesContext(connection) as captured:
         inline.drain(limit=1)
     statements = [q for q in captured if not q["sql"].startswith(("BEGIN", "COMMIT"))]
-    assert len(statements) == 3 * 3
+    # the delivery's claim; then per step, recording it, advancing its successor and
+    # claiming that successor (one statement on PostgreSQL, two elsewhere); the last
+    # step records its result and finishes the workflow
+    per_step = 1 if connection.vendor == "postgresql" else 2
+    assert len(statements) == 1 + 2 * per_step + 2
+    assert Node.objects.filter(state=State.SUCCESS).count() == 3
 
 
 def test_a_chord_body_runs_in_the_request_of_the_member_that_closes_it(inline):
