@@ -119,10 +119,14 @@ class Node(models.Model):
     """
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    workflow = models.ForeignKey(Workflow, on_delete=models.CASCADE, related_name="nodes")
+    # Indexed by the (workflow, index) constraint: every index here is written on most
+    # updates of a node, so none is kept that another one covers.
+    workflow = models.ForeignKey(
+        Workflow, on_delete=models.CASCADE, related_name="nodes", db_index=False
+    )
     index = models.PositiveIntegerField()
     kind = models.CharField(max_length=8, choices=NodeKind.choices, default=NodeKind.TASK)
-    task_name = models.CharField(max_length=200, blank=True, db_index=True)
+    task_name = models.CharField(max_length=200, blank=True)
     path = models.CharField(max_length=200, blank=True)
     args = models.JSONField(default=list, blank=True)
     kwargs = models.JSONField(default=dict, blank=True)
@@ -134,7 +138,12 @@ class Node(models.Model):
     pending_parents = models.IntegerField(default=0)
     is_output = models.BooleanField(default=False)
     errback_of = models.ForeignKey(
-        "self", null=True, blank=True, on_delete=models.CASCADE, related_name="errbacks"
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="errbacks",
+        db_index=False,
     )
 
     state = models.CharField(max_length=16, choices=State.choices, default=State.PENDING)
@@ -178,6 +187,10 @@ class Node(models.Model):
             ),
             models.Index(fields=["eta"], name="ct_node_parked", condition=Q(parked=True)),
             models.Index(fields=["workflow", "state"], name="ct_node_workflow_state"),
+            models.Index(fields=["task_name"], name="ct_node_task"),
+            models.Index(
+                fields=["errback_of"], name="ct_node_errback", condition=Q(errback_of__isnull=False)
+            ),
         ]
 
     def __str__(self) -> str:
