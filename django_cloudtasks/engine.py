@@ -531,16 +531,27 @@ def _advance_statement(
 _TAKEN_FIELDS = Node._meta.concrete_fields
 
 
+_NODE_ATTNAMES = [f.attname for f in _TAKEN_FIELDS]
+_converters: dict[str, list[tuple[Any, list[Any]]]] = {}
+
+
 def node_from_db(values: Sequence[Any]) -> Node:
     """A :class:`Node` from the raw values of every concrete column, in field order."""
+    converters = _converters.get(connection.alias)
+    if converters is None:
+        converters = []
+        for f in _TAKEN_FIELDS:
+            col = f.get_col(Node._meta.db_table)
+            converters.append(
+                (col, connection.ops.get_db_converters(col) + col.get_db_converters(connection))
+            )
+        _converters[connection.alias] = converters
     converted = []
-    ops = connection.ops
-    for f, value in zip(_TAKEN_FIELDS, values, strict=True):
-        col = f.get_col(Node._meta.db_table)
-        for convert in ops.get_db_converters(col) + col.get_db_converters(connection):
+    for (col, functions), value in zip(converters, values, strict=True):
+        for convert in functions:
             value = convert(value, col, connection)
         converted.append(value)
-    return Node.from_db(connection.alias, [f.attname for f in _TAKEN_FIELDS], converted)
+    return Node.from_db(connection.alias, _NODE_ATTNAMES, converted)
 
 
 def _decode_row(raw: Sequence[Any]) -> dict[str, Any]:

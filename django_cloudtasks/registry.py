@@ -43,6 +43,7 @@ class Task(wrapt.FunctionWrapper):  # type: ignore[misc]
         super().__init__(wrapped, _call_directly)
         self._self_name = name
         self._self_policy = policy
+        self._self_call_signature: inspect.Signature | None = None
 
     @property
     def name(self) -> str:
@@ -84,10 +85,13 @@ class Task(wrapt.FunctionWrapper):  # type: ignore[misc]
 
     def call_signature(self) -> inspect.Signature:
         """The parameters a node's arguments must bind to (without ``self`` if bound)."""
-        sig = inspect.signature(self.__wrapped__)
-        if self.policy.bind:
-            params = list(sig.parameters.values())[1:]
-            sig = sig.replace(parameters=params)
+        sig = self._self_call_signature
+        if sig is None:
+            sig = inspect.signature(self.__wrapped__)
+            if self.policy.bind:
+                params = list(sig.parameters.values())[1:]
+                sig = sig.replace(parameters=params)
+            self._self_call_signature = sig
         return sig
 
     def __repr__(self) -> str:

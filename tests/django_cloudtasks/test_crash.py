@@ -126,3 +126,58 @@ def test_a_server_killed_mid_task_is_recovered_after_the_deadline(settings, tmp_
         server.stop()
         reset_transport()
         emu.stop()
+
+
+def test_a_server_killed_mid_inline_run_is_taken_over_by_the_first_nodes_redelivery(
+    settings, tmp_path
+):
+    emu = CloudTasksEmulator().start()
+    port = free_port()
+    overrides = {
+        "TRANSPORT": "cloudtasks",
+        "EMULATOR_HOST": emu.address,
+        "BASE_URL": f"http://127.0.0.1:{port}",
+        "INLINE_SECONDS": 30,
+    }
+    settings.CLOUDTASKS = {**settings.CLOUDTASKS, **overrides}
+    reset_transport()
+    server = Server(port, overrides, tmp_path / "server.log")
+    try:
+        get_transport().client.create_queue(
+            parent="projects/test-project/locations/us-central1",
+            queue=tasks_v2.Queue(
+                name=QUEUE,
+                retry_config=tasks_v2.RetryConfig(
+                    max_attempts=100,
+                    min_backoff=duration_pb2.Duration(nanos=500_000_000),
+                    max_backoff=duration_pb2.Duration(seconds=1),
+                ),
+            ),
+        )
+        server.start()
+        expr = identity.si("go") | slow.si(2, "survived").set(dispatch_deadline=4) | identity.s()
+        result = expr.apply_async()
+        deadline = time.monotonic() + 30
+        while not Execution.objects.filter(task="slow").exists():
+            assert time.monotonic() < deadline, "the inline step never started"
+            time.sleep(0.05)
+        server.kill()
+        server.start()
+        assert result.get(timeout=90) == "survived"
+        assert Node.objects.get(task_name="slow").attempts == 2
+        assert Execution.objects.filter(task="slow").count() == 2
+        assert list(Execution.objects.filter(task="identity").values_list("value", flat=True)) == [
+            "go",
+            "survived",
+        ]
+        emu.wait_until_idle(timeout=30)
+        # every step ran in the first node's requests: no other node had a Cloud Task
+        assert all("/run/identity/" in r.url for r in emu.history)
+        answers = [r.status_code for r in emu.history]
+        assert answers[0] is None  # the connection died with the server
+        assert 409 in answers  # redeliveries waited for the inline run's lease
+        assert answers[-1] == 200
+    finally:
+        server.stop()
+        reset_transport()
+        emu.stop()
