@@ -6,7 +6,8 @@ import heapq
 import itertools
 from collections import deque
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
+from typing import Any
 
 from google.cloud import tasks_v2
 
@@ -68,6 +69,9 @@ class QueueRecord:
         self.bucket = TokenBucket(rate.max_dispatches_per_second, rate.max_burst_size, now)
         self.queue = queue
         self.retry: RetryPolicy = retry_policy(queue)
+        self.running = False
+        self.max_concurrent = 0
+        self.refresh()
 
     def configure(self, queue: tasks_v2.Queue, now: float) -> None:
         """Adopt new settings (from UpdateQueue), keeping the tasks and tokens."""
@@ -75,16 +79,17 @@ class QueueRecord:
         rate = queue.rate_limits
         self.bucket.reconfigure(rate.max_dispatches_per_second, rate.max_burst_size, now)
         self.retry = retry_policy(queue)
+        self.refresh()
 
-    @property
-    def running(self) -> bool:
-        """Whether the queue dispatches (it is neither paused nor disabled)."""
-        return self.queue.state == tasks_v2.Queue.State.RUNNING
+    def refresh(self) -> None:
+        """Copy the settings read on every dispatch out of the queue message.
 
-    @property
-    def max_concurrent(self) -> int:
-        """The queue's ``max_concurrent_dispatches``."""
-        return int(self.queue.rate_limits.max_concurrent_dispatches)
+        ``running``: whether the queue dispatches (neither paused nor disabled);
+        ``max_concurrent``: its ``max_concurrent_dispatches``. Call after changing
+        :attr:`queue`.
+        """
+        self.running = self.queue.state == tasks_v2.Queue.State.RUNNING
+        self.max_concurrent = int(self.queue.rate_limits.max_concurrent_dispatches)
 
     def push(self, task: TaskRecord) -> None:
         """Schedule ``task`` at its ``schedule_time``."""
@@ -106,20 +111,74 @@ class QueueRecord:
         heapq.heappop(self.heap)
 
 
+@dataclass(frozen=True)
+class HttpTarget:
+    """What every attempt of a task sends, read once from its ``http_request``."""
+
+    url: str
+    method: int
+    headers: dict[str, str]
+    body: bytes
+    oidc_email: str | None
+    oidc_audience: str | None
+
+    @classmethod
+    def of(cls, pb: Any) -> HttpTarget:
+        """From the protobuf of an ``HttpRequest``."""
+        oidc = pb.oidc_token if pb.HasField("oidc_token") else None
+        return cls(
+            url=pb.url,
+            method=pb.http_method,
+            headers=dict(pb.headers),
+            body=bytes(pb.body),
+            oidc_email=oidc.service_account_email if oidc is not None else None,
+            oidc_audience=oidc.audience if oidc is not None else None,
+        )
+
+
+def _set_time(timestamp: Any, epoch_seconds: float) -> None:
+    # microseconds, as a datetime would carry them
+    timestamp.FromMicroseconds(round(epoch_seconds * 1_000_000))
+
+
+@dataclass
+class AttemptTimes:
+    """The last attempt of a task: when it was due, sent and answered, and its status."""
+
+    schedule_time: float
+    dispatch_time: float
+    response_time: float | None = None
+    status: tuple[int, str] | None = None
+
+    def fill(self, attempt: Any) -> None:
+        """Write into the protobuf of an ``Attempt``."""
+        _set_time(attempt.schedule_time, self.schedule_time)
+        _set_time(attempt.dispatch_time, self.dispatch_time)
+        if self.response_time is not None:
+            _set_time(attempt.response_time, self.response_time)
+        if self.status is not None:
+            attempt.response_status.code, attempt.response_status.message = self.status
+
+
 @dataclass
 class TaskRecord:
-    """A live task: what CreateTask stored plus the counters the service keeps."""
+    """A live task: what CreateTask stored plus the counters the service keeps.
+
+    Messages are kept and built as plain protobufs: proto-plus costs several times
+    more per field, on every CreateTask.
+    """
 
     name: str
     queue: QueueRecord
-    http_request: tasks_v2.HttpRequest
+    http_request: Any  # the protobuf of the task's HttpRequest
     schedule_time: float
     create_time: float
     dispatch_deadline: float
+    target: HttpTarget
     dispatch_count: int = 0
     response_count: int = 0
     first_dispatch_time: float | None = None
-    last_attempt: tasks_v2.Attempt | None = None
+    last_attempt: AttemptTimes | None = None
     previous_response: int | None = None
     retry_reason: str | None = None
     running: bool = False
@@ -134,26 +193,26 @@ class TaskRecord:
         """The task as the API returns it; the BASIC view omits the body."""
         if view != tasks_v2.Task.View.FULL:
             view = tasks_v2.Task.View.BASIC
-        http_request = tasks_v2.HttpRequest(self.http_request)
-        if view == tasks_v2.Task.View.BASIC:
-            http_request.body = b""
-        task = tasks_v2.Task(
+        task = _TASK_PB(
             name=self.name,
-            http_request=http_request,
-            schedule_time=to_datetime(self.schedule_time),
-            create_time=to_datetime(self.create_time),
-            dispatch_deadline=timedelta(seconds=self.dispatch_deadline),
             dispatch_count=self.dispatch_count,
             response_count=self.response_count,
-            view=view,
+            view=int(view),
         )
+        task.http_request.CopyFrom(self.http_request)
+        if view == tasks_v2.Task.View.BASIC:
+            task.http_request.body = b""
+        _set_time(task.schedule_time, self.schedule_time)
+        _set_time(task.create_time, self.create_time)
+        task.dispatch_deadline.FromMicroseconds(round(self.dispatch_deadline * 1_000_000))
         if self.first_dispatch_time is not None:
-            task.first_attempt = tasks_v2.Attempt(
-                dispatch_time=to_datetime(self.first_dispatch_time)
-            )
+            _set_time(task.first_attempt.dispatch_time, self.first_dispatch_time)
         if self.last_attempt is not None:
-            task.last_attempt = tasks_v2.Attempt(self.last_attempt)
-        return task
+            self.last_attempt.fill(task.last_attempt)
+        return tasks_v2.Task.wrap(task)
+
+
+_TASK_PB = tasks_v2.Task.pb()
 
 
 @dataclass

@@ -16,12 +16,19 @@ from collections.abc import Callable, Iterable
 
 import grpc
 from google.cloud import tasks_v2
-from google.rpc import status_pb2
 
 from .errors import EmulatorError, invalid, not_found
 from .names import is_location_name, is_queue_name, new_task_id, parse_task_name
 from .queue_config import apply_update, copy_message, with_defaults
-from .records import AttemptRecord, Dispatch, QueueRecord, TaskRecord, to_datetime
+from .records import (
+    AttemptRecord,
+    AttemptTimes,
+    Dispatch,
+    HttpTarget,
+    QueueRecord,
+    TaskRecord,
+    to_datetime,
+)
 
 logger = logging.getLogger("django_cloudtasks.emulator")
 
@@ -182,6 +189,7 @@ class EmulatorState:
         with self.cond:
             record = self._queue(name)
             record.queue.state = tasks_v2.Queue.State(state)
+            record.refresh()
             self.cond.notify_all()
             return copy_message(record.queue)
 
@@ -228,36 +236,38 @@ class EmulatorState:
         """
         if not is_queue_name(parent):
             raise invalid(f"invalid parent queue name: {parent!r}")
-        if "app_engine_http_request" in task:
+        pb = tasks_v2.Task.pb(task)  # read through the protobuf: proto-plus reads are slow
+        if pb.HasField("app_engine_http_request"):
             raise EmulatorError(
                 grpc.StatusCode.UNIMPLEMENTED, "the emulator only dispatches HTTP targets"
             )
-        if "http_request" not in task:
+        if not pb.HasField("http_request"):
             raise invalid("the task needs an http_request")
-        size = len(tasks_v2.Task.serialize(task))
+        size = pb.ByteSize()
         if size > MAX_TASK_SIZE:
             raise invalid(f"Task size too large: {size} bytes (at most {MAX_TASK_SIZE})")
-        url = task.http_request.url
+        url = pb.http_request.url
         if not (url.startswith("http://") or url.startswith("https://")) or len(url) > 2083:
             raise invalid(f"invalid http_request.url: {url!r}")
-        if task.name:
-            parsed = parse_task_name(task.name)
+        if pb.name:
+            parsed = parse_task_name(pb.name)
             if parsed is None:
-                raise invalid(f"invalid task name: {task.name!r}")
+                raise invalid(f"invalid task name: {pb.name!r}")
             if parsed.queue != parent:
-                raise invalid(f"task name {task.name!r} is not a task of queue {parent}")
+                raise invalid(f"task name {pb.name!r} is not a task of queue {parent}")
         deadline = DEFAULT_DISPATCH_DEADLINE
-        if "dispatch_deadline" in task:
-            deadline = task.dispatch_deadline.total_seconds()
+        if pb.HasField("dispatch_deadline"):
+            deadline = pb.dispatch_deadline.ToTimedelta().total_seconds()
             if deadline <= 0 or deadline > MAX_DISPATCH_DEADLINE:
                 raise invalid("dispatch_deadline must be positive and at most 30 minutes")
         now = self.clock()
         schedule_time = now
-        if task.schedule_time is not None:
-            schedule_time = task.schedule_time.timestamp()
+        if pb.HasField("schedule_time"):
+            schedule_time = pb.schedule_time.seconds + pb.schedule_time.nanos / 1e9
             if schedule_time > now + MAX_SCHEDULE_AHEAD:
                 raise invalid("schedule_time must be at most 30 days in the future")
-        http_request = tasks_v2.HttpRequest(task.http_request)
+        http_request = type(pb.http_request)()
+        http_request.CopyFrom(pb.http_request)
 
         with self.cond:
             queue = self._queues.get(parent)
@@ -265,7 +275,7 @@ class EmulatorState:
                 if not self.auto_create_queues:
                     raise not_found(f"queue {parent} does not exist")
                 queue = self._add_queue(tasks_v2.Queue(name=parent))
-            name = task.name or f"{parent}/tasks/{new_task_id()}"
+            name = pb.name or f"{parent}/tasks/{new_task_id()}"
             if name in self._tasks or self._tombstoned(name, now):
                 raise EmulatorError(
                     grpc.StatusCode.ALREADY_EXISTS, "Requested entity already exists"
@@ -277,6 +287,7 @@ class EmulatorState:
                 schedule_time=schedule_time,
                 create_time=now,
                 dispatch_deadline=deadline,
+                target=HttpTarget.of(http_request),
             )
             self._tasks[name] = record
             queue.task_names.add(name)
@@ -377,9 +388,9 @@ class EmulatorState:
 
     def _start(self, task: TaskRecord, now: float) -> Dispatch:
         queue = task.queue
-        request = task.http_request
-        headers = dict(request.headers)
-        if request.body and not any(k.lower() == "content-type" for k in headers):
+        target = task.target
+        headers = dict(target.headers)
+        if target.body and not any(k.lower() == "content-type" for k in headers):
             headers["Content-Type"] = "application/octet-stream"
         set_header(headers, "User-Agent", "Google-Cloud-Tasks")
         set_header(headers, "X-CloudTasks-QueueName", queue.short_id)
@@ -395,22 +406,19 @@ class EmulatorState:
         task.dispatch_count += 1
         if task.first_dispatch_time is None:
             task.first_dispatch_time = now
-        task.last_attempt = tasks_v2.Attempt(
-            schedule_time=to_datetime(task.schedule_time), dispatch_time=to_datetime(now)
-        )
+        task.last_attempt = AttemptTimes(schedule_time=task.schedule_time, dispatch_time=now)
         queue.in_flight += 1
-        oidc = request.oidc_token if "oidc_token" in request else None
         return Dispatch(
             task=task,
             queue=queue,
             attempt=task.dispatch_count,
-            url=request.url,
-            method=_HTTP_METHODS.get(request.http_method, "POST"),
+            url=target.url,
+            method=_HTTP_METHODS.get(target.method, "POST"),
             headers=headers,
-            body=bytes(request.body),
+            body=target.body,
             timeout=task.dispatch_deadline,
-            oidc_email=oidc.service_account_email if oidc is not None else None,
-            oidc_audience=oidc.audience if oidc is not None else None,
+            oidc_email=target.oidc_email,
+            oidc_audience=target.oidc_audience,
         )
 
     def finish(self, job: Dispatch, record: AttemptRecord, rpc_status: int) -> None:
@@ -426,10 +434,8 @@ class EmulatorState:
         task.running = False
         now = record.finished_at
         if task.last_attempt is not None:
-            task.last_attempt.response_time = to_datetime(now)
-            task.last_attempt.response_status = status_pb2.Status(
-                code=rpc_status, message=record.error or f"HTTP {record.status_code}"
-            )
+            task.last_attempt.response_time = now
+            task.last_attempt.status = (rpc_status, record.error or f"HTTP {record.status_code}")
         if record.status_code is not None:
             task.response_count += 1
         if record.succeeded:
