@@ -513,8 +513,11 @@ def _advance_statement(
         st.add(" AND EXISTS (SELECT 1 FROM done)")
     st.add(" RETURNING " + ", ".join(_returned(qn(c)) for c in _RETURNING))
     if take is not None:
+        # Only the taken row is STARTED once updated: a child still counting parents
+        # cannot have been claimed. (No parameters here: psycopg caches the parsing of
+        # statements with at most 50.)
         for f in _TAKEN_FIELDS:
-            st.add(f", CASE WHEN {index} = %s THEN {qn(str(f.column))} END", take.index)
+            st.add(f", CASE WHEN state = 'STARTED' THEN {qn(str(f.column))} END")
     with connection.cursor() as cursor:
         cursor.execute("".join(st.sql), st.params)
         raw = cursor.fetchall()
@@ -738,8 +741,13 @@ def _revoke(workflow_id: Any, indices: set[int] | None) -> list[str]:
     nodes = Node.objects.filter(workflow_id=workflow_id).unfinished()
     if indices is not None:
         nodes = nodes.filter(index__in=sorted(indices))
+    # Lock in index order, the order in which completions lock a node and then its
+    # successors: taking the rows in any other order can deadlock with a completion
+    # that holds a group's join and waits for the join's successor.
     victims = list(
-        nodes.only("id", "workflow_id", "task_name", "retries", "queue", "state", "is_output")
+        nodes.order_by("index")
+        .select_for_update()
+        .only("id", "workflow_id", "task_name", "retries", "queue", "state", "is_output")
     )
     if not victims:
         return []
