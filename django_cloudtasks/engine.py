@@ -516,7 +516,7 @@ def _advance_statement(
         # Only the taken row is STARTED once updated: a child still counting parents
         # cannot have been claimed. (No parameters here: psycopg caches the parsing of
         # statements with at most 50.)
-        for f in _TAKEN_FIELDS:
+        for f in NODE_FIELDS:
             st.add(f", CASE WHEN state = 'STARTED' THEN {qn(str(f.column))} END")
     with connection.cursor() as cursor:
         cursor.execute("".join(st.sql), st.params)
@@ -531,10 +531,11 @@ def _advance_statement(
     return rows
 
 
-_TAKEN_FIELDS = Node._meta.concrete_fields
+#: Every column of a node, in the order :func:`node_from_db` reads them back.
+NODE_FIELDS = Node._meta.concrete_fields
 
 
-_NODE_ATTNAMES = [f.attname for f in _TAKEN_FIELDS]
+_NODE_ATTNAMES = [f.attname for f in NODE_FIELDS]
 _converters: dict[str, list[tuple[Any, list[Any]]]] = {}
 
 
@@ -543,7 +544,7 @@ def node_from_db(values: Sequence[Any]) -> Node:
     converters = _converters.get(connection.alias)
     if converters is None:
         converters = []
-        for f in _TAKEN_FIELDS:
+        for f in NODE_FIELDS:
             col = f.get_col(Node._meta.db_table)
             converters.append(
                 (col, connection.ops.get_db_converters(col) + col.get_db_converters(connection))

@@ -153,8 +153,7 @@ def _claim(
     if retries is not None:
         sql += " AND retries <= %s"
         params.append(retries)
-    fields = Node._meta.concrete_fields
-    sql += " RETURNING " + ", ".join(ops.quote_name(str(f.column)) for f in fields)
+    sql += " RETURNING " + ", ".join(ops.quote_name(str(f.column)) for f in engine.NODE_FIELDS)
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         row = cursor.fetchone()

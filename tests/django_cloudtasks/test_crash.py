@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -82,13 +83,16 @@ class Server:
             self.process.wait(timeout=10)
 
 
-def test_a_server_killed_mid_task_is_recovered_after_the_deadline(settings, tmp_path):
+@contextmanager
+def served(settings, tmp_path, max_attempts, max_backoff, **extra):
+    """The emulator, a queue that retries quickly, and a runserver that can be killed."""
     emu = CloudTasksEmulator().start()
     port = free_port()
     overrides = {
         "TRANSPORT": "cloudtasks",
         "EMULATOR_HOST": emu.address,
         "BASE_URL": f"http://127.0.0.1:{port}",
+        **extra,
     }
     settings.CLOUDTASKS = {**settings.CLOUDTASKS, **overrides}
     reset_transport()
@@ -99,18 +103,31 @@ def test_a_server_killed_mid_task_is_recovered_after_the_deadline(settings, tmp_
             queue=tasks_v2.Queue(
                 name=QUEUE,
                 retry_config=tasks_v2.RetryConfig(
-                    max_attempts=50,
+                    max_attempts=max_attempts,
                     min_backoff=duration_pb2.Duration(nanos=500_000_000),
-                    max_backoff=duration_pb2.Duration(seconds=2),
+                    max_backoff=duration_pb2.Duration(seconds=max_backoff),
                 ),
             ),
         )
         server.start()
+        yield emu, server
+    finally:
+        server.stop()
+        reset_transport()
+        emu.stop()
+
+
+def wait_until_started(task: str) -> None:
+    deadline = time.monotonic() + 30
+    while not Execution.objects.filter(task=task).exists():
+        assert time.monotonic() < deadline, f"{task} never started"
+        time.sleep(0.05)
+
+
+def test_a_server_killed_mid_task_is_recovered_after_the_deadline(settings, tmp_path):
+    with served(settings, tmp_path, max_attempts=50, max_backoff=2) as (emu, server):
         result = (slow.si(2, "survived").set(dispatch_deadline=4) | identity.s()).apply_async()
-        deadline = time.monotonic() + 30
-        while not Execution.objects.filter(task="slow").exists():
-            assert time.monotonic() < deadline, "the task never started"
-            time.sleep(0.05)
+        wait_until_started("slow")
         server.kill()
         server.start()
         assert result.get(timeout=90) == "survived"
@@ -122,45 +139,18 @@ def test_a_server_killed_mid_task_is_recovered_after_the_deadline(settings, tmp_
         answers = [r.status_code for r in emu.history if "/run/slow/" in r.url]
         assert answers[0] is None  # the connection died with the server
         assert answers[-1] == 200
-    finally:
-        server.stop()
-        reset_transport()
-        emu.stop()
 
 
 def test_a_server_killed_mid_inline_run_is_taken_over_by_the_first_nodes_redelivery(
     settings, tmp_path
 ):
-    emu = CloudTasksEmulator().start()
-    port = free_port()
-    overrides = {
-        "TRANSPORT": "cloudtasks",
-        "EMULATOR_HOST": emu.address,
-        "BASE_URL": f"http://127.0.0.1:{port}",
-        "INLINE_SECONDS": 30,
-    }
-    settings.CLOUDTASKS = {**settings.CLOUDTASKS, **overrides}
-    reset_transport()
-    server = Server(port, overrides, tmp_path / "server.log")
-    try:
-        get_transport().client.create_queue(
-            parent="projects/test-project/locations/us-central1",
-            queue=tasks_v2.Queue(
-                name=QUEUE,
-                retry_config=tasks_v2.RetryConfig(
-                    max_attempts=100,
-                    min_backoff=duration_pb2.Duration(nanos=500_000_000),
-                    max_backoff=duration_pb2.Duration(seconds=1),
-                ),
-            ),
-        )
-        server.start()
+    with served(settings, tmp_path, max_attempts=100, max_backoff=1, INLINE_SECONDS=30) as (
+        emu,
+        server,
+    ):
         expr = identity.si("go") | slow.si(2, "survived").set(dispatch_deadline=4) | identity.s()
         result = expr.apply_async()
-        deadline = time.monotonic() + 30
-        while not Execution.objects.filter(task="slow").exists():
-            assert time.monotonic() < deadline, "the inline step never started"
-            time.sleep(0.05)
+        wait_until_started("slow")
         server.kill()
         server.start()
         assert result.get(timeout=90) == "survived"
@@ -177,7 +167,3 @@ def test_a_server_killed_mid_inline_run_is_taken_over_by_the_first_nodes_redeliv
         assert answers[0] is None  # the connection died with the server
         assert 409 in answers  # redeliveries waited for the inline run's lease
         assert answers[-1] == 200
-    finally:
-        server.stop()
-        reset_transport()
-        emu.stop()
