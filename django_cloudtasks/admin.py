@@ -28,7 +28,11 @@ from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
-from django_cloudtasks import dagsvg, engine
+from django_cloudtasks import (
+    admin_legacy,  # noqa: F401  (registers the 1.x pages)
+    dagsvg,
+    engine,
+)
 from django_cloudtasks.constants import READY_STATES, NodeKind, State, WorkflowStatus
 from django_cloudtasks.exceptions import NodeNotFound
 from django_cloudtasks.models import Node, Workflow

@@ -252,3 +252,78 @@ def cloud_task_id(node_id: str, retries: int) -> str:
     """``<8 hex of sha256>-<node id>-<retry>``: stable for a delivery, new per retry."""
     digest = hashlib.sha256(f"{node_id}:{retries}".encode()).hexdigest()[:8]
     return f"{digest}-{node_id}-{retries}"
+
+
+# -- the original package's tables (1.x), kept read-only ----------------------------------
+
+#: The statuses the original package wrote, for reading its rows.
+LEGACY_CHAIN_STATUSES = [
+    ("PENDING", "Pending"),
+    ("RUNNING", "Running"),
+    ("SUCCESS", "Success"),
+    ("FAILED", "Failed"),
+]
+LEGACY_TASK_STATUSES = [
+    ("PENDING", "Pending"),
+    ("SCHEDULED", "Scheduled"),
+    ("SUCCESS", "Success"),
+    ("FAILED", "Failed"),
+    ("ERROR", "Error"),
+    ("REVOKED", "Revoked"),
+]
+
+
+class CloudChain(models.Model):
+    """A chain stored by the original ``django-gcp-cloudtasks`` 1.x (read-only history).
+
+    Upgrading keeps the table and its rows; nothing writes to it any more. The admin
+    lists them under "Chains from 1.x".
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    status = models.CharField(max_length=20, choices=LEGACY_CHAIN_STATUSES, default="PENDING")
+    result = models.JSONField(null=True, blank=True, default=None)
+    parent_chain = models.ForeignKey(
+        "self", null=True, blank=True, related_name="children", on_delete=models.SET_NULL
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = "chain from 1.x"
+        verbose_name_plural = "chains from 1.x"
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"chain {self.id} ({self.status})"
+
+
+class CloudTask(models.Model):
+    """A task (or group marker) stored by the original package 1.x (read-only history)."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    chain = models.ForeignKey(CloudChain, related_name="tasks", on_delete=models.CASCADE)
+    parent = models.ForeignKey(
+        "self", null=True, blank=True, related_name="children", on_delete=models.SET_NULL
+    )
+    endpoint_path = models.CharField(max_length=255, blank=True, null=True)
+    payload = models.JSONField(default=dict)
+    delay_seconds = models.PositiveIntegerField(default=0)
+    is_group = models.BooleanField(default=False)
+    next_task = models.ForeignKey(
+        "self", null=True, blank=True, related_name="+", on_delete=models.SET_NULL
+    )
+    status = models.CharField(max_length=20, choices=LEGACY_TASK_STATUSES, default="PENDING")
+    execution_result = models.JSONField(null=True, blank=True)
+    external_task_name = models.CharField(max_length=500, null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = "task from 1.x"
+        verbose_name_plural = "tasks from 1.x"
+        ordering = ["chain", "created_at"]
+
+    def __str__(self) -> str:
+        what = "group marker" if self.is_group else (self.endpoint_path or "task")
+        return f"{what} [{self.status}]"

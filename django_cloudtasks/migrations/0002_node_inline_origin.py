@@ -2,6 +2,8 @@
 
 from django.db import migrations, models
 
+from django_cloudtasks.migrations._tables import CreateMissingTables
+
 
 class Migration(migrations.Migration):
 
@@ -10,6 +12,9 @@ class Migration(migrations.Migration):
     ]
 
     operations = [
+        # A database migrated by the original package (1.x) records its own 0001_initial,
+        # so ours never ran there: build its tables now (a no-op everywhere else).
+        CreateMissingTables(["Workflow", "Node"]),
         migrations.AddField(
             model_name='node',
             name='inline_origin',
