@@ -27,6 +27,7 @@ from django_cloudtasks.exceptions import NotRegistered
 from django_cloudtasks.registry import Task, registry
 
 if TYPE_CHECKING:
+    from django_cloudtasks.models import Workflow
     from django_cloudtasks.results import AsyncResult, GroupResult
 
 #: Keys a member of ``add_group`` may have.
@@ -112,6 +113,7 @@ class CloudChainManager:
     def __init__(self) -> None:
         self._steps: list[_Step] = []
         self._followers: list[CloudChainManager] = []
+        self._last_run: AsyncResult | GroupResult | None = None
 
     def __repr__(self) -> str:
         return f"<CloudChainManager: {len(self._steps)} steps, {len(self._followers)} chains after>"
@@ -274,7 +276,38 @@ class CloudChainManager:
                 payload leaves a required parameter unset).
         """
         result: AsyncResult | GroupResult = self.to_expression().apply_async()
+        self._last_run = result
         return result
+
+    # -- the original package's attributes ---------------------------------------------
+
+    @property
+    def chain(self) -> Workflow:
+        """The workflow of the latest ``run()``, read afresh: ``.id``, ``.status``...
+
+        The original created its chain row when the manager was made; here the workflow
+        exists once ``run()`` has persisted it. ``status`` is PENDING, SUCCESS, FAILURE
+        or REVOKED.
+
+        Raises:
+            RuntimeError: before the first ``run()``.
+        """
+        from django_cloudtasks.models import Workflow
+
+        if self._last_run is None:
+            raise RuntimeError(
+                "chain_mgr.chain is the workflow that run() creates: call run() first "
+                "(run() also returns the result handle of the last step)"
+            )
+        return Workflow.objects.get(pk=self._last_run.workflow_id)
+
+    @property
+    def last_task(self) -> AsyncResult | GroupResult | None:
+        """The result handle of the latest ``run()``'s last step (``.id``, ``.status``).
+
+        None before the first ``run()``. Its ``id`` is what ``revoke_task`` takes.
+        """
+        return self._last_run
 
 
 def _call(

@@ -521,3 +521,61 @@ def test_each_run_starts_a_new_workflow(transport, executions):
     assert first.workflow_id != second.workflow_id
     assert first.get(timeout=5) == second.get(timeout=5) == 9
     assert executions() == {"sum": 2}
+
+
+# -- the original README's attributes and django_cloudtasks.utils --------------------------
+
+
+@run_in_db
+def test_chain_and_last_task_name_the_latest_run(memory):
+    chain_mgr = readme_chain()
+    assert chain_mgr.last_task is None
+    with pytest.raises(RuntimeError, match="call run"):
+        chain_mgr.chain  # noqa: B018
+
+    res = chain_mgr.run()
+
+    assert chain_mgr.last_task == res
+    assert str(chain_mgr.chain.id) == res.workflow_id
+    assert chain_mgr.chain.status == WorkflowStatus.PENDING
+    memory.drain()
+    assert chain_mgr.chain.status == WorkflowStatus.SUCCESS  # read afresh
+    assert chain_mgr.last_task.status == State.SUCCESS
+
+
+@run_in_db
+def test_revoke_task_revokes_the_node_and_what_follows(memory):
+    from django_cloudtasks.utils import revoke_task
+
+    chain_mgr = readme_chain()
+    chain_mgr.run()
+    first = Node.objects.get(workflow_id=chain_mgr.chain.id, index=0)
+
+    assert revoke_task(first.pk) is True
+    assert revoke_task(str(first.pk)) is True  # already revoked: still known
+    memory.drain()
+
+    states = list(
+        Node.objects.filter(workflow_id=chain_mgr.chain.id).values_list("state", flat=True)
+    )
+    assert states == [State.REVOKED, State.REVOKED]
+    assert recorded("sum") == []
+    assert revoke_task("00000000-0000-0000-0000-000000000000") is False
+    assert revoke_task("not-an-id") is False
+
+
+@run_in_db
+def test_revoke_chain_revokes_the_whole_workflow(memory):
+    from django_cloudtasks.utils import revoke_chain
+
+    chain_mgr = readme_group()
+    chain_mgr.run()
+
+    assert revoke_chain(chain_mgr.chain.id) is True
+    memory.drain()
+
+    assert chain_mgr.chain.status == WorkflowStatus.REVOKED
+    assert recorded("sum") == []
+    assert revoke_chain(str(chain_mgr.chain.id)) is True
+    assert revoke_chain("00000000-0000-0000-0000-000000000000") is False
+    assert revoke_chain(None) is False
