@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import uuid
 from typing import Any
+from urllib.parse import urlencode
 
 from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
@@ -57,6 +58,16 @@ _NODE_FIELDS = (
     "errback_of_id",
     "error_type",
     "error_message",
+    # for the picture's labels: short arguments, duration, when a scheduled node is due
+    "args",
+    "kwargs",
+    "input_rule",
+    "retries",
+    "countdown",
+    "eta",
+    "ready_at",
+    "started_at",
+    "finished_at",
 )
 
 _WORKFLOW_FIELDS = (
@@ -406,7 +417,20 @@ class WorkflowAdmin(_OperatedAdmin):
             nodes = list(Node.objects.filter(workflow=workflow).only(*_NODE_FIELDS))
             template = _change_url(self.admin_site, Node, uuid.UUID(int=0))
             blank = str(uuid.UUID(int=0))
-            picture = dagsvg.draw(nodes, lambda node: template.replace(blank, str(node.pk)))
+            expanded = set(request.GET.getlist("expand"))
+
+            def expand_url(group_path: str, expand: bool) -> str:
+                paths = expanded | {group_path} if expand else expanded - {group_path}
+                query = urlencode([("expand", p) for p in sorted(paths)])
+                return f"?{query}#workflow-graph" if query else "?#workflow-graph"
+
+            picture = dagsvg.draw(
+                nodes,
+                lambda node: template.replace(blank, str(node.pk)),
+                expanded=expanded,
+                expand_url=expand_url,
+                not_before=workflow.not_before,
+            )
         nodes_url = reverse(f"{self.admin_site.name}:django_cloudtasks_node_changelist")
         return {
             "dag": picture,

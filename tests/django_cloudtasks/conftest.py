@@ -8,6 +8,7 @@ import pytest
 
 from django_cloudtasks.transports import get_transport, reset_transport
 from django_cloudtasks.transports.memory import MemoryTransport
+from tests.django_cloudtasks.browser import chromium  # noqa: F401  (a fixture)
 
 
 def _use(settings: pytest.FixtureRequest, name: str) -> None:

@@ -2,14 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
-import struct
-import subprocess
-import zlib
 from collections import Counter
-from pathlib import Path
 from types import SimpleNamespace
 from urllib.parse import urlencode
 
@@ -21,6 +15,7 @@ from django_cloudtasks import chain, chord, dagsvg, task
 from django_cloudtasks.constants import State, WorkflowStatus
 from django_cloudtasks.models import Node, Workflow
 from django_cloudtasks.recovery import RetryRefused, retry_node
+from tests.django_cloudtasks.browser import read_png, screenshot
 from tests.testapp.tasks import add, fail, tsum
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -176,7 +171,7 @@ def test_the_workflow_page_lists_its_nodes_with_links(admin_client, failed_chain
 # -- the picture -------------------------------------------------------------------------
 
 
-def test_a_chord_of_100_is_drawn_with_one_shape_per_node(
+def test_a_chord_of_100_is_one_box_until_expanded_then_one_shape_per_node(
     admin_client, memory, django_assert_max_num_queries
 ):
     result = chord([add.si(i, i) for i in range(100)], tsum.s()).apply_async()
@@ -184,6 +179,12 @@ def test_a_chord_of_100_is_drawn_with_one_shape_per_node(
     assert result.get(timeout=1) == sum(2 * i for i in range(100))
     with django_assert_max_num_queries(25):
         page = admin_client.get(workflow_url(result.workflow_id)).content.decode()
+    assert len(shapes(page)) == 2  # the join and the body; the members are one box
+    assert 'data-members="100"' in page and "100 success" in page
+
+    with django_assert_max_num_queries(25):
+        page = admin_client.get(workflow_url(result.workflow_id) + "?expand=header").content
+    page = page.decode()
     drawn = shapes(page)
     assert len(drawn) == 102
     ids = {
@@ -194,8 +195,8 @@ def test_a_chord_of_100_is_drawn_with_one_shape_per_node(
     assert Counter(classes.split()[0] for classes, _ in drawn) == {"state-SUCCESS": 102}
     assert sum("kind-barrier" in classes for classes, _ in drawn) == 1
     width, height = map(float, re.search(r'viewBox="0 0 (\S+) (\S+)"', page).groups())
-    assert width <= dagsvg.MAX_WIDTH + 40 and height < 1000
-    assert page.count("<text ") >= 101  # every task box is labelled
+    assert width <= dagsvg.MAX_WIDTH + 40 and height < 1400
+    assert page.count(" add</text>") == 100  # every task box is labelled
 
 
 def test_the_picture_colours_a_failure_and_what_it_failed(admin_client, failed_chain):
@@ -207,15 +208,7 @@ def test_the_picture_colours_a_failure_and_what_it_failed(admin_client, failed_c
     assert states[by_index[2]] == "state-FAILURE"
 
 
-def test_layers_are_the_longest_path_from_a_root():
-    def n(index, parents, kind="task"):
-        return SimpleNamespace(pk=index, index=index, parents=parents, kind=kind)
-
-    nodes = [n(0, []), n(1, [0]), n(2, [1]), n(3, [0, 2]), n(4, [])]
-    assert dagsvg.layers(nodes) == {0: 0, 1: 1, 2: 2, 3: 3, 4: 0}
-
-
-def test_a_very_wide_layer_becomes_a_grid_of_small_squares():
+def test_an_expanded_group_of_1000_becomes_a_grid_of_small_squares():
     members = [
         SimpleNamespace(
             pk=i, index=i, parents=[], kind="task", task_name="add", path=str(i), state="SUCCESS"
@@ -231,9 +224,9 @@ def test_a_very_wide_layer_becomes_a_grid_of_small_squares():
         path="",
         state="PENDING",
     )
-    svg = dagsvg.draw([*members, join])
+    svg = dagsvg.draw([*members, join], expanded={""})
     assert len(shapes(svg)) == 1001
-    assert "<text " not in svg.split('class="edges"')[1]  # too small for labels
+    assert " add</text>" not in svg  # too small for labels; the tooltip has them
     width = float(re.search(r'viewBox="0 0 (\S+) ', svg).group(1))
     assert width <= dagsvg.MAX_WIDTH + 40
 
@@ -418,79 +411,6 @@ def test_a_revoked_workflow_is_not_retried(memory):
 # -- the picture in a real browser -----------------------------------------------------
 
 
-@pytest.fixture(scope="session")
-def chromium():
-    """The path of a Chromium binary, installing Debian's package when missing."""
-    found = shutil.which("chromium") or shutil.which("chromium-browser")
-    if found:
-        return found
-    problem = ""
-    if shutil.which("apt-get"):
-        try:
-            done = subprocess.run(
-                ["apt-get", "install", "-y", "--no-install-recommends", "chromium"],
-                capture_output=True,
-                text=True,
-                timeout=900,
-                env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
-            )
-            problem = done.stderr.strip().splitlines()[-1] if done.returncode else ""
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            problem = str(exc)
-    else:
-        problem = "apt-get is not available"
-    found = shutil.which("chromium")
-    if found:
-        return found
-    message = f"Chromium is missing and `apt-get install chromium` failed: {problem}"
-    if os.environ.get("CI"):
-        pytest.fail(message)
-    pytest.skip(message)
-
-
-def read_png(path: Path) -> tuple[int, int, list[bytes]]:
-    """Width, height and RGB(A) rows of an 8-bit PNG, decoded with zlib only."""
-    data = path.read_bytes()
-    assert data[:8] == b"\x89PNG\r\n\x1a\n"
-    pos, idat, header = 8, b"", b""
-    while pos < len(data):
-        (length,) = struct.unpack(">I", data[pos : pos + 4])
-        kind, body = data[pos + 4 : pos + 8], data[pos + 8 : pos + 8 + length]
-        if kind == b"IHDR":
-            header = body
-        elif kind == b"IDAT":
-            idat += body
-        pos += 12 + length
-    width, height, depth, colour = struct.unpack(">IIBB", header[:10])
-    assert depth == 8 and colour in (2, 6), (depth, colour)
-    step = 4 if colour == 6 else 3
-    raw = zlib.decompress(idat)
-    stride = width * step
-    rows: list[bytes] = []
-    previous = bytearray(stride)
-    for y in range(height):
-        start = y * (stride + 1)
-        kind, line = raw[start], bytearray(raw[start + 1 : start + 1 + stride])
-        for i in range(stride):
-            left = line[i - step] if i >= step else 0
-            up = previous[i]
-            corner = previous[i - step] if i >= step else 0
-            if kind == 1:
-                line[i] = (line[i] + left) & 0xFF
-            elif kind == 2:
-                line[i] = (line[i] + up) & 0xFF
-            elif kind == 3:
-                line[i] = (line[i] + (left + up) // 2) & 0xFF
-            elif kind == 4:
-                p = left + up - corner
-                pa, pb, pc = abs(p - left), abs(p - up), abs(p - corner)
-                pred = left if pa <= pb and pa <= pc else (up if pb <= pc else corner)
-                line[i] = (line[i] + pred) & 0xFF
-        rows.append(bytes(line))
-        previous = line
-    return width, height, [bytes(r[i] for i in range(len(r)) if i % step < 3) for r in rows]
-
-
 def test_chromium_draws_the_workflow_picture(admin_client, memory, chromium, tmp_path):
     members = [add.si(i, i) for i in range(30)] + [fail.si()]
     result = chord(members, tsum.s()).apply_async()
@@ -500,28 +420,7 @@ def test_chromium_draws_the_workflow_picture(admin_client, memory, chromium, tmp
     html = tmp_path / "dag.html"
     html.write_text(f'<!doctype html><meta charset="utf-8"><body style="margin:0">{svg}</body>')
     png = tmp_path / "dag.png"
-    done = subprocess.run(
-        [
-            chromium,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-dev-shm-usage",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--no-first-run",
-            "--hide-scrollbars",
-            f"--user-data-dir={tmp_path / 'profile'}",
-            f"--screenshot={png}",
-            "--window-size=1200,900",
-            html.as_uri(),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert png.exists(), done.stderr[-2000:]
+    screenshot(chromium, html, png, 1200, 900)
     width, height, rows = read_png(png)
     assert (width, height) == (1200, 900)
     pixels = Counter()
