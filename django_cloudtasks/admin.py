@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import json
 import uuid
+from datetime import datetime
 from typing import Any
 from urllib.parse import urlencode
 
 from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
+from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import PermissionDenied
 from django.db.models import Count, Model, Q, QuerySet
 from django.forms.models import BaseInlineFormSet
@@ -26,6 +28,7 @@ from django.http import (
     HttpResponseRedirect,
 )
 from django.urls import URLPattern, path, reverse
+from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
@@ -36,7 +39,7 @@ from django_cloudtasks import (
 )
 from django_cloudtasks.constants import READY_STATES, NodeKind, State, WorkflowStatus
 from django_cloudtasks.exceptions import NodeNotFound
-from django_cloudtasks.models import Node, Workflow
+from django_cloudtasks.models import Node, Workflow, id_prefix_range
 from django_cloudtasks.recovery import RetryRefused, retry_node
 
 #: How many nodes the workflow page lists inline; the node list has them all.
@@ -78,9 +81,9 @@ _WORKFLOW_FIELDS = (
     "state_counts",
     "failure",
     "output_link",
-    "created_at",
+    "created",
     "not_before",
-    "finished_at",
+    "finished",
     "duration",
 )
 _NODE_SUMMARY = (
@@ -122,6 +125,49 @@ def _state_badge(state: str, label: str | None = None) -> SafeString:
         stroke,
         label or state,
     )
+
+
+def _moment(moment: datetime) -> SafeString:
+    """A date and time to the second, in the current time zone, kept on one line."""
+    local = timezone.localtime(moment) if timezone.is_aware(moment) else moment
+    return format_html(
+        '<time datetime="{}" style="white-space:nowrap">{}</time>',
+        moment.isoformat(),
+        local.strftime("%Y-%m-%d %H:%M:%S"),
+    )
+
+
+def _seconds(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.3f} s"
+    if seconds < 3600:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def _progress(workflow_ids: list[Any]) -> dict[Any, tuple[int, bool]]:
+    """For each workflow: how many nodes are final, and whether any has begun."""
+    rows = (
+        Node.objects.filter(workflow_id__in=workflow_ids)
+        .values("workflow_id")
+        .annotate(
+            done=Count("id", filter=Q(state__in=READY_STATES)),
+            begun=Count("id", filter=Q(state__in=(State.STARTED, State.RETRY))),
+        )
+        .values_list("workflow_id", "done", "begun")
+    )
+    return {pk: (done, bool(begun)) for pk, done, begun in rows}
+
+
+class _WorkflowChangeList(ChangeList):
+    """Reads the progress of the page's unfinished workflows in one query."""
+
+    def get_results(self, request: HttpRequest) -> None:
+        super().get_results(request)
+        pending = [w.pk for w in self.result_list if w.status == WorkflowStatus.PENDING]
+        progress = _progress(pending) if pending else {}
+        for workflow in self.result_list:
+            workflow.progress = progress.get(workflow.pk, (0, False))
 
 
 def _pre(text: str) -> SafeString:
@@ -222,8 +268,9 @@ class NodeInline(admin.TabularInline):
         "task_label",
         "state_badge",
         "retries",
-        "started_at",
-        "finished_at",
+        "started",
+        "finished",
+        "duration",
     )
     readonly_fields = fields
     extra = 0
@@ -242,6 +289,25 @@ class NodeInline(admin.TabularInline):
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         """Read-only table."""
         return False
+
+    @admin.display(description="started")
+    def started(self, node: Node) -> SafeString | str:
+        """When its run began, to the second."""
+        return _moment(node.started_at) if node.started_at else "-"
+
+    @admin.display(description="finished")
+    def finished(self, node: Node) -> SafeString | str:
+        """When it reached its final state, to the second."""
+        return _moment(node.finished_at) if node.finished_at else "-"
+
+    @admin.display(description="duration")
+    def duration(self, node: Node) -> str:
+        """How long its run took (or has taken so far)."""
+        if node.started_at is None:
+            return "-"
+        if node.finished_at is None:
+            return f"{_seconds((timezone.now() - node.started_at).total_seconds())} so far"
+        return _seconds((node.finished_at - node.started_at).total_seconds())
 
     @admin.display(description="node")
     def node_link(self, node: Node) -> SafeString:
@@ -270,8 +336,8 @@ class WorkflowAdmin(_OperatedAdmin):
         "name",
         "status_badge",
         "size",
-        "created_at",
-        "finished_at",
+        "created",
+        "finished",
         "duration",
     )
     list_display_links = ("short_id", "name")
@@ -290,10 +356,17 @@ class WorkflowAdmin(_OperatedAdmin):
     def get_search_results(
         self, request: HttpRequest, queryset: QuerySet[Workflow], search_term: str
     ) -> tuple[QuerySet[Workflow], bool]:
-        """A full UUID finds the workflow with that id or holding that node."""
+        """A full UUID finds the workflow with that id or holding that node; so does the
+        start of one (the short id the lists show)."""
         found = _search_by_uuid(search_term)
         if found is None:
-            return super().get_search_results(request, queryset, search_term)
+            results, duplicates = super().get_search_results(request, queryset, search_term)
+            ids = id_prefix_range(search_term)
+            if ids is None:
+                return results, duplicates
+            holding = Node.objects.filter(pk__range=ids).values("workflow_id")
+            by_id = queryset.filter(Q(pk__range=ids) | Q(pk__in=holding))
+            return results | by_id, duplicates
         holding = Node.objects.filter(pk=found).values("workflow_id")
         return queryset.filter(Q(pk=found) | Q(pk__in=holding)), False
 
@@ -304,18 +377,40 @@ class WorkflowAdmin(_OperatedAdmin):
         """The first characters of the id (the page shows it whole)."""
         return _short(workflow.pk)
 
+    def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
+        """A change list that reads the progress of the unfinished workflows it shows."""
+        return _WorkflowChangeList
+
     @admin.display(description="status", ordering="status")
     def status_badge(self, workflow: Workflow) -> SafeString:
-        """The status, coloured as in the picture."""
-        return _state_badge(workflow.status)
+        """The status, coloured as in the picture; RUNNING with its progress once begun."""
+        if workflow.status != WorkflowStatus.PENDING:
+            return _state_badge(workflow.status)
+        progress = getattr(workflow, "progress", None)
+        if progress is None:
+            progress = _progress([workflow.pk]).get(workflow.pk, (0, False))
+        done, begun = progress
+        if not (done or begun):
+            return _state_badge(WorkflowStatus.PENDING)
+        return _state_badge(State.STARTED, f"RUNNING {done}/{workflow.size}")
+
+    @admin.display(description="created", ordering="created_at")
+    def created(self, workflow: Workflow) -> SafeString:
+        """When it was created, to the second."""
+        return _moment(workflow.created_at)
+
+    @admin.display(description="finished", ordering="finished_at")
+    def finished(self, workflow: Workflow) -> SafeString | str:
+        """When it ended, to the second."""
+        return _moment(workflow.finished_at) if workflow.finished_at else "-"
 
     @admin.display(description="duration")
     def duration(self, workflow: Workflow) -> str:
-        """From creation to the end, when it ended."""
-        if workflow.finished_at is None:
-            return "-"
-        seconds = (workflow.finished_at - workflow.created_at).total_seconds()
-        return f"{seconds:.3f} s" if seconds < 60 else f"{seconds / 60:.1f} min"
+        """From creation to the end; for an unfinished workflow, so far."""
+        end = workflow.finished_at
+        if end is None:
+            return f"{_seconds((timezone.now() - workflow.created_at).total_seconds())} so far"
+        return _seconds((end - workflow.created_at).total_seconds())
 
     @admin.display(description="nodes by state")
     def state_counts(self, workflow: Workflow) -> SafeString:
@@ -525,10 +620,17 @@ class NodeAdmin(_OperatedAdmin):
     def get_search_results(
         self, request: HttpRequest, queryset: QuerySet[Node], search_term: str
     ) -> tuple[QuerySet[Node], bool]:
-        """A full UUID finds the node with that id or the nodes of that workflow."""
+        """A full UUID finds the node with that id or the nodes of that workflow; so does
+        the start of one (the short id the lists show)."""
         found = _search_by_uuid(search_term)
         if found is None:
-            return super().get_search_results(request, queryset, search_term)
+            results, duplicates = super().get_search_results(request, queryset, search_term)
+            ids = id_prefix_range(search_term)
+            if ids is None:
+                return results, duplicates
+            in_workflow = Q(workflow_id__gte=ids[0], workflow_id__lte=ids[1])
+            by_id = queryset.filter(Q(pk__range=ids) | in_workflow)
+            return results | by_id, duplicates
         return queryset.filter(Q(pk=found) | Q(workflow_id=found)), False
 
     # columns and fields

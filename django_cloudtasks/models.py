@@ -248,6 +248,18 @@ class Node(models.Model):
         }
 
 
+def id_prefix_range(term: str) -> tuple[uuid.UUID, uuid.UUID] | None:
+    """The ids that start with ``term`` (the 8 characters the admin shows, or more).
+
+    Returns the lowest and highest such UUID, a range the primary key's index answers
+    on every database; None when ``term`` is not 4 to 32 hex digits (dashes allowed).
+    """
+    digits = term.strip().lower().replace("-", "")
+    if not 4 <= len(digits) <= 32 or any(c not in "0123456789abcdef" for c in digits):
+        return None
+    return uuid.UUID(digits.ljust(32, "0")), uuid.UUID(digits.ljust(32, "f"))
+
+
 def cloud_task_id(node_id: str, retries: int) -> str:
     """``<8 hex of sha256>-<node id>-<retry>``: stable for a delivery, new per retry."""
     digest = hashlib.sha256(f"{node_id}:{retries}".encode()).hexdigest()[:8]
