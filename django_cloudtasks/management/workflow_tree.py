@@ -94,8 +94,9 @@ def render_text(
 ) -> str:
     """The workflow as an indented tree, one line per node, with states and timings.
 
-    ``members`` > 0 shows at most that many members of each group, then one line
-    counting the others by state (a group of 10,000 stays readable).
+    ``members`` > 0 shows that many members of each group and every member with a
+    failure inside, then one line counting the others by state (a group of 10,000
+    stays readable, and no failure is hidden).
     """
     now = now or timezone.now()
     counts = Counter(str(node.state) for node in nodes)
@@ -138,10 +139,16 @@ class _View:
     def render_children(self, branch: Branch, prefix: str) -> Iterator[str]:
         shown: list[Branch | str] = list(branch.children)
         if branch.kind == "group" and 0 < self.members < len(branch.children):
-            hidden = branch.children[self.members :]
-            counts = Counter(str(n.state) for b in hidden for n in _subtree_nodes(b))
-            summary = ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
-            shown = [*branch.children[: self.members], f"... {len(hidden)} more ({summary})"]
+            # Members with a failure inside are always shown; only the others are counted.
+            rest = branch.children[self.members :]
+            failed = [b for b in rest if any(n.state == State.FAILURE for n in _subtree_nodes(b))]
+            failed_ids = {id(b) for b in failed}
+            hidden = [b for b in rest if id(b) not in failed_ids]
+            shown = [*branch.children[: self.members], *failed]
+            if hidden:
+                counts = Counter(str(n.state) for b in hidden for n in _subtree_nodes(b))
+                summary = ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
+                shown.append(f"... {len(hidden)} more ({summary})")
         entries = shown + list(branch.errbacks)
         for position, child in enumerate(entries):
             last = position == len(entries) - 1

@@ -457,3 +457,61 @@ def test_the_emulator_command_fails_cleanly_on_a_taken_port():
         with pytest.raises(CommandError) as caught:
             call_command("cloudtasks_emulator", "--port", port)
     assert caught.value.returncode == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_status_finds_a_workflow_by_the_short_id_the_admin_shows(failed_chain):
+    node = Node.objects.filter(workflow_id=failed_chain).order_by("index").last()
+    by_workflow = run_command("cloudtasks_status", failed_chain[:8])
+    assert by_workflow.startswith(f"Workflow {failed_chain}:")
+    assert run_command("cloudtasks_status", str(node.pk)[:8]) == by_workflow
+    assert run_command("cloudtasks_status", failed_chain[:13]) == by_workflow  # with the dash
+
+
+@pytest.mark.django_db(transaction=True)
+def test_status_of_a_short_id_several_workflows_share_is_an_error():
+    first = Workflow.objects.create(id=uuid.UUID("abcd1234" + "0" * 24), name="first")
+    Workflow.objects.create(id=uuid.UUID("abcd1234" + "1" * 24), name="second")
+
+    with pytest.raises(CommandError, match="several workflows match 'abcd1234'"):
+        call_command("cloudtasks_status", "abcd1234")
+    assert run_command("cloudtasks_status", "abcd12340").startswith(f"Workflow {first.pk}: first")
+    with pytest.raises(CommandError, match="no workflow or node has an id starting with ffff"):
+        call_command("cloudtasks_status", "ffff")
+    with pytest.raises(CommandError, match="at least 4 hex digits"):
+        call_command("cloudtasks_status", "abc")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_status_never_hides_a_failed_member_behind_the_count(memory):
+    members = [add.si(i, i) for i in range(30)]
+    members[3] = fail.si(3)
+    members[25] = fail.si(25)
+    result = (group(members) | tsum.s()).delay()
+    memory.drain()
+
+    lines = run_command("cloudtasks_status", result.workflow_id, "--members", "5").splitlines()
+
+    members_shown = [line for line in lines if line.startswith(("|   |-- ", "|   `-- "))]
+    assert len(members_shown) == 7  # five, the failed one beyond them, and the count
+    assert any(line.startswith("|   |-- 3 fail(3)  FAILURE") for line in members_shown)
+    assert any(line.startswith("|   |-- 25 fail(25)  FAILURE") for line in members_shown)
+    assert members_shown[-1] == "|   `-- ... 24 more (24 SUCCESS)"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_purge_shows_its_progress_and_running_total_on_stderr():
+    for days in (31, 32, 33, 34, 35):
+        make_workflow(WorkflowStatus.SUCCESS, days, nodes=3)
+    out, err = StringIO(), StringIO()
+
+    call_command(
+        "cloudtasks_purge", "--older-than", "30", "--batch-size", "2", stdout=out, stderr=err
+    )
+
+    assert err.getvalue().splitlines() == [
+        "  2 of 5 workflows deleted (6 nodes) so far",
+        "  4 of 5 workflows deleted (12 nodes) so far",
+        "  5 of 5 workflows deleted (15 nodes) so far",
+    ]
+    assert out.getvalue().startswith("deleted 5 workflows (15 nodes)")

@@ -74,14 +74,20 @@ class Command(BaseCommand):
                 f"would delete {workflows} workflows ({nodes} nodes) finished before {when}"
             )
             return
+        total = old.count() if options["verbosity"] >= 1 else 0
         workflows = nodes = 0
         while True:
             deleted, deleted_nodes = self._delete_batch(cutoff, options["batch_size"])
             if not deleted:
                 break
             workflows, nodes = workflows + deleted, nodes + deleted_nodes
-            if options["verbosity"] >= 2:
-                self.stdout.write(f"  deleted a batch of {deleted} workflows")
+            if options["verbosity"] >= 1:
+                # Progress goes to stderr, the summary to stdout (for scripts).
+                of = f" of {total:,}" if total >= workflows else ""
+                self.stderr.write(
+                    f"  {workflows:,}{of} workflows deleted ({nodes:,} nodes) so far",
+                    style_func=lambda text: text,
+                )
         self.stdout.write(f"deleted {workflows} workflows ({nodes} nodes) finished before {when}")
 
     def _delete_batch(self, cutoff: Any, size: int) -> tuple[int, int]:

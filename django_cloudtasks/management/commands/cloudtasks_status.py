@@ -14,7 +14,7 @@ from django.utils import timezone
 from django_cloudtasks.conf import conf
 from django_cloudtasks.constants import State, WorkflowStatus
 from django_cloudtasks.management.workflow_tree import as_dict, render_text
-from django_cloudtasks.models import Node, Workflow
+from django_cloudtasks.models import Node, Workflow, id_prefix_range
 
 
 class Command(BaseCommand):
@@ -31,7 +31,10 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         """``[id]`` and ``--json``."""
         parser.add_argument(
-            "id", nargs="?", help="a workflow id, or a node id (shows the node's workflow)"
+            "id",
+            nargs="?",
+            help="a workflow id, or a node id (shows the node's workflow); the first "
+            "characters are enough (the 8 the admin shows)",
         )
         parser.add_argument("--json", action="store_true", help="print JSON instead of text")
         parser.add_argument(
@@ -67,7 +70,7 @@ class Command(BaseCommand):
         try:
             key = uuid.UUID(raw)
         except ValueError:
-            raise CommandError(f"{raw!r} is not a workflow id (a UUID)") from None
+            return self._find_by_start(raw)
         workflow = Workflow.objects.filter(pk=key).first()
         if workflow is None:
             node = Node.objects.select_related("workflow").filter(pk=key).first()
@@ -75,6 +78,27 @@ class Command(BaseCommand):
                 raise CommandError(f"no workflow or node has the id {raw}")
             workflow = node.workflow
         return workflow
+
+    def _find_by_start(self, raw: str) -> Workflow:
+        """The one workflow whose id, or one of whose nodes' id, starts with ``raw``."""
+        ids = id_prefix_range(raw)
+        if ids is None:
+            raise CommandError(
+                f"{raw!r} is not a workflow id: give a UUID, or its first characters "
+                "(at least 4 hex digits, as the admin shows 8)"
+            )
+        workflows = set(Workflow.objects.filter(pk__range=ids).values_list("pk", flat=True)[:6])
+        nodes = Node.objects.filter(pk__range=ids).values_list("workflow_id", flat=True)[:6]
+        matches = sorted(workflows | set(nodes), key=str)
+        if not matches:
+            raise CommandError(f"no workflow or node has an id starting with {raw}")
+        if len(matches) > 1:
+            shown = ", ".join(str(pk) for pk in matches[:5])
+            more = " and more" if len(matches) > 5 else ""
+            raise CommandError(
+                f"several workflows match {raw!r}: {shown}{more}; give more characters"
+            )
+        return Workflow.objects.get(pk=matches[0])
 
     def _counts(self) -> dict[str, Any]:
         workflows = dict.fromkeys(WorkflowStatus.values, 0)
