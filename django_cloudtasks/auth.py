@@ -43,8 +43,11 @@ CLOCK_SKEW = 10
 DEFAULT_CERTS_TTL = 3600.0
 #: Bounds on the certificates' lifetime in the cache, whatever the server says.
 MIN_CERTS_TTL, MAX_CERTS_TTL = 60.0, 86_400.0
-#: A token naming a key the cache lacks refreshes it at most this often (key rotation).
+#: A token naming a key the cache lacks refreshes it at most this often (key rotation),
+#: counted from the last fetch, whether it succeeded or failed.
 UNKNOWN_KEY_REFRESH = 60.0
+#: With no copy at hand, a failed fetch is not tried again for this long.
+FAILED_FETCH_RETRY = 10.0
 #: Seconds allowed to fetch the certificates.
 FETCH_TIMEOUT = 10.0
 
@@ -253,20 +256,25 @@ def fetch_certificates(url: str) -> tuple[dict[str, str], float]:
 class _Entry:
     certs: dict[str, str]
     expires: float
-    fetched: float
 
 
 @dataclass
 class CertificateCache:
     """OIDC certificates per URL, kept for their ``max-age`` (between 1 minute and 1 day).
 
-    Thread-safe: one fetch at a time, and concurrent requests wait for it rather than
-    fetching too. When a refresh fails, the previous copy stays in use.
+    Thread-safe: one fetch at a time, and concurrent requests that need it wait for it
+    rather than fetching too. Requests whose key the copy at hand holds never wait:
+    while another request refreshes, they use that copy. When a refresh fails, the
+    previous copy stays in use. Fetches are rate-limited whether they succeed or fail:
+    unknown keys refresh at most once per :data:`UNKNOWN_KEY_REFRESH`, and with no copy
+    at hand a failed fetch is retried after :data:`FAILED_FETCH_RETRY`.
     """
 
     fetch: Callable[[str], tuple[dict[str, str], float]] = fetch_certificates
     clock: Callable[[], float] = time.monotonic
     _entries: dict[str, _Entry] = field(default_factory=dict)
+    _attempts: dict[str, float] = field(default_factory=dict)
+    _failed: set[str] = field(default_factory=set)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def get(self, url: str, unknown_key: bool = False) -> dict[str, str]:
@@ -278,29 +286,60 @@ class CertificateCache:
         Raises:
             CertificatesUnavailable: when they cannot be fetched and none are cached.
         """
-        with self._lock:
-            now = self.clock()
-            entry = self._entries.get(url)
-            fresh = entry is not None and now < entry.expires
-            recent = entry is not None and now - entry.fetched < UNKNOWN_KEY_REFRESH
-            if entry is not None and fresh and not (unknown_key and not recent):
+        entry = self._entries.get(url)
+        if entry is not None and not self._stale(url, entry, unknown_key):
+            return entry.certs
+        if entry is not None and not unknown_key:
+            # Expired: refresh unless another request is at it; the old copy serves
+            # meanwhile (Google publishes new keys well before it signs with them).
+            if not self._lock.acquire(blocking=False):
                 return entry.certs
-            try:
-                certs, ttl = self.fetch(url)
-            except CertificatesUnavailable:
-                if entry is None:
-                    raise
-                logger.warning("could not refresh the OIDC certificates; using the cached copy")
-                entry.expires = now + MIN_CERTS_TTL
-                return entry.certs
-            ttl = min(max(ttl, MIN_CERTS_TTL), MAX_CERTS_TTL)
-            self._entries[url] = _Entry(certs, now + ttl, now)
-            return certs
+        else:
+            self._lock.acquire()
+        try:
+            return self._refresh(url, unknown_key)
+        finally:
+            self._lock.release()
+
+    def _stale(self, url: str, entry: _Entry, unknown_key: bool) -> bool:
+        now = self.clock()
+        if now >= entry.expires:
+            return True
+        return unknown_key and now - self._attempts[url] >= UNKNOWN_KEY_REFRESH
+
+    def _refresh(self, url: str, unknown_key: bool) -> dict[str, str]:
+        """Fetch under the lock, unless the request that held it already did."""
+        entry = self._entries.get(url)
+        if entry is not None and not self._stale(url, entry, unknown_key):
+            return entry.certs
+        now = self.clock()
+        if entry is None and url in self._failed:
+            waited = now - self._attempts[url]
+            if waited < FAILED_FETCH_RETRY:
+                raise CertificatesUnavailable(
+                    f"could not fetch {url} {waited:.0f} s ago; not trying again yet"
+                )
+        self._attempts[url] = now
+        try:
+            certs, ttl = self.fetch(url)
+        except CertificatesUnavailable:
+            self._failed.add(url)
+            if entry is None:
+                raise
+            logger.warning("could not refresh the OIDC certificates; using the cached copy")
+            entry.expires = now + MIN_CERTS_TTL
+            return entry.certs
+        self._failed.discard(url)
+        ttl = min(max(ttl, MIN_CERTS_TTL), MAX_CERTS_TTL)
+        self._entries[url] = _Entry(certs, now + ttl)
+        return certs
 
     def clear(self) -> None:
         """Forget every cached copy."""
         with self._lock:
             self._entries.clear()
+            self._attempts.clear()
+            self._failed.clear()
 
 
 #: The process-wide cache :func:`verify_oidc_token` uses.

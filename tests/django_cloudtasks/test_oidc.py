@@ -521,6 +521,78 @@ def test_concurrent_requests_fetch_the_certificates_once():
     assert results == [{"k": "pem"}] * 20
 
 
+def test_tokens_naming_unknown_keys_after_a_failed_refresh_fetch_nothing_more():
+    source = FakeSource({"k": "pem"}, ttl=100)
+    cache = source.cache()
+    cache.get("u")
+    source.fail = True
+    source.now += 101
+    cache.get("u")  # the refresh fails; the cached copy stays in use
+
+    for _ in range(20):
+        assert cache.get("u", unknown_key=True) == {"k": "pem"}
+    assert source.calls == 2
+    source.now += 61
+    cache.get("u", unknown_key=True)
+    assert source.calls == 3
+
+
+def test_without_a_cached_copy_a_failed_fetch_is_not_retried_at_once():
+    source = FakeSource({"k": "pem"})
+    source.fail = True
+    cache = source.cache()
+
+    for _ in range(20):
+        with pytest.raises(auth.CertificatesUnavailable):
+            cache.get("u", unknown_key=True)
+    assert source.calls == 1
+    source.fail = False
+    source.now += auth.FAILED_FETCH_RETRY
+    assert cache.get("u") == {"k": "pem"}
+    assert source.calls == 2
+
+
+class BlockedSource(FakeSource):
+    """A fetch that waits for :attr:`release` after its first call."""
+
+    def __init__(self, certs: dict[str, str], ttl: float = 3600.0) -> None:
+        super().__init__(certs, ttl)
+        self.fetching, self.release = threading.Event(), threading.Event()
+
+    def fetch(self, url: str):
+        if self.calls:
+            self.fetching.set()
+            assert self.release.wait(10)
+        return super().fetch(url)
+
+
+def finishes_while_blocked(source: BlockedSource, call) -> list:
+    """Run ``call`` in a thread while a refresh is under way; what it returned, if it did."""
+    results: list = []
+    thread = threading.Thread(target=lambda: results.append(call()))
+    thread.start()
+    thread.join(5)
+    returned = not thread.is_alive()
+    source.release.set()
+    thread.join()
+    return results if returned else []
+
+
+@pytest.mark.parametrize("expired", [False, True], ids=["fresh copy", "expired copy"])
+def test_a_known_key_does_not_wait_for_a_refresh_under_way(expired):
+    source = BlockedSource({"k": "pem"}, ttl=100)
+    cache = source.cache()
+    cache.get("u")
+    source.now += 61 + (100 if expired else 0)
+    refresher = threading.Thread(target=lambda: cache.get("u", unknown_key=True))
+    refresher.start()
+    assert source.fetching.wait(5)
+
+    assert finishes_while_blocked(source, lambda: cache.get("u")) == [{"k": "pem"}]
+    refresher.join()
+    assert source.calls == 2
+
+
 def test_a_key_rotation_is_picked_up(client, oidc, minter, monkeypatch):
     start_chain(oidc)
     source = FakeSource(minter.pem_certs())
