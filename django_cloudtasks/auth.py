@@ -6,9 +6,11 @@ Requests carry ``Authorization: Bearer <token>``, where the token is either
 * an OIDC ID token that Google (or the emulator) minted for ``OIDC_SERVICE_ACCOUNT``,
   as Cloud Tasks sends when the task has an ``oidc_token``. It is verified with
   ``google.auth.jwt.decode`` against certificates fetched from ``OIDC_CERTS_URL`` and
-  cached (never fetched per request): RS256 signature, expiry, audience
-  (``OIDC_AUDIENCE``, else ``BASE_URL``), issuer (one of ``OIDC_ISSUERS``), and an
-  ``email`` claim equal to the service account with ``email_verified`` true.
+  cached (never fetched per request): RS256 signature, ``iat``, ``exp`` and ``nbf``,
+  a lifetime no longer than Google's hour, audience (``OIDC_AUDIENCE``, else
+  ``BASE_URL``), issuer (one of ``OIDC_ISSUERS``), and an ``email`` claim equal to the
+  service account (ASCII letters compared without regard to case) with
+  ``email_verified`` true.
 
 A bearer equal to ``AUTH_TOKEN`` passes; otherwise, when OIDC is configured and the
 bearer has the shape of a JWT, it must verify as an OIDC token. Anything else is
@@ -22,13 +24,14 @@ import http.client
 import json
 import logging
 import re
+import string
 import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeGuard
 
 from django.http import HttpRequest
 from google.auth import jwt
@@ -37,8 +40,10 @@ from django_cloudtasks.conf import conf
 
 logger = logging.getLogger("django_cloudtasks.auth")
 
-#: Seconds of clock difference tolerated on ``iat`` and ``exp``.
+#: Seconds of clock difference tolerated on ``iat``, ``nbf``, ``exp`` and the lifetime.
 CLOCK_SKEW = 10
+#: The lifetime of Google's ID tokens (``exp - iat``); a longer one is refused.
+MAX_TOKEN_LIFETIME = 3600
 #: How long certificates are kept when the server sends no ``Cache-Control: max-age``.
 DEFAULT_CERTS_TTL = 3600.0
 #: Bounds on the certificates' lifetime in the cache, whatever the server says.
@@ -54,6 +59,7 @@ FETCH_TIMEOUT = 10.0
 #: Three base64url segments; the signature may be empty (``alg: none`` tokens).
 _JWT_SHAPE = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
 _MAX_AGE = re.compile(r"(?:^|[,\s])max-age\s*=\s*\"?(\d+)")
+_ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
 
 
 @dataclass(frozen=True)
@@ -158,8 +164,9 @@ def verify_oidc_token(token: str) -> Mapping[str, Any]:
 
     Raises:
         InvalidToken: for a token that is malformed, not RS256, signed by an unknown
-            key, expired, for another audience or issuer, or for another (or an
-            unverified) email. The reason is logged.
+            key, expired, not yet valid, valid for longer than Google's hour, for
+            another audience or issuer, or for another (or an unverified) email. The
+            reason is logged.
         CertificatesUnavailable: when the certificates cannot be fetched.
     """
     try:
@@ -193,15 +200,45 @@ def _verify(token: str) -> Mapping[str, Any]:
         raise InvalidToken(_reason(exc)) from exc
     if not isinstance(claims, Mapping):
         raise InvalidToken("malformed claims")
+    _check_times(claims)
     if claims.get("iss") not in oidc_issuers():
         raise InvalidToken("wrong issuer")
     email = claims.get("email")
     expected = str(conf.OIDC_SERVICE_ACCOUNT)
-    if not isinstance(email, str) or email.lower() != expected.lower():
+    if not isinstance(email, str) or _ascii_lower(email) != _ascii_lower(expected):
         raise InvalidToken("the email is not the configured service account")
     if claims.get("email_verified") is not True:
         raise InvalidToken("the email is not verified")
     return claims
+
+
+def _check_times(claims: Mapping[str, Any]) -> None:
+    """Refuse a token valid for longer than Google's hour, or used before its ``nbf``.
+
+    ``jwt.decode`` has checked that ``iat`` and ``exp`` are present and current.
+    """
+    issued, expires, not_before = claims.get("iat"), claims.get("exp"), claims.get("nbf")
+    if not _is_number(issued) or not _is_number(expires):
+        raise InvalidToken("malformed claims")
+    if expires - issued > MAX_TOKEN_LIFETIME + CLOCK_SKEW:
+        raise InvalidToken(f"token lifetime over {MAX_TOKEN_LIFETIME} seconds")
+    if not_before is not None:
+        if not _is_number(not_before):
+            raise InvalidToken("malformed claims")
+        if time.time() + CLOCK_SKEW < not_before:
+            raise InvalidToken("token used before its not-before time")
+
+
+def _is_number(value: Any) -> TypeGuard[int | float]:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _ascii_lower(text: str) -> str:
+    """``text`` with A-Z lowered and nothing else changed: e-mail addresses are ASCII.
+
+    ``str.lower()`` would also map look-alikes such as the Kelvin sign to ``k``.
+    """
+    return text.translate(_ASCII_LOWER)
 
 
 def _reason(exc: Exception) -> str:

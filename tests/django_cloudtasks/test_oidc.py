@@ -179,6 +179,30 @@ BAD_TOKENS = {
         "not the configured service account",
     ),
     "email empty": (lambda m: m.mint(AUDIENCE, ""), "not the configured service account"),
+    "email with a Kelvin sign for k": (
+        lambda m: m.mint(AUDIENCE, EMAIL.replace("k", "\u212a")),
+        "not the configured service account",
+    ),
+    "email with a dotless i": (
+        lambda m: m.mint(AUDIENCE, EMAIL.upper().replace("I", "\u0131")),
+        "not the configured service account",
+    ),
+    "not valid before an hour from now": (
+        lambda m: m.mint(AUDIENCE, EMAIL, nbf=int(time.time()) + 3600),
+        "before its not-before time",
+    ),
+    "not-before that is not a number": (
+        lambda m: m.mint(AUDIENCE, EMAIL, nbf="soon"),
+        "malformed claims",
+    ),
+    "valid for two hours": (
+        lambda m: m.mint(AUDIENCE, EMAIL, exp=int(time.time()) + 7200),
+        "token lifetime over 3600 seconds",
+    ),
+    "valid for a day, issued a day ago": (
+        lambda m: m.mint(AUDIENCE, EMAIL, iat=int(time.time()) - 86_000),
+        "token lifetime over 3600 seconds",
+    ),
     "unverified email": (
         lambda m: m.mint(AUDIENCE, EMAIL, email_verified=False),
         "not verified",
@@ -248,6 +272,27 @@ def test_the_email_claim_is_compared_without_regard_to_case(client, oidc, minter
     start_chain(oidc)
 
     token = minter.mint(AUDIENCE, EMAIL.upper())
+    response = post(client, run_url("add"), oidc.sent[0].body(), bearer(token))
+
+    assert response.status_code == 200
+
+
+LIFETIME = auth.MAX_TOKEN_LIFETIME + auth.CLOCK_SKEW
+
+
+@pytest.mark.parametrize(
+    "claims",
+    [
+        lambda now: {"nbf": now},
+        lambda now: {"nbf": now + auth.CLOCK_SKEW - 2},
+        lambda now: {"iat": now, "exp": now + LIFETIME},
+    ],
+    ids=["nbf now", "nbf within the clock skew", "lifetime of an hour and the skew"],
+)
+def test_tokens_within_the_time_allowances_are_accepted(client, oidc, minter, claims):
+    start_chain(oidc)
+    token = minter.mint(AUDIENCE, EMAIL, **claims(int(time.time())))
+
     response = post(client, run_url("add"), oidc.sent[0].body(), bearer(token))
 
     assert response.status_code == 200
