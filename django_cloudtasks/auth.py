@@ -12,6 +12,10 @@ Requests carry ``Authorization: Bearer <token>``, where the token is either
   service account (ASCII letters compared without regard to case) with
   ``email_verified`` true.
 
+Each endpoint family (:data:`SCOPES`: ``run`` for run and tracker, ``sweep``,
+``revoke``) may accept other service accounts and audiences (``OIDC_SCOPES``), so that
+a token minted for one family is refused by the others.
+
 A bearer equal to ``AUTH_TOKEN`` passes; otherwise, when OIDC is configured and the
 bearer has the shape of a JWT, it must verify as an OIDC token. Anything else is
 refused.
@@ -61,6 +65,13 @@ _JWT_SHAPE = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
 _MAX_AGE = re.compile(r"(?:^|[,\s])max-age\s*=\s*\"?(\d+)")
 _ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
 
+#: The endpoint families that ``OIDC_SCOPES`` may give their own credentials:
+#: ``run`` (run and tracker, called by Cloud Tasks), ``sweep`` (Cloud Scheduler) and
+#: ``revoke`` (operators).
+SCOPES = ("run", "sweep", "revoke")
+#: The keys of one family's entry in ``OIDC_SCOPES``.
+SCOPE_KEYS = ("service_accounts", "audiences")
+
 
 @dataclass(frozen=True)
 class Verdict:
@@ -86,8 +97,16 @@ class CertificatesUnavailable(RuntimeError):
 # -- configuration ---------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class OidcScope:
+    """The OIDC tokens one endpoint family accepts: their ``email`` and ``aud`` claims."""
+
+    service_accounts: tuple[str, ...]
+    audiences: tuple[str, ...]
+
+
 def oidc_audience() -> str:
-    """The audience OIDC tokens must carry: ``OIDC_AUDIENCE``, else ``BASE_URL``.
+    """The default audience OIDC tokens must carry: ``OIDC_AUDIENCE``, else ``BASE_URL``.
 
     ``BASE_URL`` is taken without its trailing slash, as the Cloud Tasks transport
     sends it. Empty when neither is set (OIDC then cannot be used).
@@ -103,9 +122,35 @@ def oidc_issuers() -> tuple[str, ...]:
     return tuple(str(i).strip() for i in issuers if str(i).strip())
 
 
-def oidc_configured() -> bool:
-    """True when OIDC tokens can be verified: a service account and an audience are set."""
-    return bool(conf.OIDC_SERVICE_ACCOUNT) and bool(oidc_audience())
+def oidc_scope(scope: str = "run") -> OidcScope:
+    """The service accounts and audiences endpoint family ``scope`` accepts.
+
+    ``OIDC_SCOPES[scope]`` may set ``service_accounts`` and ``audiences`` (lists of
+    strings); each one left out falls back to ``OIDC_SERVICE_ACCOUNT`` and
+    :func:`oidc_audience`. Settings of another shape accept nothing (the system check
+    ``django_cloudtasks.E007`` reports them).
+    """
+    scopes = conf.OIDC_SCOPES or {}
+    entry = scopes.get(scope, {}) if isinstance(scopes, Mapping) else None
+    if not isinstance(entry, Mapping):
+        return OidcScope(service_accounts=(), audiences=())
+    default_account = str(conf.OIDC_SERVICE_ACCOUNT or "")
+    accounts = _strings(entry.get("service_accounts", [default_account]))
+    audiences = _strings(entry.get("audiences", [oidc_audience()]))
+    return OidcScope(service_accounts=accounts, audiences=audiences)
+
+
+def _strings(value: Any) -> tuple[str, ...]:
+    """The non-empty strings of a list or tuple; nothing for any other shape."""
+    if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+        return ()
+    return tuple(v.strip() for v in value if v.strip())
+
+
+def oidc_configured(scope: str = "run") -> bool:
+    """True when OIDC tokens can be verified for ``scope``: an account and an audience."""
+    accepted = oidc_scope(scope)
+    return bool(accepted.service_accounts) and bool(accepted.audiences)
 
 
 def token_configured() -> bool:
@@ -113,26 +158,27 @@ def token_configured() -> bool:
     return bool(conf.AUTH_TOKEN)
 
 
-def is_configured() -> bool:
-    """True when some request can pass :func:`authenticate` (a shared token or OIDC).
+def is_configured(scope: str = "run") -> bool:
+    """True when some request to ``scope`` can pass :func:`authenticate`.
 
-    The system check ``django_cloudtasks.W001`` reports when this is False.
+    The system check ``django_cloudtasks.W001`` reports when this is False for ``run``.
     """
-    return token_configured() or oidc_configured()
+    return token_configured() or oidc_configured(scope)
 
 
 # -- the check -------------------------------------------------------------------------
 
 
-def authenticate(request: HttpRequest) -> Verdict:
+def authenticate(request: HttpRequest, scope: str = "run") -> Verdict:
     """Check the request's bearer token: the shared ``AUTH_TOKEN`` or an OIDC ID token.
 
-    Missing credentials (or another scheme than ``Bearer``) give 401, refused ones 403;
-    with nothing configured every request is refused with 403 (never accepted). When
-    the OIDC certificates cannot be fetched the answer is 503, so that Cloud Tasks
-    tries again later.
+    ``scope`` is the endpoint family (one of :data:`SCOPES`) whose OIDC credentials
+    apply. Missing credentials (or another scheme than ``Bearer``) give 401, refused
+    ones 403; with nothing configured every request is refused with 403 (never
+    accepted). When the OIDC certificates cannot be fetched the answer is 503, so that
+    Cloud Tasks tries again later.
     """
-    if not is_configured():
+    if not is_configured(scope):
         return Verdict(
             False,
             403,
@@ -140,17 +186,17 @@ def authenticate(request: HttpRequest) -> Verdict:
             "CLOUDTASKS['OIDC_SERVICE_ACCOUNT']",
         )
     header = request.headers.get("Authorization", "")
-    scheme, _, token = header.partition(" ")
+    auth_scheme, _, token = header.partition(" ")
     token = token.strip()
-    if not header or scheme.lower() != "bearer" or not token:
+    if not header or auth_scheme.lower() != "bearer" or not token:
         return Verdict(False, 401, "missing credentials: send 'Authorization: Bearer <token>'")
     if token_configured() and hmac.compare_digest(
         token.encode("utf-8", "surrogatepass"), str(conf.AUTH_TOKEN).encode("utf-8")
     ):
         return Verdict(True, via="token")
-    if oidc_configured() and _JWT_SHAPE.fullmatch(token):
+    if oidc_configured(scope) and _JWT_SHAPE.fullmatch(token):
         try:
-            claims = verify_oidc_token(token)
+            claims = verify_oidc_token(token, scope)
         except InvalidToken as exc:
             return Verdict(False, 403, f"invalid OIDC token: {exc}")
         except CertificatesUnavailable:
@@ -159,8 +205,8 @@ def authenticate(request: HttpRequest) -> Verdict:
     return Verdict(False, 403, "invalid credentials")
 
 
-def verify_oidc_token(token: str) -> Mapping[str, Any]:
-    """Verify an OIDC ID token against the configured account and return its claims.
+def verify_oidc_token(token: str, scope: str = "run") -> Mapping[str, Any]:
+    """Verify an OIDC ID token against the accounts ``scope`` accepts; return its claims.
 
     Raises:
         InvalidToken: for a token that is malformed, not RS256, signed by an unknown
@@ -170,13 +216,13 @@ def verify_oidc_token(token: str) -> Mapping[str, Any]:
         CertificatesUnavailable: when the certificates cannot be fetched.
     """
     try:
-        return _verify(token)
+        return _verify(token, oidc_scope(scope))
     except InvalidToken as exc:
-        logger.warning("refused an OIDC token: %s", exc.__cause__ or exc)
+        logger.warning("refused an OIDC token for %s: %s", scope, exc.__cause__ or exc)
         raise
 
 
-def _verify(token: str) -> Mapping[str, Any]:
+def _verify(token: str, accepted: OidcScope) -> Mapping[str, Any]:
     try:
         header = jwt.decode_header(token)
     except Exception as exc:
@@ -193,9 +239,13 @@ def _verify(token: str) -> Mapping[str, Any]:
         certs = certificates.get(url, unknown_key=True)
         if kid not in certs:
             raise InvalidToken("signed by an unknown key")
-    audience = oidc_audience()
     try:
-        claims = jwt.decode(token, certs=certs, audience=audience, clock_skew_in_seconds=CLOCK_SKEW)
+        claims = jwt.decode(
+            token,
+            certs=certs,
+            audience=list(accepted.audiences),
+            clock_skew_in_seconds=CLOCK_SKEW,
+        )
     except Exception as exc:
         raise InvalidToken(_reason(exc)) from exc
     if not isinstance(claims, Mapping):
@@ -204,8 +254,8 @@ def _verify(token: str) -> Mapping[str, Any]:
     if claims.get("iss") not in oidc_issuers():
         raise InvalidToken("wrong issuer")
     email = claims.get("email")
-    expected = str(conf.OIDC_SERVICE_ACCOUNT)
-    if not isinstance(email, str) or _ascii_lower(email) != _ascii_lower(expected):
+    expected = {_ascii_lower(account) for account in accepted.service_accounts}
+    if not isinstance(email, str) or _ascii_lower(email) not in expected:
         raise InvalidToken("the email is not the configured service account")
     if claims.get("email_verified") is not True:
         raise InvalidToken("the email is not verified")

@@ -41,13 +41,15 @@ def _error(status: int, message: str) -> JsonResponse:
     return JsonResponse({"error": message}, status=status)
 
 
-def endpoint(*methods: str) -> Callable[[Callable[..., JsonResponse]], Callable[..., JsonResponse]]:
+def endpoint(
+    *methods: str, scope: str
+) -> Callable[[Callable[..., JsonResponse]], Callable[..., JsonResponse]]:
     """Make ``view`` an endpoint: only ``methods``, authenticated, CSRF-exempt, non-atomic.
 
-    Other methods get a JSON 405; requests without valid credentials the 401 or 403
-    of :func:`~django_cloudtasks.auth.authenticate`. The view never runs inside
-    ``ATOMIC_REQUESTS``: a delivery must commit its claim before the task runs and run
-    the task outside any transaction.
+    Other methods get a JSON 405; requests without valid credentials for the endpoint
+    family ``scope`` the 401 or 403 of :func:`~django_cloudtasks.auth.authenticate`.
+    The view never runs inside ``ATOMIC_REQUESTS``: a delivery must commit its claim
+    before the task runs and run the task outside any transaction.
     """
 
     def decorate(view: Callable[..., JsonResponse]) -> Callable[..., JsonResponse]:
@@ -57,7 +59,7 @@ def endpoint(*methods: str) -> Callable[[Callable[..., JsonResponse]], Callable[
                 response = _error(405, f"method {request.method} is not allowed here")
                 response["Allow"] = ", ".join(methods)
                 return response
-            verdict = authenticate(request)
+            verdict = authenticate(request, scope)
             if not verdict.ok:
                 response = _error(verdict.status, verdict.message)
                 if verdict.status == 401:
@@ -177,7 +179,7 @@ def _node_id(value: Any, field: str = "node") -> uuid.UUID:
         raise BadRequest(f"{field!r} must be an id (UUID), got {shown}") from None
 
 
-@endpoint("POST")
+@endpoint("POST", scope="run")
 def run(request: HttpRequest, task_name: str) -> JsonResponse:
     """``POST /cloudtasks/run/<task_name>/`` with ``{"node": <id>, "retry": <n>}``."""
     if task_name not in registry:
@@ -203,7 +205,7 @@ def run(request: HttpRequest, task_name: str) -> JsonResponse:
     return JsonResponse(outcome.as_json(), status=outcome.status)
 
 
-@endpoint("POST")
+@endpoint("POST", scope="run")
 def tracker(request: HttpRequest) -> JsonResponse:
     """``POST /cloudtasks/tracker/``: report the outcome of a node run elsewhere.
 
@@ -230,7 +232,7 @@ def tracker(request: HttpRequest) -> JsonResponse:
     return JsonResponse(outcome.as_json(), status=outcome.status)
 
 
-@endpoint("GET", "POST")
+@endpoint("GET", "POST", scope="revoke")
 def revoke(request: HttpRequest) -> JsonResponse:
     """``GET|POST /cloudtasks/revoke/?task=<node id>`` or ``?chain=<workflow id>``."""
     try:
@@ -265,7 +267,7 @@ def _revoke_params(request: HttpRequest) -> QueryDict:
         raise BadRequest("the form body cannot be parsed") from None
 
 
-@endpoint("POST")
+@endpoint("POST", scope="sweep")
 def sweep(request: HttpRequest) -> JsonResponse:
     """``POST /cloudtasks/sweep/``: the sweeper, for Cloud Scheduler."""
     from django_cloudtasks.dispatch import sweep as run_sweep

@@ -221,3 +221,69 @@ def test_several_problems_are_all_reported():
             "django_cloudtasks.E003",
             "django_cloudtasks.W001",
         ]
+
+
+# -- OIDC_SCOPES -------------------------------------------------------------------------
+
+OTHER = "scheduler@my-project.iam.gserviceaccount.com"
+
+
+def test_well_formed_oidc_scopes_pass():
+    scopes = {
+        "run": {"service_accounts": [ACCOUNT], "audiences": ["https://app-xyz.a.run.app"]},
+        "sweep": {"service_accounts": [OTHER]},
+        "revoke": {"service_accounts": ("ops@my-project.iam.gserviceaccount.com",)},
+    }
+    with configured(OIDC_SERVICE_ACCOUNT=ACCOUNT, OIDC_SCOPES=scopes):
+        assert check_settings() == []
+
+
+def test_a_scope_that_accepts_no_oidc_token_is_allowed():
+    with configured(OIDC_SERVICE_ACCOUNT=ACCOUNT, OIDC_SCOPES={"revoke": {"service_accounts": []}}):
+        assert check_settings() == []
+
+
+@pytest.mark.parametrize(
+    ("scopes", "problem"),
+    [
+        ([("run", {})], "is list, not a dict of endpoint families"),
+        ({"tracker": {}}, "names 'tracker', not an endpoint family"),
+        ({"sweep": [OTHER]}, "['sweep'] is list, not a dict"),
+        ({"sweep": {"service_account": [OTHER]}}, "['sweep'] has the key 'service_account'"),
+        ({"sweep": {"service_accounts": OTHER}}, "is '" + OTHER + "', not a list"),
+        ({"revoke": {"audiences": ["https://a.example.com", ""]}}, "not a list of non-empty"),
+        ({"revoke": {"audiences": [None]}}, "['revoke']['audiences'] is [None]"),
+    ],
+)
+def test_e007_oidc_scopes_of_another_shape(scopes, problem):
+    with configured(OIDC_SERVICE_ACCOUNT=ACCOUNT, OIDC_SCOPES=scopes):
+        messages = check_settings()
+    assert ids(messages) == ["django_cloudtasks.E007"]
+    assert problem in messages[0].msg
+    assert "service_accounts" in messages[0].hint
+
+
+def test_e007_reports_every_problem():
+    scopes = {"tracker": {}, "sweep": {"service_accounts": OTHER, "audience": []}}
+    with configured(OIDC_SERVICE_ACCOUNT=ACCOUNT, OIDC_SCOPES=scopes):
+        assert ids(check_settings()) == ["django_cloudtasks.E007"] * 3
+
+
+@pytest.mark.parametrize(
+    ("run", "refused"),
+    [
+        ({"service_accounts": [OTHER]}, f"OIDC_SERVICE_ACCOUNT ({ACCOUNT!r})"),
+        ({"audiences": ["https://elsewhere.example.com"]}, "'https://app-xyz.a.run.app'"),
+    ],
+)
+def test_e008_a_run_scope_that_refuses_the_tokens_cloud_tasks_sends(run, refused):
+    with configured(OIDC_SERVICE_ACCOUNT=ACCOUNT, OIDC_SCOPES={"run": run}):
+        messages = check_settings()
+    assert ids(messages) == ["django_cloudtasks.E008"]
+    assert refused in messages[0].msg
+
+
+def test_a_scope_alone_makes_the_oidc_settings_checked():
+    scopes = {"revoke": {"service_accounts": [OTHER]}}
+    with configured(OIDC_SCOPES=scopes, OIDC_CERTS_URL="nonsense"):
+        assert ids(check_settings()) == ["django_cloudtasks.E005"]

@@ -449,6 +449,132 @@ def test_a_shared_token_shaped_like_a_jwt_still_works_under_oidc(client, oidc, s
     assert response.status_code == 200
 
 
+# -- scoped credentials (OIDC_SCOPES) ----------------------------------------------------
+
+SCHEDULER = "scheduler@test-project.iam.gserviceaccount.com"
+OPERATOR = "ops@test-project.iam.gserviceaccount.com"
+OPS_AUDIENCE = "https://ops.example.com"
+
+
+def call_endpoint(client, endpoint: str, first: Node, token: str):
+    """One request to ``endpoint`` (run, tracker, sweep or revoke) with ``token``."""
+    headers = bearer(token)
+    if endpoint == "run":
+        body = {"node": str(first.pk), "workflow": str(first.workflow_id)}
+        return post(client, run_url("add"), body, headers)
+    if endpoint == "tracker":
+        return post(
+            client, TRACKER, {"node": str(first.pk), "status": "success", "result": 3}, headers
+        )
+    if endpoint == "sweep":
+        return client.post("/cloudtasks/sweep/", headers=headers)
+    return client.get(f"{REVOKE}?task={second_of(first).pk}", headers=headers)
+
+
+@pytest.fixture
+def scoped(settings, oidc):
+    """Cloud Tasks' account for run and tracker, the scheduler's for sweep, an operator's
+    (with its own audience) for revoke."""
+    return use(
+        settings,
+        OIDC_SCOPES={
+            "sweep": {"service_accounts": [SCHEDULER]},
+            "revoke": {"service_accounts": [OPERATOR], "audiences": [OPS_AUDIENCE]},
+        },
+    )
+
+
+TOKENS_BY_FAMILY = {
+    "cloud tasks": (EMAIL, AUDIENCE, {"run", "tracker"}),
+    "scheduler": (SCHEDULER, AUDIENCE, {"sweep"}),
+    "operator": (OPERATOR, OPS_AUDIENCE, {"revoke"}),
+    "operator for the run audience": (OPERATOR, AUDIENCE, set()),
+}
+
+
+@pytest.mark.parametrize("endpoint", ["run", "tracker", "sweep", "revoke"])
+@pytest.mark.parametrize(
+    ("email", "audience", "opens"), TOKENS_BY_FAMILY.values(), ids=TOKENS_BY_FAMILY.keys()
+)
+def test_each_endpoint_family_accepts_only_its_own_accounts(
+    client, scoped, minter, endpoint, email, audience, opens
+):
+    first = start_chain(scoped)
+
+    response = call_endpoint(client, endpoint, first, minter.mint(audience, email))
+
+    if endpoint in opens:
+        assert response.status_code == 200, response.content
+    else:
+        assert response.status_code == 403
+        assert response.json()["error"].startswith("invalid OIDC token: ")
+        assert_nothing_ran(first, scoped)
+
+
+def test_a_token_cloud_tasks_sent_to_run_is_refused_by_revoke(client, scoped, minter):
+    first = start_chain(scoped)
+    token = minter.mint(AUDIENCE, EMAIL)
+    assert call_endpoint(client, "run", first, token).status_code == 200
+
+    response = call_endpoint(client, "revoke", first, token)
+
+    assert response.status_code == 403
+    assert response.json()["error"] == "invalid OIDC token: wrong audience"
+    assert second_of(first).state == State.QUEUED
+
+
+def test_a_scope_may_accept_several_accounts(client, oidc, minter, settings):
+    oidc = use(settings, OIDC_SCOPES={"revoke": {"service_accounts": [OPERATOR, SCHEDULER]}})
+    first = start_chain(oidc)
+
+    answers = [
+        call_endpoint(client, "revoke", first, minter.mint(AUDIENCE, who)).status_code
+        for who in (OPERATOR, SCHEDULER, EMAIL)
+    ]
+
+    assert answers == [200, 200, 403]
+
+
+def test_a_scope_without_accounts_accepts_no_oidc_token(client, oidc, minter, settings):
+    oidc = use(settings, OIDC_SCOPES={"revoke": {"service_accounts": []}})
+    first = start_chain(oidc)
+
+    response = call_endpoint(client, "revoke", first, minter.mint(AUDIENCE, EMAIL))
+
+    assert response.status_code == 403
+    assert "not configured" in response.json()["error"]
+    assert call_endpoint(client, "run", first, minter.mint(AUDIENCE, EMAIL)).status_code == 200
+
+
+def test_the_shared_token_still_opens_a_scoped_endpoint(client, oidc, minter, settings):
+    oidc = use(settings, AUTH_TOKEN="shared", OIDC_SCOPES={"revoke": {"service_accounts": []}})
+    first = start_chain(oidc)
+
+    assert call_endpoint(client, "revoke", first, "shared").status_code == 200
+
+
+@pytest.mark.parametrize(
+    "scopes",
+    [
+        {"revoke": {"service_accounts": EMAIL}},
+        {"revoke": {"audiences": AUDIENCE}},
+        {"revoke": [EMAIL]},
+        ["revoke"],
+    ],
+    ids=["accounts as a string", "audiences as a string", "a list for a family", "a list"],
+)
+def test_scopes_of_another_shape_let_nothing_in_where_they_apply(
+    client, oidc, minter, settings, scopes
+):
+    oidc = use(settings, OIDC_SCOPES=scopes)
+    first = start_chain(oidc)
+
+    response = call_endpoint(client, "revoke", first, minter.mint(AUDIENCE, EMAIL))
+
+    assert response.status_code == 403
+    assert second_of(first).state == State.PENDING
+
+
 # -- certificates ----------------------------------------------------------------------
 
 
