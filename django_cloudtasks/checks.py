@@ -16,7 +16,17 @@ from django_cloudtasks.auth import (
     oidc_issuers,
     oidc_scope,
 )
-from django_cloudtasks.conf import TRANSPORTS, conf
+from django_cloudtasks.conf import DEFAULTS, TRANSPORTS, conf
+
+#: Where Google publishes the certificates of its ID tokens (PEM, as the cache reads them).
+GOOGLE_CERTS_URL = DEFAULTS["OIDC_CERTS_URL"][1]
+#: The ``iss`` values of Google's ID tokens.
+GOOGLE_ISSUERS = frozenset(DEFAULTS["OIDC_ISSUERS"][1])
+#: A shared token shorter than this is reported by ``django_cloudtasks.W005``...
+MIN_TOKEN_LENGTH = 32
+#: ... and so is one made of fewer different characters (as Django's ``SECRET_KEY``
+#: check does); a random hex token of 32 characters has more.
+MIN_TOKEN_CHARACTERS = 8
 
 
 @checks.register("django_cloudtasks")
@@ -83,6 +93,80 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
                 "CLOUDTASKS['OIDC_SERVICE_ACCOUNT'] (or TASKAPP_OIDC_SERVICE_ACCOUNT) with "
                 "OIDC_AUDIENCE or BASE_URL.",
                 id="django_cloudtasks.W001",
+            )
+        )
+    return messages
+
+
+@checks.register("django_cloudtasks", deploy=True)
+def check_deployment(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """Warn about settings meant for development, with ``manage.py check --deploy``.
+
+    * ``django_cloudtasks.W002``: ``EMULATOR_HOST`` is set: tasks go to an emulator.
+    * ``django_cloudtasks.W003``: OIDC is used and ``OIDC_CERTS_URL`` is not Google's.
+    * ``django_cloudtasks.W004``: OIDC is used and ``OIDC_ISSUERS`` trusts an issuer
+      other than Google's, or one without https.
+    * ``django_cloudtasks.W005``: the shared ``AUTH_TOKEN`` is shorter than
+      :data:`MIN_TOKEN_LENGTH` characters or made of fewer than
+      :data:`MIN_TOKEN_CHARACTERS` different ones.
+    * ``django_cloudtasks.W006``: the ``eager`` or ``memory`` transport (for
+      development and tests; ``TASKAPP_DEBUG_MODE`` selects ``eager``) is configured.
+    """
+    messages: list[checks.CheckMessage] = []
+    if conf.EMULATOR_HOST:
+        messages.append(
+            checks.Warning(
+                f"CLOUDTASKS['EMULATOR_HOST'] is {conf.EMULATOR_HOST!r}: tasks are sent to a "
+                "Cloud Tasks emulator, not to Google.",
+                hint="Unset EMULATOR_HOST (and the CLOUDTASKS_EMULATOR_HOST environment "
+                "variable) in production.",
+                id="django_cloudtasks.W002",
+            )
+        )
+    if any(oidc_configured(scope) for scope in SCOPES):
+        certs_url = str(conf.OIDC_CERTS_URL or "")
+        if certs_url != GOOGLE_CERTS_URL:
+            messages.append(
+                checks.Warning(
+                    f"CLOUDTASKS['OIDC_CERTS_URL'] is {certs_url!r}: OIDC tokens are "
+                    "verified against keys that are not Google's.",
+                    hint=f"Leave OIDC_CERTS_URL unset for Google's {GOOGLE_CERTS_URL}.",
+                    id="django_cloudtasks.W003",
+                )
+            )
+        untrusted = [i for i in oidc_issuers() if i not in GOOGLE_ISSUERS]
+        if untrusted:
+            plain = [i for i in untrusted if not i.startswith("https://")]
+            detail = f" ({', '.join(map(repr, plain))} without https)" if plain else ""
+            messages.append(
+                checks.Warning(
+                    f"CLOUDTASKS['OIDC_ISSUERS'] trusts {', '.join(map(repr, untrusted))}"
+                    f"{detail}, besides Google's issuers.",
+                    hint="Leave OIDC_ISSUERS unset for Google's "
+                    "(https://accounts.google.com, accounts.google.com).",
+                    id="django_cloudtasks.W004",
+                )
+            )
+    token = str(conf.AUTH_TOKEN or "")
+    if token and (len(token) < MIN_TOKEN_LENGTH or len(set(token)) < MIN_TOKEN_CHARACTERS):
+        messages.append(
+            checks.Warning(
+                "CLOUDTASKS['AUTH_TOKEN'] is short or easy to guess: it should have at least "
+                f"{MIN_TOKEN_LENGTH} characters, of at least {MIN_TOKEN_CHARACTERS} "
+                "different ones.",
+                hint='Generate one with: python -c "import secrets; '
+                'print(secrets.token_urlsafe(32))", or use OIDC tokens instead.',
+                id="django_cloudtasks.W005",
+            )
+        )
+    if conf.TRANSPORT in ("eager", "memory"):
+        messages.append(
+            checks.Warning(
+                f"CLOUDTASKS['TRANSPORT'] is {conf.TRANSPORT!r}, a transport for development "
+                "and tests: nothing goes to Cloud Tasks.",
+                hint="Set CLOUDTASKS['TRANSPORT'] to 'cloudtasks' and unset "
+                "TASKAPP_TRANSPORT and TASKAPP_DEBUG_MODE in production.",
+                id="django_cloudtasks.W006",
             )
         )
     return messages
