@@ -27,6 +27,7 @@ import hmac
 import http.client
 import json
 import logging
+import math
 import re
 import string
 import threading
@@ -183,7 +184,8 @@ def authenticate(request: HttpRequest, scope: str = "run") -> Verdict:
             False,
             403,
             "authentication is not configured: set CLOUDTASKS['AUTH_TOKEN'] or "
-            "CLOUDTASKS['OIDC_SERVICE_ACCOUNT']",
+            "CLOUDTASKS['OIDC_SERVICE_ACCOUNT']"
+            + (f" (or OIDC_SCOPES[{scope!r}])" if scope in (conf.OIDC_SCOPES or {}) else ""),
         )
     header = request.headers.get("Authorization", "")
     auth_scheme, _, token = header.partition(" ")
@@ -392,7 +394,7 @@ class CertificateCache:
         now = self.clock()
         if now >= entry.expires:
             return True
-        return unknown_key and now - self._attempts[url] >= UNKNOWN_KEY_REFRESH
+        return unknown_key and now - self._attempts.get(url, -math.inf) >= UNKNOWN_KEY_REFRESH
 
     def _refresh(self, url: str, unknown_key: bool) -> dict[str, str]:
         """Fetch under the lock, unless the request that held it already did."""

@@ -543,6 +543,7 @@ def test_a_scope_without_accounts_accepts_no_oidc_token(client, oidc, minter, se
 
     assert response.status_code == 403
     assert "not configured" in response.json()["error"]
+    assert "OIDC_SCOPES['revoke']" in response.json()["error"]
     assert call_endpoint(client, "run", first, minter.mint(AUDIENCE, EMAIL)).status_code == 200
 
 
