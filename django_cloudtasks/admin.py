@@ -3,12 +3,15 @@
 Both models are read-only here (the engine owns every state change). What an operator
 may do goes through actions and buttons on the detail pages: revoke workflows or
 nodes, and retry a failed node so that its workflow continues from there. Those need
-the model's *change* permission; looking needs *view*.
+the model's *change* permission; looking needs *view*. Each revoke and retry is
+recorded in the admin's history (a ``LogEntry`` naming the user) and logged on
+``django_cloudtasks.admin``.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from datetime import datetime
 from typing import Any
@@ -41,6 +44,8 @@ from django_cloudtasks.constants import READY_STATES, NodeKind, State, WorkflowS
 from django_cloudtasks.exceptions import NodeNotFound
 from django_cloudtasks.models import Node, Workflow, id_prefix_range
 from django_cloudtasks.recovery import RetryRefused, retry_node
+
+logger = logging.getLogger("django_cloudtasks.admin")
 
 #: How many nodes the workflow page lists inline; the node list has them all.
 INLINE_NODES = 200
@@ -231,6 +236,15 @@ class _OperatedAdmin(admin.ModelAdmin):
         if obj is None:
             raise Http404(f"no {self.model._meta.verbose_name} has the id {object_id}")
         return obj
+
+    def _audit(self, request: HttpRequest, obj: Workflow | Node, message: str) -> None:
+        """Record what the user did to ``obj``: a ``LogEntry`` and a log line, both naming them."""
+        self.log_change(request, obj, message)
+        user = request.user.get_username()
+        ids = {"workflow_id": str(obj.workflow_id if isinstance(obj, Node) else obj.pk)}
+        if isinstance(obj, Node):
+            ids["node_id"] = str(obj.pk)
+        logger.info("%s (by %s in the admin)", message, user, extra={**ids, "user": user})
 
     def _back_to(self, obj: Any) -> HttpResponseRedirect:
         return HttpResponseRedirect(_change_url(self.admin_site, self.model, obj.pk))
@@ -554,7 +568,10 @@ class WorkflowAdmin(_OperatedAdmin):
             return HttpResponseNotAllowed(["POST"])
         workflow = self._operated_object(request, object_id)
         revoked = engine.revoke_workflow(workflow.pk)
-        self.message_user(request, f"Revoked the workflow ({len(revoked)} unfinished nodes).")
+        text = f"Revoked the workflow ({len(revoked)} unfinished nodes)."
+        if revoked:
+            self._audit(request, workflow, text)
+        self.message_user(request, text)
         return self._back_to(workflow)
 
     # actions
@@ -563,10 +580,17 @@ class WorkflowAdmin(_OperatedAdmin):
     def revoke_workflows(self, request: HttpRequest, queryset: QuerySet[Workflow]) -> None:
         """Revoke every unfinished node of each selected unfinished workflow."""
         unfinished = list(
-            queryset.filter(status=WorkflowStatus.PENDING).values_list("pk", flat=True)
+            queryset.filter(status=WorkflowStatus.PENDING).only("id", "name", "status")
         )
         skipped = queryset.count() - len(unfinished)
-        nodes = sum(len(engine.revoke_workflow(pk)) for pk in unfinished)
+        nodes = 0
+        for workflow in unfinished:
+            revoked = engine.revoke_workflow(workflow.pk)
+            if revoked:
+                self._audit(
+                    request, workflow, f"Revoked the workflow ({len(revoked)} unfinished nodes)."
+                )
+            nodes += len(revoked)
         text = f"Revoked {len(unfinished)} workflow(s) ({nodes} unfinished nodes)."
         if skipped:
             text += f" {skipped} already finished workflow(s) left as they were."
@@ -773,6 +797,7 @@ class NodeAdmin(_OperatedAdmin):
         node = self._operated_object(request, object_id)
         revoked = engine.revoke_node(node.pk)
         if revoked:
+            self._audit(request, node, _revoked_message(revoked))
             self.message_user(request, f"Revoked {len(revoked)} node(s), downstream included.")
         else:
             self.message_user(request, "The node had already finished.", messages.WARNING)
@@ -783,7 +808,7 @@ class NodeAdmin(_OperatedAdmin):
         if request.method != "POST":
             return HttpResponseNotAllowed(["POST"])
         node = self._operated_object(request, object_id)
-        self._retry(request, [node.pk])
+        self._retry(request, [node])
         return self._back_to(node)
 
     # actions
@@ -793,14 +818,17 @@ class NodeAdmin(_OperatedAdmin):
     )
     def revoke_nodes(self, request: HttpRequest, queryset: QuerySet[Node]) -> None:
         """Revoke each selected unfinished node and everything downstream of it."""
-        selected = list(queryset.values_list("pk", "state"))
-        unfinished = [pk for pk, state in selected if state not in READY_STATES]
+        selected = list(queryset.only("id", "workflow_id", "task_name", "kind", "state"))
+        unfinished = [node for node in selected if node.state not in READY_STATES]
         revoked: set[str] = set()
-        for pk in unfinished:
-            revoked.update(engine.revoke_node(pk))
+        for node in unfinished:
+            ids = engine.revoke_node(node.pk)
+            if ids:
+                self._audit(request, node, _revoked_message(ids))
+            revoked.update(ids)
         text = (
             f"Revoked {len(revoked)} node(s): {len(unfinished)} selected, "
-            f"{len(revoked - {str(pk) for pk in unfinished})} downstream."
+            f"{len(revoked - {str(node.pk) for node in unfinished})} downstream."
         )
         if len(selected) > len(unfinished):
             text += f" {len(selected) - len(unfinished)} selected node(s) had already finished."
@@ -810,16 +838,26 @@ class NodeAdmin(_OperatedAdmin):
     def retry_nodes(self, request: HttpRequest, queryset: QuerySet[Node]) -> None:
         """Run each selected failed node again; its workflow continues from there."""
         self._retry(
-            request, list(queryset.order_by("workflow", "index").values_list("pk", flat=True))
+            request,
+            list(
+                queryset.order_by("workflow", "index").only(
+                    "id", "workflow_id", "task_name", "kind", "state"
+                )
+            ),
         )
 
-    def _retry(self, request: HttpRequest, pks: list[Any]) -> None:
-        for pk in pks:
+    def _retry(self, request: HttpRequest, nodes: list[Node]) -> None:
+        for node in nodes:
             try:
-                report = retry_node(pk)
+                report = retry_node(node.pk)
             except (RetryRefused, NodeNotFound) as exc:
                 self.message_user(request, f"Not retried: {exc}.", messages.WARNING)
                 continue
+            self._audit(
+                request,
+                node,
+                f"Retried the node ({len(report.reset)} downstream node(s) waiting on it again).",
+            )
             text = f"Retrying node #{report.index} ({report.task_name})"
             if report.reset:
                 text += f"; {len(report.reset)} downstream node(s) are waiting on it again"
@@ -830,3 +868,7 @@ class NodeAdmin(_OperatedAdmin):
                 verb = "is" if len(report.blocked_by) == 1 else "are"
                 text += f"; the workflow stays failed until {blockers} {verb} retried too."
             self.message_user(request, text, messages.SUCCESS)
+
+
+def _revoked_message(revoked: list[str]) -> str:
+    return f"Revoked {len(revoked)} node(s), downstream included."

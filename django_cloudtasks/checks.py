@@ -2,12 +2,31 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from django.core import checks
 
-from django_cloudtasks.auth import is_configured, oidc_audience, oidc_issuers
-from django_cloudtasks.conf import TRANSPORTS, conf
+from django_cloudtasks.auth import (
+    SCOPE_KEYS,
+    SCOPES,
+    is_configured,
+    oidc_audience,
+    oidc_configured,
+    oidc_issuers,
+    oidc_scope,
+)
+from django_cloudtasks.conf import DEFAULTS, TRANSPORTS, conf
+
+#: Where Google publishes the certificates of its ID tokens (PEM, as the cache reads them).
+GOOGLE_CERTS_URL = DEFAULTS["OIDC_CERTS_URL"][1]
+#: The ``iss`` values of Google's ID tokens.
+GOOGLE_ISSUERS = frozenset(DEFAULTS["OIDC_ISSUERS"][1])
+#: A shared token shorter than this is reported by ``django_cloudtasks.W005``...
+MIN_TOKEN_LENGTH = 32
+#: ... and so is one made of fewer different characters (as Django's ``SECRET_KEY``
+#: check does); a random hex token of 32 characters has more.
+MIN_TOKEN_CHARACTERS = 8
 
 
 @checks.register("django_cloudtasks")
@@ -22,6 +41,12 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
       (neither ``OIDC_AUDIENCE`` nor ``BASE_URL``): OIDC tokens cannot be verified.
     * ``django_cloudtasks.E005``: ``OIDC_CERTS_URL`` is not an http(s) URL.
     * ``django_cloudtasks.E006``: ``OIDC_ISSUERS`` is empty.
+    * ``django_cloudtasks.E007``: ``OIDC_SCOPES`` is not a dict of endpoint families
+      (``run``, ``sweep``, ``revoke``) to dicts of ``service_accounts`` and
+      ``audiences``, each a list of non-empty strings.
+    * ``django_cloudtasks.E008``: ``OIDC_SCOPES["run"]`` refuses the tokens the Cloud
+      Tasks transport asks for (``OIDC_SERVICE_ACCOUNT`` with ``OIDC_AUDIENCE`` or
+      ``BASE_URL``): every delivery would be refused.
     * ``django_cloudtasks.W001``: no way to authenticate requests (neither
       ``AUTH_TOKEN`` nor a usable OIDC configuration); every request to the endpoints
       is refused.
@@ -58,6 +83,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
             )
         )
     messages += _check_oidc()
+    messages += _check_scopes()
     if not is_configured():
         messages.append(
             checks.Warning(
@@ -72,12 +98,86 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
     return messages
 
 
+@checks.register("django_cloudtasks", deploy=True)
+def check_deployment(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """Warn about settings meant for development, with ``manage.py check --deploy``.
+
+    * ``django_cloudtasks.W002``: ``EMULATOR_HOST`` is set: tasks go to an emulator.
+    * ``django_cloudtasks.W003``: OIDC is used and ``OIDC_CERTS_URL`` is not Google's.
+    * ``django_cloudtasks.W004``: OIDC is used and ``OIDC_ISSUERS`` trusts an issuer
+      other than Google's, or one without https.
+    * ``django_cloudtasks.W005``: the shared ``AUTH_TOKEN`` is shorter than
+      :data:`MIN_TOKEN_LENGTH` characters or made of fewer than
+      :data:`MIN_TOKEN_CHARACTERS` different ones.
+    * ``django_cloudtasks.W006``: the ``eager`` or ``memory`` transport (for
+      development and tests; ``TASKAPP_DEBUG_MODE`` selects ``eager``) is configured.
+    """
+    messages: list[checks.CheckMessage] = []
+    if conf.EMULATOR_HOST:
+        messages.append(
+            checks.Warning(
+                f"CLOUDTASKS['EMULATOR_HOST'] is {conf.EMULATOR_HOST!r}: tasks are sent to a "
+                "Cloud Tasks emulator, not to Google.",
+                hint="Unset EMULATOR_HOST (and the CLOUDTASKS_EMULATOR_HOST environment "
+                "variable) in production.",
+                id="django_cloudtasks.W002",
+            )
+        )
+    if any(oidc_configured(scope) for scope in SCOPES):
+        certs_url = str(conf.OIDC_CERTS_URL or "")
+        if certs_url != GOOGLE_CERTS_URL:
+            messages.append(
+                checks.Warning(
+                    f"CLOUDTASKS['OIDC_CERTS_URL'] is {certs_url!r}: OIDC tokens are "
+                    "verified against keys that are not Google's.",
+                    hint=f"Leave OIDC_CERTS_URL unset for Google's {GOOGLE_CERTS_URL}.",
+                    id="django_cloudtasks.W003",
+                )
+            )
+        untrusted = [i for i in oidc_issuers() if i not in GOOGLE_ISSUERS]
+        if untrusted:
+            plain = [i for i in untrusted if not i.startswith("https://")]
+            detail = f" ({', '.join(map(repr, plain))} without https)" if plain else ""
+            messages.append(
+                checks.Warning(
+                    f"CLOUDTASKS['OIDC_ISSUERS'] trusts {', '.join(map(repr, untrusted))}"
+                    f"{detail}, besides Google's issuers.",
+                    hint="Leave OIDC_ISSUERS unset for Google's "
+                    "(https://accounts.google.com, accounts.google.com).",
+                    id="django_cloudtasks.W004",
+                )
+            )
+    token = str(conf.AUTH_TOKEN or "")
+    if token and (len(token) < MIN_TOKEN_LENGTH or len(set(token)) < MIN_TOKEN_CHARACTERS):
+        messages.append(
+            checks.Warning(
+                "CLOUDTASKS['AUTH_TOKEN'] is short or easy to guess: it should have at least "
+                f"{MIN_TOKEN_LENGTH} characters, of at least {MIN_TOKEN_CHARACTERS} "
+                "different ones.",
+                hint='Generate one with: python -c "import secrets; '
+                'print(secrets.token_urlsafe(32))", or use OIDC tokens instead.',
+                id="django_cloudtasks.W005",
+            )
+        )
+    if conf.TRANSPORT in ("eager", "memory"):
+        messages.append(
+            checks.Warning(
+                f"CLOUDTASKS['TRANSPORT'] is {conf.TRANSPORT!r}, a transport for development "
+                "and tests: nothing goes to Cloud Tasks.",
+                hint="Set CLOUDTASKS['TRANSPORT'] to 'cloudtasks' and unset "
+                "TASKAPP_TRANSPORT and TASKAPP_DEBUG_MODE in production.",
+                id="django_cloudtasks.W006",
+            )
+        )
+    return messages
+
+
 def _check_oidc() -> list[checks.CheckMessage]:
     account = conf.OIDC_SERVICE_ACCOUNT
-    if not account:
+    if not account and not any(oidc_configured(scope) for scope in SCOPES):
         return []
     messages: list[checks.CheckMessage] = []
-    if not oidc_audience():
+    if account and not oidc_audience():
         messages.append(
             checks.Error(
                 f"OIDC_SERVICE_ACCOUNT is {account!r} but no audience is set, so OIDC "
@@ -108,3 +208,70 @@ def _check_oidc() -> list[checks.CheckMessage]:
             )
         )
     return messages
+
+
+def _check_scopes() -> list[checks.CheckMessage]:
+    scopes = conf.OIDC_SCOPES
+    if not scopes:
+        return []
+    problems = list(_scope_problems(scopes))
+    messages: list[checks.CheckMessage] = [
+        checks.Error(
+            f"CLOUDTASKS['OIDC_SCOPES']{problem}.",
+            hint='Use {"run": {"service_accounts": ["tasks@PROJECT.iam.gserviceaccount.com"], '
+            '"audiences": ["https://app.example.com"]}, "sweep": {...}, "revoke": {...}}; '
+            "a family or key left out accepts OIDC_SERVICE_ACCOUNT and OIDC_AUDIENCE (or "
+            "BASE_URL).",
+            id="django_cloudtasks.E007",
+        )
+        for problem in problems
+    ]
+    account, audience = conf.OIDC_SERVICE_ACCOUNT, oidc_audience()
+    run = oidc_scope("run")
+    if not problems and account and audience and conf.TRANSPORT == "cloudtasks":
+        refused = []
+        if str(account).lower() not in {a.lower() for a in run.service_accounts}:
+            refused.append(f"OIDC_SERVICE_ACCOUNT ({account!r})")
+        if audience not in run.audiences:
+            refused.append(f"the audience {audience!r}")
+        if refused:
+            messages.append(
+                checks.Error(
+                    "CLOUDTASKS['OIDC_SCOPES']['run'] does not accept "
+                    + " or ".join(refused)
+                    + ", which the Cloud Tasks transport puts in its tokens: every "
+                    "delivery would be refused.",
+                    hint="Add them to OIDC_SCOPES['run'], or leave those keys out.",
+                    id="django_cloudtasks.E008",
+                )
+            )
+    return messages
+
+
+def _scope_problems(scopes: Any) -> list[str]:
+    """What is wrong with the shape of ``OIDC_SCOPES``, one phrase per problem."""
+    if not isinstance(scopes, Mapping):
+        return [f" is {type(scopes).__name__}, not a dict of endpoint families"]
+    problems = []
+    for scope, entry in scopes.items():
+        where = f"[{scope!r}]"
+        if scope not in SCOPES:
+            problems.append(
+                f" names {scope!r}, not an endpoint family (one of {', '.join(SCOPES)}; "
+                "'run' covers run and tracker)"
+            )
+        elif not isinstance(entry, Mapping):
+            problems.append(f"{where} is {type(entry).__name__}, not a dict")
+        else:
+            for key, value in entry.items():
+                if key not in SCOPE_KEYS:
+                    problems.append(
+                        f"{where} has the key {key!r}; known keys: {', '.join(SCOPE_KEYS)}"
+                    )
+                elif not isinstance(value, list | tuple) or not all(
+                    isinstance(v, str) and v.strip() for v in value
+                ):
+                    problems.append(
+                        f"{where}[{key!r}] is {value!r}, not a list of non-empty strings"
+                    )
+    return problems

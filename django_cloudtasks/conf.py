@@ -22,6 +22,7 @@ DEFAULTS: dict[str, tuple[str | None, Any]] = {
     "OIDC_AUDIENCE": ("TASKAPP_OIDC_AUDIENCE", None),
     "OIDC_CERTS_URL": (None, "https://www.googleapis.com/oauth2/v1/certs"),
     "OIDC_ISSUERS": (None, ("https://accounts.google.com", "accounts.google.com")),
+    "OIDC_SCOPES": (None, {}),
     "DISPATCH_DEADLINE": (None, 600),
     "SWEEP_GRACE": (None, 300),
     "INLINE_SECONDS": (None, 0),

@@ -256,7 +256,7 @@ def _run(node: Node, headers: Mapping[str, str], inline: _Inline | None = None) 
             value = task.__wrapped__(context, *args, **kwargs)
         else:
             value = task.__wrapped__(*args, **kwargs)
-        json.dumps(value)
+        _check_result(value)
     except Retry as retry:
         return _retry_or_fail(node, task, retry, retry.exc or retry, attempt, explicit=True)
     except Exception as exc:
@@ -318,6 +318,14 @@ def _take_inline(
 
 def _is_json_error(exc: TypeError) -> bool:
     return "JSON serializable" in str(exc)
+
+
+def _check_result(value: Any) -> None:
+    """Refuse a return value the database cannot store: not JSON, NaN or an infinity."""
+    try:
+        json.dumps(value, allow_nan=False)
+    except ValueError as exc:  # NaN, an infinity, a reference cycle
+        raise TypeError(f"the return value is not JSON serializable: {exc}") from None
 
 
 def _call_arguments(node: Node, task: Task) -> tuple[list[Any], dict[str, Any]]:

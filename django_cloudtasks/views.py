@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import uuid
 from collections.abc import Callable
 from functools import wraps
@@ -29,6 +30,9 @@ logger = logging.getLogger("django_cloudtasks.views")
 #: re-encoded recursively, so a deeper one could exhaust the stack).
 MAX_JSON_DEPTH = 100
 
+#: The largest ``retry`` a delivery may carry: the range of the node's counter column.
+MAX_RETRY = 2_147_483_647
+
 #: Request headers never handed to task code (``self.request.headers``).
 _PRIVATE_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization"})
 
@@ -37,13 +41,15 @@ def _error(status: int, message: str) -> JsonResponse:
     return JsonResponse({"error": message}, status=status)
 
 
-def endpoint(*methods: str) -> Callable[[Callable[..., JsonResponse]], Callable[..., JsonResponse]]:
+def endpoint(
+    *methods: str, scope: str
+) -> Callable[[Callable[..., JsonResponse]], Callable[..., JsonResponse]]:
     """Make ``view`` an endpoint: only ``methods``, authenticated, CSRF-exempt, non-atomic.
 
-    Other methods get a JSON 405; requests without valid credentials the 401 or 403
-    of :func:`~django_cloudtasks.auth.authenticate`. The view never runs inside
-    ``ATOMIC_REQUESTS``: a delivery must commit its claim before the task runs and run
-    the task outside any transaction.
+    Other methods get a JSON 405; requests without valid credentials for the endpoint
+    family ``scope`` the 401 or 403 of :func:`~django_cloudtasks.auth.authenticate`.
+    The view never runs inside ``ATOMIC_REQUESTS``: a delivery must commit its claim
+    before the task runs and run the task outside any transaction.
     """
 
     def decorate(view: Callable[..., JsonResponse]) -> Callable[..., JsonResponse]:
@@ -53,7 +59,7 @@ def endpoint(*methods: str) -> Callable[[Callable[..., JsonResponse]], Callable[
                 response = _error(405, f"method {request.method} is not allowed here")
                 response["Allow"] = ", ".join(methods)
                 return response
-            verdict = authenticate(request)
+            verdict = authenticate(request, scope)
             if not verdict.ok:
                 response = _error(verdict.status, verdict.message)
                 if verdict.status == 401:
@@ -101,7 +107,9 @@ def _json_body(request: HttpRequest) -> dict[str, Any]:
     if len(raw) > limit:  # a body without (or with a false) Content-Length
         raise BadRequest(f"body of {len(raw)} bytes is over the limit of {limit}", 413)
     try:
-        body = json.loads(raw or b"null", parse_constant=_refuse_constant)
+        body = json.loads(raw or b"null", parse_constant=_refuse_constant, parse_float=_finite)
+    except NonFinite as exc:
+        raise BadRequest(str(exc)) from None
     except (ValueError, UnicodeDecodeError):
         raise BadRequest("body is not valid JSON") from None
     except RecursionError:
@@ -112,8 +120,25 @@ def _json_body(request: HttpRequest) -> dict[str, Any]:
     return body
 
 
+class NonFinite(ValueError):
+    """A number JSON cannot carry back: NaN, an infinity, or one too large for a float."""
+
+
 def _refuse_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
+    raise NonFinite(f"body contains {name}, which is not JSON and cannot be stored")
+
+
+def _finite(text: str) -> float:
+    """Parse a JSON number with a fraction or exponent, refusing one that overflows.
+
+    ``json.loads`` turns ``1e400`` into ``inf`` without calling ``parse_constant``;
+    stored, it would fail to encode (or encode as ``Infinity``, which is not JSON).
+    """
+    value = float(text)
+    if not math.isfinite(value):
+        shown = text if len(text) <= 40 else text[:37] + "..."
+        raise NonFinite(f"body contains the number {shown}, too large for a float to store")
+    return value
 
 
 def _check_storable(body: Any) -> None:
@@ -121,7 +146,8 @@ def _check_storable(body: Any) -> None:
 
     Raises:
         BadRequest: for nesting deeper than :data:`MAX_JSON_DEPTH`, a NUL character
-            (PostgreSQL refuses it) or an unpaired surrogate (not UTF-8).
+            (PostgreSQL refuses it) or an unpaired surrogate (not UTF-8). Numbers
+            that are not finite never get here: :func:`_finite` refuses them.
     """
     stack: list[tuple[Any, int]] = [(body, 1)]
     while stack:
@@ -153,7 +179,7 @@ def _node_id(value: Any, field: str = "node") -> uuid.UUID:
         raise BadRequest(f"{field!r} must be an id (UUID), got {shown}") from None
 
 
-@endpoint("POST")
+@endpoint("POST", scope="run")
 def run(request: HttpRequest, task_name: str) -> JsonResponse:
     """``POST /cloudtasks/run/<task_name>/`` with ``{"node": <id>, "retry": <n>}``."""
     if task_name not in registry:
@@ -162,8 +188,9 @@ def run(request: HttpRequest, task_name: str) -> JsonResponse:
         body = _json_body(request)
         node_id = _node_id(body.get("node"))
         retry = body.get("retry")
-        if retry is not None and (type(retry) is not int or retry < 0):
-            raise BadRequest(f"'retry' must be a non-negative integer, got {retry!r}")
+        if retry is not None and (type(retry) is not int or not 0 <= retry <= MAX_RETRY):
+            shown = repr(retry) if len(repr(retry)) <= 40 else repr(retry)[:37] + "..."
+            raise BadRequest(f"'retry' must be an integer from 0 to {MAX_RETRY}, got {shown}")
     except BadRequest as exc:
         return _error(exc.status, str(exc))
     headers = {k: v for k, v in request.headers.items() if k.lower() not in _PRIVATE_HEADERS}
@@ -178,7 +205,7 @@ def run(request: HttpRequest, task_name: str) -> JsonResponse:
     return JsonResponse(outcome.as_json(), status=outcome.status)
 
 
-@endpoint("POST")
+@endpoint("POST", scope="run")
 def tracker(request: HttpRequest) -> JsonResponse:
     """``POST /cloudtasks/tracker/``: report the outcome of a node run elsewhere.
 
@@ -205,7 +232,7 @@ def tracker(request: HttpRequest) -> JsonResponse:
     return JsonResponse(outcome.as_json(), status=outcome.status)
 
 
-@endpoint("GET", "POST")
+@endpoint("GET", "POST", scope="revoke")
 def revoke(request: HttpRequest) -> JsonResponse:
     """``GET|POST /cloudtasks/revoke/?task=<node id>`` or ``?chain=<workflow id>``."""
     try:
@@ -240,7 +267,7 @@ def _revoke_params(request: HttpRequest) -> QueryDict:
         raise BadRequest("the form body cannot be parsed") from None
 
 
-@endpoint("POST")
+@endpoint("POST", scope="sweep")
 def sweep(request: HttpRequest) -> JsonResponse:
     """``POST /cloudtasks/sweep/``: the sweeper, for Cloud Scheduler."""
     from django_cloudtasks.dispatch import sweep as run_sweep

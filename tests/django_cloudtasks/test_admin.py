@@ -8,7 +8,9 @@ from types import SimpleNamespace
 from urllib.parse import urlencode
 
 import pytest
+from django.contrib.admin.models import CHANGE, LogEntry
 from django.contrib.auth.models import Permission
+from django.contrib.contenttypes.models import ContentType
 from django.urls import reverse
 
 from django_cloudtasks import chain, chord, dagsvg, task
@@ -303,6 +305,91 @@ def test_a_viewer_without_change_permission_may_look_but_not_act(
     retry = reverse("admin:django_cloudtasks_node_retry", args=[flaky.pk])
     assert client.post(retry).status_code == 403
     assert Node.objects.get(pk=flaky.pk).state == State.FAILURE
+
+
+# -- audit trail ------------------------------------------------------------------------
+
+
+def history(obj) -> list[tuple[str, str, int]]:
+    """The admin history of ``obj``: (user, message, action flag), oldest first."""
+    entries = LogEntry.objects.filter(
+        content_type=ContentType.objects.get_for_model(obj), object_id=str(obj.pk)
+    ).order_by("pk")
+    return [(e.user.get_username(), e.get_change_message(), e.action_flag) for e in entries]
+
+
+def admin_lines(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "django_cloudtasks.admin"]
+
+
+@pytest.fixture
+def operator(client, django_user_model):
+    """A staff user, not a superuser, allowed to operate on workflows and nodes."""
+    user = django_user_model.objects.create_user("operator", password="x", is_staff=True)
+    codenames = ["view_workflow", "view_node", "change_workflow", "change_node"]
+    user.user_permissions.set(Permission.objects.filter(codename__in=codenames))
+    client.force_login(user)
+    return client
+
+
+def test_revoking_a_workflow_is_recorded_in_its_history_with_the_user(operator, memory, caplog):
+    caplog.set_level("INFO", logger="django_cloudtasks.admin")
+    button, action = (add.s(1, 1) | add.s(2)).apply_async(), add.s(3, 3).apply_async()
+    operator.post(reverse("admin:django_cloudtasks_workflow_revoke", args=[button.workflow_id]))
+    run_action(operator, "workflow", "revoke_workflows", [action.workflow_id])
+
+    assert history(Workflow.objects.get(pk=button.workflow_id)) == [
+        ("operator", "Revoked the workflow (2 unfinished nodes).", CHANGE)
+    ]
+    assert history(Workflow.objects.get(pk=action.workflow_id)) == [
+        ("operator", "Revoked the workflow (1 unfinished nodes).", CHANGE)
+    ]
+    lines = admin_lines(caplog)
+    assert lines == [
+        "Revoked the workflow (2 unfinished nodes). (by operator in the admin)",
+        "Revoked the workflow (1 unfinished nodes). (by operator in the admin)",
+    ]
+    record = next(r for r in caplog.records if r.name == "django_cloudtasks.admin")
+    assert (record.user, record.workflow_id) == ("operator", str(button.workflow_id))
+
+
+def test_revoking_a_node_is_recorded_in_its_history_with_the_user(operator, memory, caplog):
+    caplog.set_level("INFO", logger="django_cloudtasks.admin")
+    result = (add.s(1, 1) | add.s(2) | add.s(3)).apply_async()
+    second, third = Node.objects.filter(index__in=[1, 2]).order_by("index")
+    operator.post(reverse("admin:django_cloudtasks_node_revoke", args=[third.pk]))
+    run_action(operator, "node", "revoke_nodes", [second.pk, third.pk])
+
+    assert [message for _, message, _ in history(third)] == [
+        "Revoked 1 node(s), downstream included."
+    ]
+    assert history(second)[0][:2] == ("operator", "Revoked 1 node(s), downstream included.")
+    assert len(admin_lines(caplog)) == 2
+    assert all("by operator" in line for line in admin_lines(caplog))
+    assert Workflow.objects.get(pk=result.workflow_id).status == WorkflowStatus.REVOKED
+
+
+def test_retrying_a_node_is_recorded_in_its_history_with_the_user(
+    operator, memory, failed_chain, caplog
+):
+    caplog.set_level("INFO", logger="django_cloudtasks.admin")
+    flaky = failed_chain.nodes.get(index=1)
+    operator.post(reverse("admin:django_cloudtasks_node_retry", args=[flaky.pk]))
+    memory.drain()  # fails again
+    run_action(operator, "node", "retry_nodes", [flaky.pk])
+
+    message = "Retried the node (1 downstream node(s) waiting on it again)."
+    assert history(flaky) == [("operator", message, CHANGE)] * 2
+    assert admin_lines(caplog) == [f"{message} (by operator in the admin)"] * 2
+
+
+def test_what_was_refused_or_changed_nothing_leaves_no_history(operator, memory, failed_chain):
+    first = failed_chain.nodes.get(index=0)  # SUCCESS: neither revoked nor retried
+    operator.post(reverse("admin:django_cloudtasks_node_revoke", args=[first.pk]))
+    run_action(operator, "node", "retry_nodes", [first.pk])
+    run_action(operator, "workflow", "revoke_workflows", [failed_chain.pk])
+
+    assert not LogEntry.objects.exists()
 
 
 # -- retrying --------------------------------------------------------------------------

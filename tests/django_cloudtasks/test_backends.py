@@ -277,6 +277,14 @@ def test_arguments_that_do_not_fit_are_refused_at_enqueue(cloud, memory):
     assert not Node.objects.exists() and memory.sent == []
 
 
+def test_numbers_json_cannot_carry_are_refused_at_enqueue(cloud, memory):
+    with pytest.raises(TypeError, match=r"args\[1\] .* is inf"):
+        tasks.add.enqueue(1, 1e400)
+    with pytest.raises(TypeError, match=r"kwargs\['y'\] .* is nan"):
+        tasks.add.enqueue(1, y=float("nan"))
+    assert not Node.objects.exists() and memory.sent == []
+
+
 def test_priorities_are_refused(cloud):
     assert not CloudTasksBackend.supports_priority
     with pytest.raises(InvalidTask, match="priority"):

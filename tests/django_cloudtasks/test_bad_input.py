@@ -29,6 +29,7 @@ from django.test import Client
 from canvas import Signature
 from django_cloudtasks import task
 from django_cloudtasks.constants import State, WorkflowStatus
+from django_cloudtasks.manager import CloudChainManager
 from django_cloudtasks.models import Node, Workflow
 from django_cloudtasks.registry import registry
 from tests.django_cloudtasks.test_views import REVOKE, TOKEN, TRACKER, post, run_url, start_chain
@@ -120,12 +121,30 @@ CASES = {
     "tracker: NaN": (
         raw(TRACKER, '{"node": "NODE_ID", "status": "success", "result": NaN}'),
         400,
-        "body is not valid JSON",
+        "body contains NaN, which is not JSON and cannot be stored",
     ),
     "tracker: Infinity": (
         raw(TRACKER, '{"node": "NODE_ID", "status": "success", "result": -Infinity}'),
         400,
-        "body is not valid JSON",
+        "body contains -Infinity, which is not JSON and cannot be stored",
+    ),
+    "tracker: a number that overflows a float": (
+        raw(TRACKER, '{"node": "NODE_ID", "status": "success", "result": 1e400}'),
+        400,
+        "body contains the number 1e400, too large for a float to store",
+    ),
+    "tracker: an overflowing number deep in the result": (
+        raw(TRACKER, '{"node": "NODE_ID", "status": "success", "result": {"a": [1, -2.5E+999]}}'),
+        400,
+        "body contains the number -2.5E+999, too large for a float to store",
+    ),
+    "tracker: an overflowing number in an error": (
+        raw(
+            TRACKER,
+            '{"node": "NODE_ID", "status": "failure", "error": {"message": "x", "code": 9e999}}',
+        ),
+        400,
+        "body contains the number 9e999, too large for a float to store",
     ),
     "tracker: NUL in the result": (
         raw(TRACKER, '{"node": "NODE_ID", "status": "success", "result": "a\\u0000b"}'),
@@ -176,6 +195,26 @@ CASES = {
         "body is not valid JSON",
     ),
     # run bodies
+    "run: an overflowing number": (
+        raw(run_url("add"), '{"node": "NODE_ID", "extra": 1e400}'),
+        400,
+        "body contains the number 1e400, too large for a float to store",
+    ),
+    "run: a retry beyond the counter's range": (
+        raw(run_url("add"), '{"node": "NODE_ID", "retry": ' + str(2**70) + "}"),
+        400,
+        "'retry' must be an integer from 0 to 2147483647, got 1180591620717411303424",
+    ),
+    "run: a retry one past the counter's range": (
+        raw(run_url("add"), '{"node": "NODE_ID", "retry": 2147483648}'),
+        400,
+        "'retry' must be an integer from 0 to 2147483647, got 2147483648",
+    ),
+    "run: a retry too long to echo": (
+        raw(run_url("add"), '{"node": "NODE_ID", "retry": ' + "9" * 60 + "}"),
+        400,
+        "'retry' must be an integer from 0 to 2147483647, got " + "9" * 37 + "...",
+    ),
     "run: nested past the parser's recursion limit": (
         raw(run_url("add"), nested(LIMIT // 2).encode()),
         400,
@@ -351,6 +390,26 @@ class Opaque:
 def test_arguments_that_are_not_json_are_a_type_error_when_the_signature_is_built(
     memory, build, message
 ):
+    with pytest.raises(TypeError, match=message):
+        build()
+    assert Node.objects.count() == 0
+    assert memory.sent == []
+
+
+@pytest.mark.parametrize(
+    ("build", "message"),
+    [
+        (lambda: add.delay(1e400, 1), r"args\[0\] of 'add' is inf, which JSON cannot represent"),
+        (lambda: add.apply_async(args=[1], kwargs={"y": float("nan")}), r"kwargs\['y'\].*nan"),
+        (lambda: add.delay([1, {"a": -1e400}], 1), r"args\[0\]\[1\]\['a'\] of 'add' is -inf"),
+        (lambda: add.s(1, 2).apply_async(countdown=float("inf")), r"options\['countdown'\]"),
+        (
+            lambda: CloudChainManager().add_task("add", {"x": 1, "y": float("inf")}).run(),
+            r"kwargs\['y'\] of 'add' is inf",
+        ),
+    ],
+)
+def test_numbers_json_cannot_carry_are_refused_when_the_call_is_made(memory, build, message):
     with pytest.raises(TypeError, match=message):
         build()
     assert Node.objects.count() == 0

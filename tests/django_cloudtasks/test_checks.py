@@ -221,3 +221,160 @@ def test_several_problems_are_all_reported():
             "django_cloudtasks.E003",
             "django_cloudtasks.W001",
         ]
+
+
+# -- OIDC_SCOPES -------------------------------------------------------------------------
+
+OTHER = "scheduler@my-project.iam.gserviceaccount.com"
+
+
+def test_well_formed_oidc_scopes_pass():
+    scopes = {
+        "run": {"service_accounts": [ACCOUNT], "audiences": ["https://app-xyz.a.run.app"]},
+        "sweep": {"service_accounts": [OTHER]},
+        "revoke": {"service_accounts": ("ops@my-project.iam.gserviceaccount.com",)},
+    }
+    with configured(OIDC_SERVICE_ACCOUNT=ACCOUNT, OIDC_SCOPES=scopes):
+        assert check_settings() == []
+
+
+def test_a_scope_that_accepts_no_oidc_token_is_allowed():
+    with configured(OIDC_SERVICE_ACCOUNT=ACCOUNT, OIDC_SCOPES={"revoke": {"service_accounts": []}}):
+        assert check_settings() == []
+
+
+@pytest.mark.parametrize(
+    ("scopes", "problem"),
+    [
+        ([("run", {})], "is list, not a dict of endpoint families"),
+        ({"tracker": {}}, "names 'tracker', not an endpoint family"),
+        ({"sweep": [OTHER]}, "['sweep'] is list, not a dict"),
+        ({"sweep": {"service_account": [OTHER]}}, "['sweep'] has the key 'service_account'"),
+        ({"sweep": {"service_accounts": OTHER}}, "is '" + OTHER + "', not a list"),
+        ({"revoke": {"audiences": ["https://a.example.com", ""]}}, "not a list of non-empty"),
+        ({"revoke": {"audiences": [None]}}, "['revoke']['audiences'] is [None]"),
+    ],
+)
+def test_e007_oidc_scopes_of_another_shape(scopes, problem):
+    with configured(OIDC_SERVICE_ACCOUNT=ACCOUNT, OIDC_SCOPES=scopes):
+        messages = check_settings()
+    assert ids(messages) == ["django_cloudtasks.E007"]
+    assert problem in messages[0].msg
+    assert "service_accounts" in messages[0].hint
+
+
+def test_e007_reports_every_problem():
+    scopes = {"tracker": {}, "sweep": {"service_accounts": OTHER, "audience": []}}
+    with configured(OIDC_SERVICE_ACCOUNT=ACCOUNT, OIDC_SCOPES=scopes):
+        assert ids(check_settings()) == ["django_cloudtasks.E007"] * 3
+
+
+@pytest.mark.parametrize(
+    ("run", "refused"),
+    [
+        ({"service_accounts": [OTHER]}, f"OIDC_SERVICE_ACCOUNT ({ACCOUNT!r})"),
+        ({"audiences": ["https://elsewhere.example.com"]}, "'https://app-xyz.a.run.app'"),
+    ],
+)
+def test_e008_a_run_scope_that_refuses_the_tokens_cloud_tasks_sends(run, refused):
+    with configured(OIDC_SERVICE_ACCOUNT=ACCOUNT, OIDC_SCOPES={"run": run}):
+        messages = check_settings()
+    assert ids(messages) == ["django_cloudtasks.E008"]
+    assert refused in messages[0].msg
+
+
+def test_a_scope_alone_makes_the_oidc_settings_checked():
+    scopes = {"revoke": {"service_accounts": [OTHER]}}
+    with configured(OIDC_SCOPES=scopes, OIDC_CERTS_URL="nonsense"):
+        assert ids(check_settings()) == ["django_cloudtasks.E005"]
+
+
+# -- manage.py check --deploy ------------------------------------------------------------
+
+STRONG_TOKEN = "Jx0-4lN2vUq9ZrT7cWm1sEo8bHk3yFd6aPg5"
+
+
+def deploy_checks() -> list:
+    return checks.run_checks(tags=["django_cloudtasks"], include_deployment_checks=True)
+
+
+def test_a_production_configuration_passes_the_deployment_checks():
+    with configured(AUTH_TOKEN=STRONG_TOKEN, OIDC_SERVICE_ACCOUNT=ACCOUNT):
+        assert deploy_checks() == []
+
+
+def test_the_deployment_checks_run_only_with_deploy():
+    with configured(EMULATOR_HOST="localhost:8123", AUTH_TOKEN="short"):
+        assert run_our_checks() == []
+        assert ids(deploy_checks()) == ["django_cloudtasks.W002", "django_cloudtasks.W005"]
+
+
+def test_w002_the_emulator_host_is_set(monkeypatch):
+    monkeypatch.setenv("CLOUDTASKS_EMULATOR_HOST", "127.0.0.1:8123")
+    with configured(AUTH_TOKEN=STRONG_TOKEN):
+        messages = deploy_checks()
+    assert ids(messages) == ["django_cloudtasks.W002"]
+    assert "'127.0.0.1:8123'" in messages[0].msg
+
+
+def test_w003_certificates_that_are_not_googles():
+    url = "http://127.0.0.1:8124/oauth2/v1/certs"
+    with configured(AUTH_TOKEN=STRONG_TOKEN, OIDC_SERVICE_ACCOUNT=ACCOUNT, OIDC_CERTS_URL=url):
+        messages = deploy_checks()
+    assert ids(messages) == ["django_cloudtasks.W003"]
+    assert repr(url) in messages[0].msg
+
+
+@pytest.mark.parametrize(
+    ("issuers", "shown"),
+    [
+        (["https://accounts.google.com", "https://emulator.local"], "'https://emulator.local'"),
+        ("accounts.google.com,http://issuer.example.com", "without https"),
+        (["evil.example.com"], "'evil.example.com'"),
+    ],
+)
+def test_w004_an_extra_or_plain_http_issuer_is_trusted(issuers, shown):
+    with configured(AUTH_TOKEN=STRONG_TOKEN, OIDC_SERVICE_ACCOUNT=ACCOUNT, OIDC_ISSUERS=issuers):
+        messages = deploy_checks()
+    assert ids(messages) == ["django_cloudtasks.W004"]
+    assert shown in messages[0].msg
+
+
+def test_the_oidc_deployment_checks_are_quiet_without_oidc():
+    with configured(
+        AUTH_TOKEN=STRONG_TOKEN, OIDC_CERTS_URL="http://x/certs", OIDC_ISSUERS=["http://x"]
+    ):
+        assert deploy_checks() == []
+
+
+@pytest.mark.parametrize(
+    "token",
+    ["s3cret", "test-token", "x" * 31, "password" * 4, "ab" * 40],
+)
+def test_w005_a_short_or_low_entropy_shared_token(token):
+    with configured(AUTH_TOKEN=token):
+        messages = deploy_checks()
+    assert ids(messages) == ["django_cloudtasks.W005"]
+    assert token not in messages[0].msg
+    assert "secrets.token_urlsafe" in messages[0].hint
+
+
+@pytest.mark.parametrize("token", ["0" * 32, "0123456789abcdef" * 2, STRONG_TOKEN])
+def test_w005_accepts_long_varied_tokens(token):
+    expected = ["django_cloudtasks.W005"] if len(set(token)) < 8 else []
+    with configured(AUTH_TOKEN=token):
+        assert ids(deploy_checks()) == expected
+
+
+@pytest.mark.parametrize("transport", ["eager", "memory"])
+def test_w006_a_transport_for_development(transport):
+    with configured(AUTH_TOKEN=STRONG_TOKEN, TRANSPORT=transport):
+        messages = deploy_checks()
+    assert ids(messages) == ["django_cloudtasks.W006"]
+    assert repr(transport) in messages[0].msg
+
+
+def test_w006_debug_mode_selects_the_eager_transport(monkeypatch):
+    monkeypatch.setenv("TASKAPP_DEBUG_MODE", "1")
+    with configured(AUTH_TOKEN=STRONG_TOKEN, TRANSPORT=None):
+        assert ids(deploy_checks()) == ["django_cloudtasks.W006"]

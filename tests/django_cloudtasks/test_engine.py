@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from django_cloudtasks import chain, chord, group
+from django_cloudtasks import chain, chord, group, task
 from django_cloudtasks.constants import State, WorkflowStatus
 from django_cloudtasks.models import Node
 from django_cloudtasks.transports import get_transport
@@ -133,6 +133,23 @@ def test_a_non_json_result_fails_the_node_with_a_clear_message(transport):
     result = run(not_json.si())
     with pytest.raises(TypeError, match="not JSON serializable"):
         result.get(timeout=5)
+
+
+@task(name="engine_returns_not_finite", autoretry_for=(Exception,), max_retries=3)
+def returns_not_finite(which):
+    """Returns a number JSON cannot carry; retries on any exception."""
+    return {"inf": 1e400, "nan": [float("nan")], "-inf": {"a": -float("inf")}}[which]
+
+
+@pytest.mark.parametrize("which", ["inf", "nan", "-inf"])
+def test_a_result_json_cannot_store_fails_the_node_for_good(transport, which):
+    result = run(returns_not_finite.si(which) | add.s(1))
+
+    with pytest.raises(TypeError, match="Out of range float values are not JSON compliant"):
+        result.get(timeout=5)
+    first = Node.objects.get(index=0)
+    assert (first.state, first.attempts, first.result) == (State.FAILURE, 1, None)
+    assert Node.objects.get(index=1).state == State.FAILURE
 
 
 def test_arguments_that_cannot_bind_are_refused_at_apply_async(memory):

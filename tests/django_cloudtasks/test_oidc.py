@@ -179,6 +179,30 @@ BAD_TOKENS = {
         "not the configured service account",
     ),
     "email empty": (lambda m: m.mint(AUDIENCE, ""), "not the configured service account"),
+    "email with a Kelvin sign for k": (
+        lambda m: m.mint(AUDIENCE, EMAIL.replace("k", "\u212a")),
+        "not the configured service account",
+    ),
+    "email with a dotless i": (
+        lambda m: m.mint(AUDIENCE, EMAIL.upper().replace("I", "\u0131")),
+        "not the configured service account",
+    ),
+    "not valid before an hour from now": (
+        lambda m: m.mint(AUDIENCE, EMAIL, nbf=int(time.time()) + 3600),
+        "before its not-before time",
+    ),
+    "not-before that is not a number": (
+        lambda m: m.mint(AUDIENCE, EMAIL, nbf="soon"),
+        "malformed claims",
+    ),
+    "valid for two hours": (
+        lambda m: m.mint(AUDIENCE, EMAIL, exp=int(time.time()) + 7200),
+        "token lifetime over 3600 seconds",
+    ),
+    "valid for a day, issued a day ago": (
+        lambda m: m.mint(AUDIENCE, EMAIL, iat=int(time.time()) - 86_000),
+        "token lifetime over 3600 seconds",
+    ),
     "unverified email": (
         lambda m: m.mint(AUDIENCE, EMAIL, email_verified=False),
         "not verified",
@@ -248,6 +272,27 @@ def test_the_email_claim_is_compared_without_regard_to_case(client, oidc, minter
     start_chain(oidc)
 
     token = minter.mint(AUDIENCE, EMAIL.upper())
+    response = post(client, run_url("add"), oidc.sent[0].body(), bearer(token))
+
+    assert response.status_code == 200
+
+
+LIFETIME = auth.MAX_TOKEN_LIFETIME + auth.CLOCK_SKEW
+
+
+@pytest.mark.parametrize(
+    "claims",
+    [
+        lambda now: {"nbf": now},
+        lambda now: {"nbf": now + auth.CLOCK_SKEW - 2},
+        lambda now: {"iat": now, "exp": now + LIFETIME},
+    ],
+    ids=["nbf now", "nbf within the clock skew", "lifetime of an hour and the skew"],
+)
+def test_tokens_within_the_time_allowances_are_accepted(client, oidc, minter, claims):
+    start_chain(oidc)
+    token = minter.mint(AUDIENCE, EMAIL, **claims(int(time.time())))
+
     response = post(client, run_url("add"), oidc.sent[0].body(), bearer(token))
 
     assert response.status_code == 200
@@ -404,6 +449,133 @@ def test_a_shared_token_shaped_like_a_jwt_still_works_under_oidc(client, oidc, s
     assert response.status_code == 200
 
 
+# -- scoped credentials (OIDC_SCOPES) ----------------------------------------------------
+
+SCHEDULER = "scheduler@test-project.iam.gserviceaccount.com"
+OPERATOR = "ops@test-project.iam.gserviceaccount.com"
+OPS_AUDIENCE = "https://ops.example.com"
+
+
+def call_endpoint(client, endpoint: str, first: Node, token: str):
+    """One request to ``endpoint`` (run, tracker, sweep or revoke) with ``token``."""
+    headers = bearer(token)
+    if endpoint == "run":
+        body = {"node": str(first.pk), "workflow": str(first.workflow_id)}
+        return post(client, run_url("add"), body, headers)
+    if endpoint == "tracker":
+        return post(
+            client, TRACKER, {"node": str(first.pk), "status": "success", "result": 3}, headers
+        )
+    if endpoint == "sweep":
+        return client.post("/cloudtasks/sweep/", headers=headers)
+    return client.get(f"{REVOKE}?task={second_of(first).pk}", headers=headers)
+
+
+@pytest.fixture
+def scoped(settings, oidc):
+    """Cloud Tasks' account for run and tracker, the scheduler's for sweep, an operator's
+    (with its own audience) for revoke."""
+    return use(
+        settings,
+        OIDC_SCOPES={
+            "sweep": {"service_accounts": [SCHEDULER]},
+            "revoke": {"service_accounts": [OPERATOR], "audiences": [OPS_AUDIENCE]},
+        },
+    )
+
+
+TOKENS_BY_FAMILY = {
+    "cloud tasks": (EMAIL, AUDIENCE, {"run", "tracker"}),
+    "scheduler": (SCHEDULER, AUDIENCE, {"sweep"}),
+    "operator": (OPERATOR, OPS_AUDIENCE, {"revoke"}),
+    "operator for the run audience": (OPERATOR, AUDIENCE, set()),
+}
+
+
+@pytest.mark.parametrize("endpoint", ["run", "tracker", "sweep", "revoke"])
+@pytest.mark.parametrize(
+    ("email", "audience", "opens"), TOKENS_BY_FAMILY.values(), ids=TOKENS_BY_FAMILY.keys()
+)
+def test_each_endpoint_family_accepts_only_its_own_accounts(
+    client, scoped, minter, endpoint, email, audience, opens
+):
+    first = start_chain(scoped)
+
+    response = call_endpoint(client, endpoint, first, minter.mint(audience, email))
+
+    if endpoint in opens:
+        assert response.status_code == 200, response.content
+    else:
+        assert response.status_code == 403
+        assert response.json()["error"].startswith("invalid OIDC token: ")
+        assert_nothing_ran(first, scoped)
+
+
+def test_a_token_cloud_tasks_sent_to_run_is_refused_by_revoke(client, scoped, minter):
+    first = start_chain(scoped)
+    token = minter.mint(AUDIENCE, EMAIL)
+    assert call_endpoint(client, "run", first, token).status_code == 200
+
+    response = call_endpoint(client, "revoke", first, token)
+
+    assert response.status_code == 403
+    assert response.json()["error"] == "invalid OIDC token: wrong audience"
+    assert second_of(first).state == State.QUEUED
+
+
+def test_a_scope_may_accept_several_accounts(client, oidc, minter, settings):
+    oidc = use(settings, OIDC_SCOPES={"revoke": {"service_accounts": [OPERATOR, SCHEDULER]}})
+    first = start_chain(oidc)
+
+    answers = [
+        call_endpoint(client, "revoke", first, minter.mint(AUDIENCE, who)).status_code
+        for who in (OPERATOR, SCHEDULER, EMAIL)
+    ]
+
+    assert answers == [200, 200, 403]
+
+
+def test_a_scope_without_accounts_accepts_no_oidc_token(client, oidc, minter, settings):
+    oidc = use(settings, OIDC_SCOPES={"revoke": {"service_accounts": []}})
+    first = start_chain(oidc)
+
+    response = call_endpoint(client, "revoke", first, minter.mint(AUDIENCE, EMAIL))
+
+    assert response.status_code == 403
+    assert "not configured" in response.json()["error"]
+    assert "OIDC_SCOPES['revoke']" in response.json()["error"]
+    assert call_endpoint(client, "run", first, minter.mint(AUDIENCE, EMAIL)).status_code == 200
+
+
+def test_the_shared_token_still_opens_a_scoped_endpoint(client, oidc, minter, settings):
+    oidc = use(settings, AUTH_TOKEN="shared", OIDC_SCOPES={"revoke": {"service_accounts": []}})
+    first = start_chain(oidc)
+
+    assert call_endpoint(client, "revoke", first, "shared").status_code == 200
+
+
+@pytest.mark.parametrize(
+    "scopes",
+    [
+        {"revoke": {"service_accounts": EMAIL}},
+        {"revoke": {"audiences": AUDIENCE}},
+        {"revoke": [EMAIL]},
+        ["revoke"],
+    ],
+    ids=["accounts as a string", "audiences as a string", "a list for a family", "a list"],
+)
+def test_scopes_of_another_shape_let_nothing_in_where_they_apply(
+    client, oidc, minter, settings, scopes
+):
+    oidc = use(settings, OIDC_SCOPES=scopes)
+    first = start_chain(oidc)
+
+    response = call_endpoint(client, "revoke", first, minter.mint(AUDIENCE, EMAIL))
+
+    assert response.status_code == 403
+    assert second_of(first).state == State.PENDING
+
+
 # -- certificates ----------------------------------------------------------------------
 
 
@@ -519,6 +691,78 @@ def test_concurrent_requests_fetch_the_certificates_once():
 
     assert calls == ["u"]
     assert results == [{"k": "pem"}] * 20
+
+
+def test_tokens_naming_unknown_keys_after_a_failed_refresh_fetch_nothing_more():
+    source = FakeSource({"k": "pem"}, ttl=100)
+    cache = source.cache()
+    cache.get("u")
+    source.fail = True
+    source.now += 101
+    cache.get("u")  # the refresh fails; the cached copy stays in use
+
+    for _ in range(20):
+        assert cache.get("u", unknown_key=True) == {"k": "pem"}
+    assert source.calls == 2
+    source.now += 61
+    cache.get("u", unknown_key=True)
+    assert source.calls == 3
+
+
+def test_without_a_cached_copy_a_failed_fetch_is_not_retried_at_once():
+    source = FakeSource({"k": "pem"})
+    source.fail = True
+    cache = source.cache()
+
+    for _ in range(20):
+        with pytest.raises(auth.CertificatesUnavailable):
+            cache.get("u", unknown_key=True)
+    assert source.calls == 1
+    source.fail = False
+    source.now += auth.FAILED_FETCH_RETRY
+    assert cache.get("u") == {"k": "pem"}
+    assert source.calls == 2
+
+
+class BlockedSource(FakeSource):
+    """A fetch that waits for :attr:`release` after its first call."""
+
+    def __init__(self, certs: dict[str, str], ttl: float = 3600.0) -> None:
+        super().__init__(certs, ttl)
+        self.fetching, self.release = threading.Event(), threading.Event()
+
+    def fetch(self, url: str):
+        if self.calls:
+            self.fetching.set()
+            assert self.release.wait(10)
+        return super().fetch(url)
+
+
+def finishes_while_blocked(source: BlockedSource, call) -> list:
+    """Run ``call`` in a thread while a refresh is under way; what it returned, if it did."""
+    results: list = []
+    thread = threading.Thread(target=lambda: results.append(call()))
+    thread.start()
+    thread.join(5)
+    returned = not thread.is_alive()
+    source.release.set()
+    thread.join()
+    return results if returned else []
+
+
+@pytest.mark.parametrize("expired", [False, True], ids=["fresh copy", "expired copy"])
+def test_a_known_key_does_not_wait_for_a_refresh_under_way(expired):
+    source = BlockedSource({"k": "pem"}, ttl=100)
+    cache = source.cache()
+    cache.get("u")
+    source.now += 61 + (100 if expired else 0)
+    refresher = threading.Thread(target=lambda: cache.get("u", unknown_key=True))
+    refresher.start()
+    assert source.fetching.wait(5)
+
+    assert finishes_while_blocked(source, lambda: cache.get("u")) == [{"k": "pem"}]
+    refresher.join()
+    assert source.calls == 2
 
 
 def test_a_key_rotation_is_picked_up(client, oidc, minter, monkeypatch):

@@ -234,15 +234,15 @@ def test_run_of_an_unknown_task_answers_404(client, memory):
         ('{"node": ["x"]}', "'node' must be an id (UUID), got ['x']"),
         (
             json.dumps({"node": SOME_ID, "retry": "1"}),
-            "'retry' must be a non-negative integer, got '1'",
+            "'retry' must be an integer from 0 to 2147483647, got '1'",
         ),
         (
             json.dumps({"node": SOME_ID, "retry": -1}),
-            "'retry' must be a non-negative integer, got -1",
+            "'retry' must be an integer from 0 to 2147483647, got -1",
         ),
         (
             json.dumps({"node": SOME_ID, "retry": True}),
-            "'retry' must be a non-negative integer, got True",
+            "'retry' must be an integer from 0 to 2147483647, got True",
         ),
     ],
 )
