@@ -108,3 +108,6 @@ def _check_oidc() -> list[checks.CheckMessage]:
             )
         )
     return messages
+
+
+from django_cloudtasks.schedules import checks as _schedule_checks  # noqa: E402, F401 - registers
