@@ -700,3 +700,6 @@ class NodeAdmin(_OperatedAdmin):
                 verb = "is" if len(report.blocked_by) == 1 else "are"
                 text += f"; the workflow stays failed until {blockers} {verb} retried too."
             self.message_user(request, text, messages.SUCCESS)
+
+
+from django_cloudtasks.schedules import admin as _schedules_admin  # noqa: E402, F401 - registers

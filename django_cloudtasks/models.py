@@ -302,7 +302,9 @@ class ScheduleRun(models.Model):
     objects = ScheduleRunQuerySet.as_manager()
 
     class Meta:
-        ordering = ["schedule", "-slot"]
+        ordering = ["-slot", "schedule"]
+        verbose_name = "schedule run"
+        verbose_name_plural = "schedules"  # the admin page shows the schedules and their runs
         constraints = [
             models.UniqueConstraint(fields=["schedule", "slot"], name="ct_schedule_run_slot")
         ]
