@@ -229,8 +229,9 @@ def tick(now: datetime | None = None, grace: float | None = None) -> TickReport:
 
 def catch_up(schedule: Schedule, before: datetime, now: datetime | None = None) -> TickReport:
     """Handle the missed slots of ``schedule`` earlier than ``before`` (the slot Cloud
-    Scheduler is calling now): record or start them as :func:`tick` does. With
-    ``catch_up_mode="latest"`` none is started, since the slot being called is later.
+    Scheduler is calling now) and after the last recorded one: record or start them as
+    :func:`tick` does. With ``catch_up_mode="latest"`` none is started, since the slot
+    being called is later. The first call of a schedule has nothing to catch up.
     """
     now = now or timezone.now()
     report = TickReport()
@@ -256,6 +257,8 @@ def _tick_one(
             .exclude(trigger=MANUAL)
             .aggregate(last=Max("slot"))["last"]
         )
+        if last is None and superseded:
+            return  # the first call of a new schedule: nothing was due before it
         since = max(d for d in (last, state.first_seen, now - LOOKBACK) if d is not None)
         late = list(slots_between(schedule, since, late_before))
         window_start = now - schedule.catch_up
