@@ -30,7 +30,7 @@ DEFAULTS: dict[str, tuple[str | None, Any]] = {
     "QUEUES": (None, {}),
     "SCHEDULES": (None, {}),
     "SCHEDULER_LOCATION": (None, None),
-    "SCHEDULE_JOB_PREFIX": (None, "cloudtasks-"),
+    "SCHEDULE_JOB_PREFIX": (None, "cloudtasks-schedule-"),
     "SCHEDULE_GRACE": (None, 120),
 }
 

@@ -59,23 +59,23 @@ def test_sync_creates_the_jobs_and_a_second_sync_finds_nothing_to_do(settings, e
 
     assert run("sync", "--dry-run").split() == [
         "create",
-        "cloudtasks-hourly",
+        "cloudtasks-schedule-hourly",
         "create",
-        "cloudtasks-nightly",
+        "cloudtasks-schedule-nightly",
     ]
     assert list(cloud.list_jobs(parent=PARENT)) == []
     assert "applied 2 changes" in run("sync")
 
-    job = cloud.get_job(name=f"{PARENT}/jobs/cloudtasks-nightly")
+    job = cloud.get_job(name=f"{PARENT}/jobs/cloudtasks-schedule-nightly")
     assert (job.schedule, job.time_zone) == ("0 3 * * *", "Europe/Paris")
     assert job.http_target.uri == "http://testserver/cloudtasks/schedule/nightly/"
     assert job.http_target.headers["Authorization"] == "Bearer test-token"
-    assert cloud.get_job(name=f"{PARENT}/jobs/cloudtasks-hourly").schedule == "0 * * * *"
+    assert cloud.get_job(name=f"{PARENT}/jobs/cloudtasks-schedule-hourly").schedule == "0 * * * *"
     assert run("sync", "--check").split() == [
         "unchanged",
-        "cloudtasks-hourly",
+        "cloudtasks-schedule-hourly",
         "unchanged",
-        "cloudtasks-nightly",
+        "cloudtasks-schedule-nightly",
     ]
 
 
@@ -85,7 +85,7 @@ def test_sync_updates_changed_jobs_deletes_removed_ones_and_leaves_others_alone(
     configure(settings, nightly=NIGHTLY, hourly=HOURLY)
     run("sync")
     foreign = scheduler_v1.Job(
-        name=f"{PARENT}/jobs/someone-elses",
+        name=f"{PARENT}/jobs/cloudtasks-sweep",
         schedule="0 0 * * *",
         http_target=scheduler_v1.HttpTarget(uri="http://example.com/"),
     )
@@ -93,19 +93,19 @@ def test_sync_updates_changed_jobs_deletes_removed_ones_and_leaves_others_alone(
     configure(settings, nightly={**NIGHTLY, "cron": "30 4 * * *"})
 
     plan = run("sync", "--dry-run")
-    assert "update    cloudtasks-nightly (description, schedule)" in plan
-    assert "delete    cloudtasks-hourly" in plan
+    assert "update    cloudtasks-schedule-nightly (description, schedule)" in plan
+    assert "delete    cloudtasks-schedule-hourly" in plan
     run("sync")
 
     names = sorted(j.name.rsplit("/", 1)[-1] for j in cloud.list_jobs(parent=PARENT))
-    assert names == ["cloudtasks-nightly", "someone-elses"]
-    assert cloud.get_job(name=f"{PARENT}/jobs/cloudtasks-nightly").schedule == "30 4 * * *"
+    assert names == ["cloudtasks-schedule-nightly", "cloudtasks-sweep"]
+    assert cloud.get_job(name=f"{PARENT}/jobs/cloudtasks-schedule-nightly").schedule == "30 4 * * *"
 
 
 def test_check_exits_non_zero_when_the_cloud_has_drifted(settings, emulator, cloud):
     configure(settings, nightly=NIGHTLY)
     run("sync")
-    name = f"{PARENT}/jobs/cloudtasks-nightly"
+    name = f"{PARENT}/jobs/cloudtasks-schedule-nightly"
     cloud.update_job(
         job=scheduler_v1.Job(name=name, schedule="0 5 * * *"), update_mask={"paths": ["schedule"]}
     )
@@ -136,9 +136,9 @@ def test_a_failure_midway_reports_what_was_applied(settings, emulator, cloud):
     with pytest.raises(SyncFailed) as caught:
         jobs.apply(plan)
     jobs.close()
-    assert [c.job_id for c in caught.value.applied] == ["cloudtasks-a"]
-    assert caught.value.failed.job_id == "cloudtasks-b"
-    assert "Applied before: create    cloudtasks-a" in str(caught.value)
+    assert [c.job_id for c in caught.value.applied] == ["cloudtasks-schedule-a"]
+    assert caught.value.failed.job_id == "cloudtasks-schedule-b"
+    assert "Applied before: create    cloudtasks-schedule-a" in str(caught.value)
 
 
 def _schedules():
@@ -152,7 +152,7 @@ def test_pause_and_resume_act_in_the_cloud_and_in_the_database_and_sync_keeps_th
 ):
     configure(settings, nightly=NIGHTLY)
     run("sync")
-    name = f"{PARENT}/jobs/cloudtasks-nightly"
+    name = f"{PARENT}/jobs/cloudtasks-schedule-nightly"
 
     assert "paused in the cloud and the database" in run("pause", "nightly")
     assert cloud.get_job(name=name).state == scheduler_v1.Job.State.PAUSED
@@ -167,7 +167,7 @@ def test_pause_and_resume_act_in_the_cloud_and_in_the_database_and_sync_keeps_th
 def test_a_disabled_schedule_has_a_paused_job(settings, emulator, cloud):
     configure(settings, nightly={**NIGHTLY, "enabled": False})
     run("sync")
-    job = cloud.get_job(name=f"{PARENT}/jobs/cloudtasks-nightly")
+    job = cloud.get_job(name=f"{PARENT}/jobs/cloudtasks-schedule-nightly")
     assert job.state == scheduler_v1.Job.State.PAUSED
 
 
@@ -239,3 +239,56 @@ def test_a_synced_schedule_fires_through_the_emulator_once_per_slot(settings, fa
     assert {e.schedule_time.replace(microsecond=0) for e in fired} <= slots
     assert ScheduleRun.objects.filter(workflow__status=WorkflowStatus.SUCCESS).count() >= 2
     assert Execution.objects.filter(task="add").count() >= 2
+
+
+def test_jobs_call_the_endpoint_with_oidc_tokens_the_app_verifies(
+    settings, live_server, monkeypatch, client
+):
+    from django_cloudtasks import auth
+
+    monkeypatch.setattr(auth, "certificates", auth.CertificateCache())
+    monkeypatch.delenv("TASKAPP_AUTH_TOKEN", raising=False)
+    account = "scheduler@test-project.iam.gserviceaccount.com"
+    with CloudTasksEmulator(scheduler_time_scale=30) as emu:
+        config = {
+            **settings.CLOUDTASKS,
+            "TRANSPORT": "cloudtasks",
+            "EMULATOR_HOST": emu.address,
+            "BASE_URL": live_server.url,
+            "OIDC_SERVICE_ACCOUNT": account,
+            "OIDC_CERTS_URL": emu.oidc_certs_url,
+            "SCHEDULES": {"minutely": {"task": "add", "args": [5, 5], "cron": "* * * * *"}},
+        }
+        config.pop("AUTH_TOKEN")
+        settings.CLOUDTASKS = config
+        reset_transport()
+        from django_cloudtasks.transports import get_transport
+
+        get_transport().client.create_queue(  # type: ignore[attr-defined]
+            parent=PARENT, queue={"name": f"{PARENT}/queues/default"}
+        )
+        run("sync")
+        jobs = SchedulerJobs()
+        job = jobs.client.get_job(name=f"{PARENT}/jobs/cloudtasks-schedule-minutely")
+        jobs.close()
+        assert job.http_target.oidc_token.service_account_email == account
+        assert "Authorization" not in job.http_target.headers
+
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and not ScheduleRun.objects.filter(
+            workflow__status=WorkflowStatus.SUCCESS
+        ):
+            time.sleep(0.2)
+        assert ScheduleRun.objects.filter(workflow__status=WorkflowStatus.SUCCESS).exists()
+
+        stranger = emu.mint_token("https://elsewhere.example.com", account)
+        for url in ("/cloudtasks/schedule/minutely/", "/cloudtasks/schedules/tick/"):
+            refused = client.post(url, headers={"Authorization": f"Bearer {stranger}"})
+            assert refused.status_code == 403, url
+        good = emu.mint_token(live_server.url, account)
+        ticked = client.post(
+            "/cloudtasks/schedules/tick/", headers={"Authorization": f"Bearer {good}"}
+        )
+        assert ticked.status_code == 200
+        assert set(ticked.json()) == {"started", "missed", "promoted", "errors"}
+    reset_transport()
