@@ -293,6 +293,8 @@ def schedule(request: HttpRequest, name: str) -> JsonResponse:
         fired = schedule_runs.fire(scheduled, slot, now=now)
     except ScheduleError as exc:
         return _error(500, str(exc))
+    except EnqueueError as exc:  # the run is recorded; the sweeper sends its first tasks
+        return _error(503, str(exc))
     return JsonResponse(fired.as_json())
 
 

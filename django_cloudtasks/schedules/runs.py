@@ -46,9 +46,11 @@ SCHEDULER, CATCH_UP, BACKFILL, MANUAL, BUFFER = (
 @dataclass(frozen=True)
 class Fired:
     """What a call of a slot did: ``started``, ``skipped``, ``buffered``, ``duplicate``,
-    or ``paused``; with the slot's run (None when paused)."""
+    or ``paused`` (also for a disabled schedule); with the slot's run (None when paused)."""
 
     outcome: str
+    schedule: str
+    slot: datetime
     run: ScheduleRun | None
 
     def as_json(self) -> dict[str, Any]:
@@ -56,8 +58,8 @@ class Fired:
         run = self.run
         return {
             "outcome": self.outcome,
-            "schedule": run.schedule if run else None,
-            "slot": run.slot.isoformat() if run else None,
+            "schedule": self.schedule,
+            "slot": self.slot.isoformat(),
             "state": run.state if run else None,
             "workflow": str(run.workflow_id) if run and run.workflow_id else None,
         }
@@ -70,7 +72,17 @@ def _state_for_update(name: str) -> ScheduleState:
 
 
 def _start(schedule: Schedule, run: ScheduleRun, now: datetime) -> None:
-    result = schedule.expression().apply_async()
+    """Start the schedule's workflow for ``run``.
+
+    Raises:
+        ScheduleError: when the target cannot give an expression, or the expression
+            cannot be started (an unknown task, arguments that do not bind).
+    """
+    expression = schedule.expression()
+    try:
+        result = expression.apply_async()
+    except (TypeError, ValueError, LookupError) as exc:
+        raise ScheduleError(f"schedule {schedule.name!r} cannot start: {exc}") from exc
     run.workflow_id = result.workflow_id
     run.state, run.started_at = ScheduleRunState.STARTED, now
     logger.info(
@@ -124,14 +136,14 @@ def fire(
     try:
         with transaction.atomic():
             state = _state_for_update(schedule.name)
-            if state.paused and trigger != MANUAL:
-                return Fired("paused", None)
+            if (state.paused or not schedule.enabled) and trigger != MANUAL:
+                return Fired("paused", schedule.name, slot, None)
             _promote_buffered(schedule, now)
             run = ScheduleRun.objects.filter(schedule=schedule.name, slot=slot).first()
             if run is not None and not (
                 run.state == ScheduleRunState.MISSED and trigger in (SCHEDULER, BACKFILL)
             ):
-                return Fired("duplicate", run)
+                return Fired("duplicate", schedule.name, slot, run)
             decided = _decide(schedule, trigger)
             if run is None:
                 run = ScheduleRun(schedule=schedule.name, slot=slot, created_at=now)
@@ -142,10 +154,11 @@ def fire(
     except IntegrityError:
         # Another process recorded the slot between our read and write (no row lock
         # on SQLite): it is theirs.
-        return Fired("duplicate", ScheduleRun.objects.get(schedule=schedule.name, slot=slot))
+        run = ScheduleRun.objects.get(schedule=schedule.name, slot=slot)
+        return Fired("duplicate", schedule.name, slot, run)
     if decided != ScheduleRunState.STARTED:
         logger.info("schedule %s: slot %s %s", schedule.name, slot.isoformat(), decided.lower())
-    return Fired(decided.lower(), run)
+    return Fired(decided.lower(), schedule.name, slot, run)
 
 
 def run_now(schedule: Schedule, now: datetime | None = None) -> Fired:
@@ -161,8 +174,14 @@ def backfill(schedule: Schedule, start: datetime, end: datetime) -> list[Fired]:
     already ran start nothing.
 
     Raises:
-        ScheduleError: when the range holds more than :data:`MAX_BACKFILL` slots.
+        ScheduleError: when the range ends in the future or holds more than
+            :data:`MAX_BACKFILL` slots.
     """
+    if end > timezone.now():
+        raise ScheduleError(
+            f"schedule {schedule.name!r}: a backfill ends now at the latest, not "
+            f"{end.isoformat()}"
+        )
     slots = []
     for slot in slots_between(schedule, start - timedelta(microseconds=1), end):
         slots.append(slot)

@@ -425,3 +425,27 @@ def test_a_malformed_schedules_setting_fails_the_checks(settings):
     configure(settings, job={"task": "add", "cron": "0 3 * * *", "colour": "blue"})
     with pytest.raises(SystemCheckError, match=r"django_cloudtasks\.E100.*unknown keys colour"):
         call_command("check")
+
+
+def test_a_schedule_whose_arguments_do_not_bind_answers_500_and_records_nothing(
+    client, settings, eager
+):
+    configure(settings, job={"task": "add", "args": [1, 2, 3], "cron": "0 * * * *"})
+    response = call(client, "job", utc(2026, 5, 1, 1))
+    assert response.status_code == 500
+    assert "cannot start" in response.json()["error"]
+    assert not ScheduleRun.objects.exists() and not Workflow.objects.exists()
+
+
+def test_a_disabled_schedule_starts_nothing_when_called(client, settings, eager):
+    configure(settings, job={"task": "add", "args": [1, 2], "cron": "0 * * * *", "enabled": False})
+    assert call(client, "job", utc(2026, 5, 1, 1)).json()["outcome"] == "paused"
+    assert runs.tick(now=utc(2026, 5, 1, 5)).missed == {}
+    assert not ScheduleRun.objects.exists()
+
+
+def test_a_backfill_cannot_reach_into_the_future(settings, memory):
+    job = _hourly(settings, "allow")
+    with freeze_time("2026-05-01T12:00:00Z"), pytest.raises(declarations.ScheduleError):
+        runs.backfill(job, utc(2026, 5, 1, 10), utc(2026, 5, 1, 14))
+    assert not ScheduleRun.objects.exists()

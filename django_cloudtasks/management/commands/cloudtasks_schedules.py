@@ -177,8 +177,7 @@ class Command(BaseCommand):
             raise CommandError("--to is before --from")
         fired = runs.backfill(schedule, start, end)
         for item in fired:
-            assert item.run is not None
-            self.stdout.write(f"{item.run.slot.isoformat()}  {item.outcome}")
+            self.stdout.write(f"{item.slot.isoformat()}  {item.outcome}")
         self.stdout.write(f"{len(fired)} slots")
 
 
