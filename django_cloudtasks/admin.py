@@ -33,6 +33,7 @@ from django_cloudtasks.constants import READY_STATES, NodeKind, State, WorkflowS
 from django_cloudtasks.exceptions import NodeNotFound
 from django_cloudtasks.models import Node, Workflow
 from django_cloudtasks.recovery import RetryRefused, retry_node
+from django_cloudtasks.schedules import admin as schedules_admin  # noqa: F401 - the Schedules page
 
 #: How many nodes the workflow page lists inline; the node list has them all.
 INLINE_NODES = 200
@@ -700,6 +701,3 @@ class NodeAdmin(_OperatedAdmin):
                 verb = "is" if len(report.blocked_by) == 1 else "are"
                 text += f"; the workflow stays failed until {blockers} {verb} retried too."
             self.message_user(request, text, messages.SUCCESS)
-
-
-from django_cloudtasks.schedules import admin as _schedules_admin  # noqa: E402, F401 - registers

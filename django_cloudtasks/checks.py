@@ -8,6 +8,7 @@ from django.core import checks
 
 from django_cloudtasks.auth import is_configured, oidc_audience, oidc_issuers
 from django_cloudtasks.conf import TRANSPORTS, conf
+from django_cloudtasks.schedules import checks as schedule_checks  # noqa: F401 - registers them
 
 
 @checks.register("django_cloudtasks")
@@ -108,6 +109,3 @@ def _check_oidc() -> list[checks.CheckMessage]:
             )
         )
     return messages
-
-
-from django_cloudtasks.schedules import checks as _schedule_checks  # noqa: E402, F401 - registers

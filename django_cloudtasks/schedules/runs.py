@@ -179,8 +179,7 @@ def backfill(schedule: Schedule, start: datetime, end: datetime) -> list[Fired]:
     """
     if end > timezone.now():
         raise ScheduleError(
-            f"schedule {schedule.name!r}: a backfill ends now at the latest, not "
-            f"{end.isoformat()}"
+            f"schedule {schedule.name!r}: a backfill ends now at the latest, not {end.isoformat()}"
         )
     slots = []
     for slot in slots_between(schedule, start - timedelta(microseconds=1), end):

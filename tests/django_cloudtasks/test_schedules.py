@@ -449,3 +449,27 @@ def test_a_backfill_cannot_reach_into_the_future(settings, memory):
     with freeze_time("2026-05-01T12:00:00Z"), pytest.raises(declarations.ScheduleError):
         runs.backfill(job, utc(2026, 5, 1, 10), utc(2026, 5, 1, 14))
     assert not ScheduleRun.objects.exists()
+
+
+def test_calls_around_the_spring_change_map_to_the_slots_of_paris_time(client, settings, eager):
+    configure(
+        settings,
+        early={"task": "add", "args": [1, 1], "cron": "30 2 * * *", "timezone": "Europe/Paris"},
+    )
+    # 01:05 UTC on 29 March 2026 is 03:05 CEST: the day's 02:30 ran at 03:00 CEST.
+    with freeze_time("2026-03-29T01:05:00Z"):
+        assert call(client, "early").json()["slot"] == "2026-03-29T01:00:00+00:00"
+    with freeze_time("2026-03-30T00:31:00Z"):  # 02:31 CEST the next day
+        assert call(client, "early").json()["slot"] == "2026-03-30T00:30:00+00:00"
+
+
+def test_the_tick_over_a_month_end_finds_the_last_day_slot(settings, memory):
+    configure(
+        settings,
+        monthly={"task": "add", "args": [1, 1], "cron": "0 12 L * *", "catch_up": "2d"},
+    )
+    with freeze_time("2028-02-27T00:00:00Z"):
+        runs.tick()
+    with freeze_time("2028-03-01T00:00:00Z"):  # a leap year: the last day is the 29th
+        assert runs.tick().started == {"monthly": 1}
+    assert ScheduleRun.objects.get().slot == utc(2028, 2, 29, 12)
