@@ -58,7 +58,14 @@ def run_showcase(services: Services, out: TextIO) -> list[Run]:
 
     print("\nRunning the showcase:", file=out)
     display = display_for(out)
-    runs = [Run(scenario, lambda: services.emulator.history) for scenario in SHOWCASE]
+    runs = [
+        Run(
+            scenario,
+            lambda: services.emulator.history,
+            lambda: services.emulator.scheduler.history,
+        )
+        for scenario in SHOWCASE
+    ]
     display.start()
     try:
         for item in runs:

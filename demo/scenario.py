@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django_cloudtasks.emulator import AttemptRecord
+from django_cloudtasks.emulator.scheduler import Execution
 from django_cloudtasks.models import Node, Workflow
 
 Steps = Generator["Wait", None, str]
@@ -63,11 +64,13 @@ class Run:
     """A scenario in progress: the workflows it watches and how it ended.
 
     ``history`` returns the emulator's delivery attempts, the independent witness of
-    what Cloud Tasks actually delivered.
+    what Cloud Tasks actually delivered; ``scheduler_history`` the calls its Cloud
+    Scheduler made.
     """
 
     scenario: Scenario
     history: Callable[[], list[AttemptRecord]]
+    scheduler_history: Callable[[], list[Execution]] = list
     workflow_ids: list[str] = field(default_factory=list)
     started_at: float = field(default_factory=time.monotonic)
     finished_at: float | None = None

@@ -8,15 +8,18 @@ of deliveries.
 
 from __future__ import annotations
 
+import io
+import itertools
 import json
 import urllib.request
 from datetime import datetime
 from typing import Any
 
+from django.core.management import call_command
 from django.utils import timezone
 from google.api_core import exceptions as gexc
 
-from demo.scenario import Run, Scenario, Steps, Unexpected, expect, scenario
+from demo.scenario import Run, Scenario, Steps, Unexpected, Wait, expect, scenario
 from demo.services import LOOPBACK
 from demo.tasks import add, divide, report_failure, tsum
 from django_cloudtasks import group
@@ -24,7 +27,8 @@ from django_cloudtasks.conf import conf
 from django_cloudtasks.constants import NodeKind, State, WorkflowStatus
 from django_cloudtasks.dispatch import dispatch_for
 from django_cloudtasks.manager import CloudChainManager
-from django_cloudtasks.models import Node
+from django_cloudtasks.models import Node, ScheduleRun
+from django_cloudtasks.schedules.cloud import SchedulerJobs
 from django_cloudtasks.transports import get_transport
 from django_cloudtasks.transports.cloudtasks import CloudTasksTransport
 
@@ -275,6 +279,46 @@ def readme_revoke_endpoint(run: Run) -> Steps:
     return "the endpoint revoked 2 tasks over HTTP; nothing ran by 6s"
 
 
+# -- Celery beat's replacement -----------------------------------------------------------
+
+
+@scenario(
+    "schedule on Cloud Scheduler (a minute lasts 2s)",
+    'SCHEDULES = {"heartbeat": {"task": "add", "cron": "* * * * *"}}; cloudtasks_schedules sync',
+)
+def schedule_fires(run: Run) -> Steps:
+    call_command("cloudtasks_schedules", "sync", stdout=io.StringIO())
+    runs = ScheduleRun.objects.filter(schedule="heartbeat")
+
+    def finished() -> list[ScheduleRun]:
+        return list(runs.filter(workflow__status=WorkflowStatus.SUCCESS).order_by("slot"))
+
+    yield Wait("three slots to run", lambda: len(finished()) >= 3, timeout=20)
+    jobs = SchedulerJobs()
+    try:
+        jobs.set_paused("heartbeat", True)  # stop firing for the rest of the demo
+    finally:
+        jobs.close()
+    done = finished()
+    run.workflow_ids.extend(str(r.workflow_id) for r in done)
+    results = [Node.objects.get(workflow_id=str(item.workflow_id)).result for item in done]
+    expect(results == [42] * len(done), f"the runs gave {results}, not 42 each")
+    calls = [e for e in run.scheduler_history() if e.succeeded]
+    slots = sorted({e.schedule_time for e in calls})
+    expect(len(slots) == len(calls), "Cloud Scheduler called a slot twice")
+    recorded = dict(runs.values_list("slot", "state"))
+    unrecorded = [s for s in slots if s not in recorded]
+    expect(not unrecorded, f"calls for {unrecorded} left no run")
+    gaps = {(b - a).total_seconds() for a, b in itertools.pairwise(slots)}
+    expect(gaps <= {60.0}, f"slots are not one minute apart: {sorted(gaps)}")
+    skipped = sum(1 for state in recorded.values() if state == "SKIPPED")
+    return (
+        f"{len(done)} slots a (fast) minute apart each started one workflow, add(20, 22) = 42"
+        + (f"; {skipped} skipped while the previous one ran" if skipped else "")
+        + "; then the job was paused"
+    )
+
+
 SHOWCASE: list[Scenario] = [
     chain_with_result_injection,
     chord_of_twenty,
@@ -288,4 +332,5 @@ SHOWCASE: list[Scenario] = [
     readme_error_callback,
     readme_chain_group,
     readme_revoke_endpoint,
+    schedule_fires,
 ]

@@ -44,6 +44,7 @@ from django_cloudtasks.constants import READY_STATES, NodeKind, State, WorkflowS
 from django_cloudtasks.exceptions import NodeNotFound
 from django_cloudtasks.models import Node, Workflow, id_prefix_range
 from django_cloudtasks.recovery import RetryRefused, retry_node
+from django_cloudtasks.schedules import admin as schedules_admin  # noqa: F401 - the Schedules page
 
 logger = logging.getLogger("django_cloudtasks.admin")
 

@@ -17,6 +17,7 @@ from django_cloudtasks.auth import (
     oidc_scope,
 )
 from django_cloudtasks.conf import DEFAULTS, TRANSPORTS, conf
+from django_cloudtasks.schedules import checks as schedule_checks  # noqa: F401 - registers them
 
 #: Where Google publishes the certificates of its ID tokens (PEM, as the cache reads them).
 GOOGLE_CERTS_URL = DEFAULTS["OIDC_CERTS_URL"][1]

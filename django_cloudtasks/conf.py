@@ -29,6 +29,10 @@ DEFAULTS: dict[str, tuple[str | None, Any]] = {
     "MAX_BODY_BYTES": (None, 1_048_576),
     "MAX_ARGS_BYTES": (None, 100_000),
     "QUEUES": (None, {}),
+    "SCHEDULES": (None, {}),
+    "SCHEDULER_LOCATION": (None, None),
+    "SCHEDULE_JOB_PREFIX": (None, "cloudtasks-schedule-"),
+    "SCHEDULE_GRACE": (None, 120),
 }
 
 

@@ -339,3 +339,97 @@ class CloudTask(models.Model):
     def __str__(self) -> str:
         what = "group marker" if self.is_group else (self.endpoint_path or "task")
         return f"{what} [{self.status}]"
+
+
+# -- schedules -------------------------------------------------------------------------
+
+
+class ScheduleRunState(models.TextChoices):
+    """What became of one slot of a schedule."""
+
+    STARTED = "STARTED", "started"
+    SKIPPED = "SKIPPED", "skipped (the previous run was unfinished)"
+    BUFFERED = "BUFFERED", "buffered (starts when the previous run finishes)"
+    MISSED = "MISSED", "missed (outside the catch-up window)"
+
+
+class ScheduleRunQuerySet(models.QuerySet["ScheduleRun"]):
+    """Lookups by schedule and by what became of the slot."""
+
+    def of(self, schedule: str) -> ScheduleRunQuerySet:
+        """The runs of one schedule."""
+        return self.filter(schedule=schedule)
+
+    def running(self) -> ScheduleRunQuerySet:
+        """Started runs whose workflow has not finished."""
+        return self.filter(state=ScheduleRunState.STARTED, workflow__status=WorkflowStatus.PENDING)
+
+    def buffered(self) -> ScheduleRunQuerySet:
+        """Runs waiting for the previous one to finish (overlap ``buffer_one``)."""
+        return self.filter(state=ScheduleRunState.BUFFERED)
+
+
+class ScheduleRun(models.Model):
+    """One slot of a schedule: at most one row, hence at most one workflow, per slot.
+
+    ``slot`` is the scheduled time (UTC) the run belongs to; a run started by hand
+    (``run-now``) has the moment it was asked for. Its outcome is its workflow's.
+    """
+
+    schedule = models.CharField(max_length=500)
+    slot = models.DateTimeField()
+    state = models.CharField(max_length=16, choices=ScheduleRunState.choices)
+    trigger = models.CharField(max_length=16, default="scheduler")
+    workflow = models.ForeignKey(
+        Workflow, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+
+    objects = ScheduleRunQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-slot", "schedule"]
+        verbose_name = "schedule run"
+        verbose_name_plural = "schedules"  # the admin page shows the schedules and their runs
+        constraints = [
+            models.UniqueConstraint(fields=["schedule", "slot"], name="ct_schedule_run_slot")
+        ]
+        indexes = [
+            models.Index(
+                fields=["schedule", "state"],
+                name="ct_schedule_run_open",
+                condition=Q(state__in=["STARTED", "BUFFERED"]),
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.schedule} @ {self.slot:%Y-%m-%d %H:%M:%S} ({self.outcome})"
+
+    @property
+    def outcome(self) -> str:
+        """The workflow's status for a started run, else the run's own state."""
+        if self.state == ScheduleRunState.STARTED and self.workflow is not None:
+            return self.workflow.status
+        return self.state
+
+    @property
+    def finished_at(self) -> datetime | None:
+        """When the run's workflow finished (None while it runs, or if none started)."""
+        return self.workflow.finished_at if self.workflow is not None else None
+
+
+class ScheduleState(models.Model):
+    """A schedule's operational state: paused or not, and since when it is known.
+
+    ``first_seen`` bounds the catch-up of a new schedule: slots before it were never
+    due. The row is also locked to serialise the slots of one schedule.
+    """
+
+    name = models.CharField(max_length=500, primary_key=True)
+    paused = models.BooleanField(default=False)
+    first_seen = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"{self.name} ({'paused' if self.paused else 'active'})"

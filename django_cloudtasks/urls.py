@@ -13,4 +13,6 @@ urlpatterns = [
     path("tracker/", views.tracker, name="tracker"),
     path("revoke/", views.revoke, name="revoke"),
     path("sweep/", views.sweep, name="sweep"),
+    path("schedule/<str:name>/", views.schedule, name="schedule"),
+    path("schedules/tick/", views.schedules_tick, name="schedules-tick"),
 ]

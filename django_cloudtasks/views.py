@@ -1,4 +1,4 @@
-"""The endpoints: run (Cloud Tasks' entry point), tracker, revoke and sweep."""
+"""The endpoints: run (Cloud Tasks' entry point), tracker, revoke, sweep and schedules."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import logging
 import math
 import uuid
 from collections.abc import Callable
+from datetime import datetime
 from functools import wraps
 from typing import Any
 
@@ -15,6 +16,7 @@ from django.core.exceptions import SuspiciousOperation
 from django.db import transaction
 from django.http import HttpRequest, JsonResponse, QueryDict
 from django.http.multipartparser import MultiPartParserError
+from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 
 from django_cloudtasks import engine, runner
@@ -23,6 +25,9 @@ from django_cloudtasks.conf import conf
 from django_cloudtasks.exceptions import EnqueueError, NodeNotFound, WrongTask
 from django_cloudtasks.models import Node, Workflow
 from django_cloudtasks.registry import registry
+from django_cloudtasks.schedules import runs as schedule_runs
+from django_cloudtasks.schedules.declarations import ScheduleError, get_schedule
+from django_cloudtasks.schedules.timing import latest_slot
 
 logger = logging.getLogger("django_cloudtasks.views")
 
@@ -276,3 +281,51 @@ def sweep(request: HttpRequest) -> JsonResponse:
     return JsonResponse(
         {"resent": report.resent, "unparked": report.unparked, "failed": report.failed}
     )
+
+
+#: The header carrying the scheduled time of a Cloud Scheduler call (RFC 3339, UTC).
+SCHEDULE_TIME_HEADER = "X-CloudScheduler-ScheduleTime"
+
+
+@endpoint("POST", scope="sweep")
+def schedule(request: HttpRequest, name: str) -> JsonResponse:
+    """``POST /cloudtasks/schedule/<name>/``: Cloud Scheduler's call of a schedule.
+
+    The slot is the ``X-CloudScheduler-ScheduleTime`` header's time (the latest slot
+    at or before it; now when the header is absent). A slot starts at most one
+    workflow, however often it is called; earlier slots that were missed are caught
+    up first. Answers 200 with ``{"outcome": "started" | "skipped" | "buffered" |
+    "duplicate" | "paused", ...}``, 404 for an unknown schedule, 400 for a malformed
+    header, 500 when the schedule's target cannot be started (Cloud Scheduler retries).
+    """
+    try:
+        scheduled = get_schedule(name)
+    except KeyError:
+        return _error(404, f"unknown schedule {name!r}")
+    except ScheduleError as exc:
+        return _error(500, str(exc))
+    now = timezone.now()
+    header = request.headers.get(SCHEDULE_TIME_HEADER)
+    moment = now
+    if header:
+        try:
+            moment = datetime.fromisoformat(header.replace("Z", "+00:00"))
+            if moment.tzinfo is None:
+                raise ValueError
+        except ValueError:
+            return _error(400, f"{SCHEDULE_TIME_HEADER} {header[:60]!r} is not an RFC 3339 time")
+    try:
+        slot = latest_slot(scheduled, moment)
+        schedule_runs.catch_up(scheduled, before=slot, now=now)
+        fired = schedule_runs.fire(scheduled, slot, now=now)
+    except ScheduleError as exc:
+        return _error(500, str(exc))
+    except EnqueueError as exc:  # the run is recorded; the sweeper sends its first tasks
+        return _error(503, str(exc))
+    return JsonResponse(fired.as_json())
+
+
+@endpoint("POST", scope="sweep")
+def schedules_tick(request: HttpRequest) -> JsonResponse:
+    """``POST /cloudtasks/schedules/tick/``: catch up missed slots, start buffered runs."""
+    return JsonResponse(schedule_runs.tick().as_json())

@@ -14,6 +14,7 @@ import grpc
 from .dispatcher import Dispatcher
 from .oidc import CertsServer, TokenMinter
 from .records import AttemptRecord
+from .scheduler import SchedulerEmulator, build_scheduler_handler
 from .server import build_handler
 from .state import DEFAULT_TOMBSTONE_SECONDS, EmulatorState
 
@@ -29,6 +30,8 @@ class CloudTasksEmulator:
     ``queues`` are created at start. ``tombstone_seconds`` is how long a finished or
     deleted task's name stays taken. ``max_workers`` bounds the HTTP attempts in flight
     over all queues. ``history_limit`` bounds :attr:`history` (None: unbounded).
+    The same server speaks the Cloud Scheduler v1 API (:attr:`scheduler`), whose clock
+    runs ``scheduler_time_scale`` times faster than real time.
 
     Use ``start()``/``stop()`` or ``with CloudTasksEmulator() as emu: ...``.
     """
@@ -44,6 +47,7 @@ class CloudTasksEmulator:
         tombstone_seconds: float = DEFAULT_TOMBSTONE_SECONDS,
         max_workers: int = 200,
         history_limit: int | None = 100_000,
+        scheduler_time_scale: float = 1.0,
     ) -> None:
         self.host = host
         self._requested_port = port
@@ -56,6 +60,7 @@ class CloudTasksEmulator:
         )
         self.minter = TokenMinter(oidc_issuer)
         self._dispatcher = Dispatcher(self.state, self.minter.mint, max_workers=max_workers)
+        self.scheduler = SchedulerEmulator(self.minter.mint, time_scale=scheduler_time_scale)
         self._server: grpc.Server | None = None
         self._certs: CertsServer | None = None
         self._started = False
@@ -84,7 +89,9 @@ class CloudTasksEmulator:
             # Without this a second emulator would silently share the port.
             options=[("grpc.so_reuseport", 0)],
         )
-        server.add_generic_rpc_handlers((build_handler(self.state),))
+        server.add_generic_rpc_handlers(
+            (build_handler(self.state), build_scheduler_handler(self.scheduler))
+        )
         try:
             port = server.add_insecure_port(f"{_bracket(self.host)}:{self._requested_port}")
         except RuntimeError as exc:
@@ -95,6 +102,7 @@ class CloudTasksEmulator:
         self._certs = CertsServer(self.minter, host=self.host)
         self._certs.start()
         self._dispatcher.start()
+        self.scheduler.start()
         server.start()
         self._server = server
         logger.info("Cloud Tasks emulator listening on %s", self.address)
@@ -111,6 +119,7 @@ class CloudTasksEmulator:
             if self._server is not None:
                 self._server.stop(grace).wait()
             self._dispatcher.stop(timeout=max(grace, 1.0))
+            self.scheduler.stop(timeout=max(grace, 1.0))
             if self._certs is not None:
                 self._certs.stop()
             self._stopped.set()

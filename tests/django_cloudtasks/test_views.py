@@ -653,12 +653,14 @@ def test_only_the_token_authenticated_endpoints_are_csrf_exempt(memory):
     assert sorted(exempt) == [
         "cloudtasks/revoke/",
         "cloudtasks/run/<str:task_name>/",
+        "cloudtasks/schedule/<str:name>/",
+        "cloudtasks/schedules/tick/",
         "cloudtasks/sweep/",
         "cloudtasks/tracker/",
     ]
     client = Client(enforce_csrf_checks=True)
     for route in exempt:
-        url = "/" + route.replace("<str:task_name>", "add")
+        url = "/" + route.replace("<str:task_name>", "add").replace("<str:name>", "nightly")
         assert client.post(url).status_code == 401, url
 
 

@@ -1,0 +1,475 @@
+"""Schedules: slots over DST and month ends, exactly one run per slot, overlap, catch-up."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from django.core.management import call_command
+from django.core.management.base import SystemCheckError
+from django.db import connection
+from freezegun import freeze_time
+
+from canvas import chain
+from django_cloudtasks.constants import WorkflowStatus
+from django_cloudtasks.models import ScheduleRun, ScheduleRunState, Workflow
+from django_cloudtasks.schedules import declarations, runs, timing
+from django_cloudtasks.schedules.declarations import Schedule, get_schedule, periodic
+from django_cloudtasks.transports import get_transport
+from tests.testapp.models import Execution
+from tests.testapp.tasks import add
+
+TOKEN = {"Authorization": "Bearer test-token"}
+HEADER = "X-CloudScheduler-ScheduleTime"
+
+
+def nightly_canvas(x=1):
+    """A canvas for the SCHEDULES tests: ``add(x, 1) | add(10)``."""
+    return chain(add.s(x, 1), add.s(10))
+
+
+def configure(settings, **entries) -> None:
+    settings.CLOUDTASKS = {**settings.CLOUDTASKS, "SCHEDULES": entries}
+
+
+def drain() -> None:
+    """Deliver what the memory transport holds (the settings change replaced the fixture's)."""
+    get_transport().drain()  # type: ignore[attr-defined]
+
+
+def utc(*parts: int) -> datetime:
+    return datetime(*parts, tzinfo=UTC)
+
+
+def call(client, name: str, slot: datetime | None = None, **headers):
+    extra = {HEADER: slot.strftime("%Y-%m-%dT%H:%M:%SZ")} if slot else {}
+    return client.post(f"/cloudtasks/schedule/{name}/", headers={**TOKEN, **extra, **headers})
+
+
+# -- slots -----------------------------------------------------------------------------
+
+
+PARIS_0230 = Schedule("p", task="add", cron="30 2 * * *", timezone="Europe/Paris")
+
+
+def test_a_time_skipped_by_the_spring_change_runs_at_the_first_minute_after_it():
+    before = utc(2026, 3, 28, 12)
+    slot = timing.next_slot(PARIS_0230, before)
+    # 02:30 does not exist in Paris on 29 March 2026: 03:00 CEST is 01:00 UTC.
+    assert slot == utc(2026, 3, 29, 1, 0)
+    assert timing.next_slot(PARIS_0230, slot) == utc(2026, 3, 30, 0, 30)
+
+
+def test_a_time_repeated_by_the_autumn_change_runs_once():
+    slots = list(timing.slots_between(PARIS_0230, utc(2026, 10, 24, 12), utc(2026, 10, 26, 12)))
+    # 02:30 CEST on the 25th (00:30 UTC) only, not again at 02:30 CET; then 02:30 CET.
+    assert slots == [utc(2026, 10, 25, 0, 30), utc(2026, 10, 26, 1, 30)]
+
+
+def test_an_hourly_schedule_keeps_every_hour_over_the_autumn_change():
+    hourly = Schedule("h", task="add", cron="0 * * * *", timezone="Europe/Paris")
+    slots = list(timing.slots_between(hourly, utc(2026, 10, 24, 23, 30), utc(2026, 10, 25, 3)))
+    assert slots == [utc(2026, 10, 25, h) for h in range(4)]
+    for slot in slots:
+        assert timing.latest_slot(hourly, slot + timedelta(minutes=59)) == slot
+
+
+def test_the_31st_is_only_in_long_months_and_the_last_day_follows_february():
+    on_31st = Schedule("m", task="add", cron="0 0 31 * *")
+    assert [s.month for s in timing.slots_between(on_31st, utc(2026, 1, 1), utc(2026, 8, 1))] == [
+        1,
+        3,
+        5,
+        7,
+    ]
+    last_day = Schedule("l", task="add", cron="0 0 L * *")
+    assert [s.day for s in timing.slots_between(last_day, utc(2028, 1, 1), utc(2028, 4, 1))] == [
+        31,
+        29,
+        31,
+    ]
+
+
+def test_intervals_count_from_the_epoch_and_the_job_fires_on_a_cron_reaching_every_slot():
+    ninety = Schedule("n", task="add", every=timedelta(minutes=90))
+    assert timing.latest_slot(ninety, utc(2026, 1, 1, 2, 10)) == utc(2026, 1, 1, 1, 30)
+    assert timing.job_schedule(ninety) == ("*/30 * * * *", "UTC")
+    quarter = Schedule("q", task="add", every=timedelta(minutes=15))
+    assert timing.job_schedule(quarter) == ("*/15 * * * *", "UTC")
+    six_hours = Schedule("s", task="add", every=timedelta(hours=6))
+    assert timing.job_schedule(six_hours) == ("0 */6 * * *", "UTC")
+
+
+# -- the endpoint ----------------------------------------------------------------------
+
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def test_a_call_starts_the_slots_workflow_and_a_repeated_call_starts_nothing(
+    client, settings, eager
+):
+    configure(settings, nightly={"canvas": f"{__name__}.nightly_canvas", "cron": "0 3 * * *"})
+    slot = utc(2026, 5, 1, 3)
+
+    first = call(client, "nightly", slot)
+    again = call(client, "nightly", slot)
+
+    assert first.status_code == again.status_code == 200
+    assert first.json()["outcome"] == "started"
+    assert again.json()["outcome"] == "duplicate"
+    assert again.json()["workflow"] == first.json()["workflow"]
+    run = ScheduleRun.objects.get()
+    assert (run.schedule, run.slot, run.state) == ("nightly", slot, ScheduleRunState.STARTED)
+    assert run.workflow.status == WorkflowStatus.SUCCESS
+    assert run.outcome == WorkflowStatus.SUCCESS
+    assert Workflow.objects.count() == 1
+    assert Execution.objects.filter(task="add").count() == 2
+
+
+def test_a_call_without_the_header_belongs_to_the_latest_slot(client, settings, eager):
+    configure(settings, report={"task": "add", "args": [2, 3], "cron": "0 * * * *"})
+    with freeze_time("2026-05-01T10:42:00Z"):
+        assert call(client, "report").json()["slot"] == "2026-05-01T10:00:00+00:00"
+        assert call(client, "report").json()["outcome"] == "duplicate"
+
+
+def test_the_endpoint_refuses_unknown_schedules_malformed_times_and_missing_credentials(
+    client, settings, eager
+):
+    configure(settings, report={"task": "add", "args": [2, 3], "cron": "0 * * * *"})
+
+    assert call(client, "nope").status_code == 404
+    assert call(client, "report", **{HEADER: "yesterday"}).status_code == 400
+    refused = client.post("/cloudtasks/schedule/report/", headers={HEADER: "2026-05-01T10:00:00Z"})
+    assert refused.status_code == 401
+    wrong = client.post("/cloudtasks/schedule/report/", headers={"Authorization": "Bearer no"})
+    assert wrong.status_code in (401, 403)
+    assert client.get("/cloudtasks/schedule/report/", headers=TOKEN).status_code == 405
+    assert not ScheduleRun.objects.exists()
+
+
+def test_a_paused_schedule_starts_nothing_until_resumed(client, settings, eager):
+    configure(settings, report={"task": "add", "args": [2, 3], "cron": "0 * * * *"})
+    runs.set_paused("report", True)
+
+    assert call(client, "report", utc(2026, 5, 1, 10)).json()["outcome"] == "paused"
+    runs.set_paused("report", False)
+    assert call(client, "report", utc(2026, 5, 1, 10)).json()["outcome"] == "started"
+
+
+# -- overlap ---------------------------------------------------------------------------
+
+
+def _hourly(settings, overlap: str) -> Schedule:
+    configure(
+        settings, job={"task": "add", "args": [1, 1], "cron": "0 * * * *", "overlap": overlap}
+    )
+    return get_schedule("job")
+
+
+def test_overlap_allow_starts_every_slot_while_others_run(settings, memory):
+    job = _hourly(settings, "allow")
+    outcomes = [runs.fire(job, utc(2026, 5, 1, h)).outcome for h in range(3)]
+    assert outcomes == ["started"] * 3
+    assert ScheduleRun.objects.running().count() == 3
+
+
+def test_overlap_skip_records_the_slot_but_starts_nothing_while_the_previous_runs(settings, memory):
+    job = _hourly(settings, "skip")
+    assert runs.fire(job, utc(2026, 5, 1, 1)).outcome == "started"
+    assert runs.fire(job, utc(2026, 5, 1, 2)).outcome == "skipped"
+
+    drain()
+    assert runs.fire(job, utc(2026, 5, 1, 3)).outcome == "started"
+    states = list(ScheduleRun.objects.order_by("slot").values_list("state", flat=True))
+    assert states == ["STARTED", "SKIPPED", "STARTED"]
+    assert Execution.objects.filter(task="add").count() == 1  # the third is not drained
+
+
+def test_overlap_buffer_one_starts_one_more_when_the_running_one_finishes(settings, memory):
+    job = _hourly(settings, "buffer_one")
+    runs.fire(job, utc(2026, 5, 1, 1))
+    assert runs.fire(job, utc(2026, 5, 1, 2)).outcome == "buffered"
+    assert runs.fire(job, utc(2026, 5, 1, 3)).outcome == "skipped"
+    assert runs.tick(now=utc(2026, 5, 1, 3, 1)).promoted == {}  # the first still runs
+
+    drain()
+    report = runs.tick(now=utc(2026, 5, 1, 3, 1))
+
+    assert report.promoted == {"job": 1}
+    buffered = ScheduleRun.objects.get(slot=utc(2026, 5, 1, 2))
+    assert buffered.state == ScheduleRunState.STARTED
+    assert buffered.workflow is not None
+    drain()
+    assert Execution.objects.filter(task="add").count() == 2
+
+
+def test_run_now_starts_a_run_whatever_the_overlap_and_the_pause(settings, memory):
+    job = _hourly(settings, "skip")
+    runs.fire(job, utc(2026, 5, 1, 1))
+    runs.set_paused("job", True)
+
+    fired = runs.run_now(job)
+
+    assert fired.outcome == "started"
+    assert fired.run is not None and fired.run.trigger == "manual"
+
+
+# -- catch-up --------------------------------------------------------------------------
+
+
+def test_after_an_outage_slots_within_the_window_start_and_older_ones_are_missed(settings, memory):
+    configure(
+        settings,
+        job={"task": "add", "args": [1, 1], "cron": "0 * * * *", "catch_up": "2h"},
+    )
+    with freeze_time("2026-05-01T00:30:00Z"):
+        runs.fire(get_schedule("job"), utc(2026, 5, 1, 0))
+    # The service is down from 00:30 to 06:10: slots 01:00 to 06:00 were never called.
+    with freeze_time("2026-05-01T06:10:00Z"):
+        report = runs.tick()
+
+    assert report.started == {"job": 2} and report.missed == {"job": 4}
+    by_slot = dict(ScheduleRun.objects.values_list("slot__hour", "state"))
+    assert by_slot == {
+        0: "STARTED",
+        1: "MISSED",
+        2: "MISSED",
+        3: "MISSED",
+        4: "MISSED",
+        5: "STARTED",
+        6: "STARTED",
+    }
+    with freeze_time("2026-05-01T06:11:00Z"):
+        assert runs.tick().started == {}  # a second tick finds nothing more
+
+
+def test_catch_up_latest_starts_only_the_most_recent_missed_slot(settings, memory):
+    configure(
+        settings,
+        job={
+            "task": "add",
+            "args": [1, 1],
+            "cron": "*/10 * * * *",
+            "catch_up": "1h",
+            "catch_up_mode": "latest",
+        },
+    )
+    with freeze_time("2026-05-01T00:00:00Z"):
+        runs.tick()
+    with freeze_time("2026-05-01T00:45:00Z"):
+        report = runs.tick()
+
+    assert report.started == {"job": 1} and report.missed == {"job": 3}
+    started = ScheduleRun.objects.get(state=ScheduleRunState.STARTED)
+    assert started.slot == utc(2026, 5, 1, 0, 40)
+
+
+def test_a_late_call_of_a_slot_recorded_as_missed_starts_it_after_all(client, settings, eager):
+    configure(settings, job={"task": "add", "args": [1, 1], "cron": "0 * * * *"})
+    with freeze_time("2026-05-01T00:59:00Z"):
+        runs.tick()
+    with freeze_time("2026-05-01T01:05:00Z"):
+        assert runs.tick(grace=60).missed == {"job": 1}
+        assert call(client, "job", utc(2026, 5, 1, 1)).json()["outcome"] == "started"
+
+
+def test_a_call_catches_up_the_slots_missed_before_it(client, settings, eager):
+    configure(settings, job={"task": "add", "args": [1, 1], "cron": "0 * * * *", "catch_up": "3h"})
+    with freeze_time("2026-05-01T00:00:30Z"):
+        call(client, "job", utc(2026, 5, 1, 0))
+    with freeze_time("2026-05-01T04:00:10Z"):
+        call(client, "job", utc(2026, 5, 1, 4))
+    states = dict(ScheduleRun.objects.values_list("slot__hour", "state"))
+    # 01:00 is more than 3 hours before the call at 04:00:10.
+    assert states == {0: "STARTED", 1: "MISSED", 2: "STARTED", 3: "STARTED", 4: "STARTED"}
+
+
+def test_backfill_fires_each_slot_of_a_range_by_the_overlap_policy(settings, memory):
+    job = _hourly(settings, "skip")
+    fired = runs.backfill(job, utc(2026, 5, 1, 1), utc(2026, 5, 1, 3))
+    assert [f.outcome for f in fired] == ["started", "skipped", "skipped"]
+    drain()
+    assert [f.outcome for f in runs.backfill(job, utc(2026, 5, 1, 1), utc(2026, 5, 1, 4))] == [
+        "duplicate",
+        "duplicate",
+        "duplicate",
+        "started",
+    ]
+
+
+# -- concurrency -----------------------------------------------------------------------
+
+
+@pytest.mark.postgres
+def test_concurrent_calls_of_one_slot_start_one_workflow(settings, memory):
+    job = _hourly(settings, "allow")
+    slot = utc(2026, 5, 1, 9)
+    barrier = threading.Barrier(8)
+    outcomes: list[str] = []
+
+    def caller() -> None:
+        try:
+            barrier.wait()
+            outcomes.append(runs.fire(job, slot).outcome)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=caller) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert sorted(outcomes) == ["duplicate"] * 7 + ["started"]
+    assert ScheduleRun.objects.count() == 1
+    assert Workflow.objects.count() == 1
+
+
+@pytest.mark.postgres
+def test_concurrent_slots_of_a_skip_schedule_start_one_workflow(settings, memory):
+    job = _hourly(settings, "skip")
+    barrier = threading.Barrier(6)
+    outcomes: list[str] = []
+
+    def caller(hour: int) -> None:
+        try:
+            barrier.wait()
+            outcomes.append(runs.fire(job, utc(2026, 5, 1, hour)).outcome)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=caller, args=(h,)) for h in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert sorted(outcomes) == ["skipped"] * 5 + ["started"]
+    assert Workflow.objects.count() == 1
+
+
+# -- declarations and checks ------------------------------------------------------------
+
+
+@pytest.fixture
+def declared(monkeypatch):
+    """An empty set of ``@periodic`` declarations, restored afterwards."""
+    monkeypatch.setattr(declarations, "_declared", {})
+    return declarations._declared
+
+
+def test_periodic_schedules_a_task_under_its_name(declared, client, eager):
+    from django_cloudtasks import task
+
+    @periodic(cron="*/15 * * * *", timezone="Europe/Paris", args=[20, 22])
+    @task(name="schedules_test_sum")
+    def schedules_test_sum(a, b):
+        return a + b
+
+    schedule = get_schedule("schedules_test_sum")
+    assert (schedule.cron, schedule.timezone) == ("*/15 * * * *", "Europe/Paris")
+    assert schedules_test_sum(1, 2) == 3  # still a plain function
+    answer = call(client, "schedules_test_sum", utc(2026, 5, 1, 10, 15)).json()
+    assert Workflow.objects.get(pk=answer["workflow"]).status == WorkflowStatus.SUCCESS
+
+
+def test_a_django_task_is_scheduled_the_same_way(declared, settings, client, eager):
+    settings.TASKS = {"default": {"BACKEND": "django_cloudtasks.backends.CloudTasksBackend"}}
+    from tests.testapp import django_tasks
+
+    periodic(every=timedelta(minutes=5), name="django-add", args=[4, 5])(django_tasks.add)
+
+    answer = call(client, "django-add", utc(2026, 5, 1, 10, 5)).json()
+
+    assert answer["outcome"] == "started"
+    assert Execution.objects.get(task="django.add").value == [4, 5]
+
+
+def test_a_name_declared_twice_is_an_error(declared, settings):
+    periodic(cron="0 * * * *", name="twice")(add)
+    configure(settings, twice={"task": "add", "cron": "0 * * * *"})
+    with pytest.raises(declarations.ScheduleError, match="declared twice"):
+        declarations.all_schedules()
+
+
+@pytest.mark.parametrize(
+    "entry, check_id, words",
+    [
+        ({"task": "add", "cron": "61 * * * *"}, "E101", "invalid cron"),
+        ({"task": "add", "cron": "0 * * * * *"}, "E101", "five fields"),
+        ({"task": "add", "every": "30s"}, "E101", "whole number of minutes"),
+        ({"task": "add", "cron": "0 3 * * *", "timezone": "Mars/Olympus"}, "E102", "time zone"),
+        ({"canvas": "tests.nowhere.canvas", "cron": "0 3 * * *"}, "E103", "cannot import"),
+        ({"task": "not_a_task_anywhere", "cron": "0 3 * * *"}, "E103", "cannot import"),
+        ({"task": "add", "cron": "0 3 * * *", "overlap": "queue"}, "E105", "overlap"),
+    ],
+)
+def test_bad_schedules_fail_the_system_checks_with_stable_ids(settings, entry, check_id, words):
+    configure(settings, job=entry)
+    with pytest.raises(SystemCheckError) as caught:
+        call_command("check")
+    assert f"django_cloudtasks.{check_id}" in str(caught.value)
+    assert words in str(caught.value)
+
+
+def test_a_name_cloud_scheduler_would_refuse_fails_the_checks(settings):
+    configure(settings, **{"nightly report": {"task": "add", "cron": "0 3 * * *"}})
+    with pytest.raises(SystemCheckError, match=r"django_cloudtasks\.E104"):
+        call_command("check")
+
+
+def test_a_malformed_schedules_setting_fails_the_checks(settings):
+    configure(settings, job={"task": "add", "cron": "0 3 * * *", "colour": "blue"})
+    with pytest.raises(SystemCheckError, match=r"django_cloudtasks\.E100.*unknown keys colour"):
+        call_command("check")
+
+
+def test_a_schedule_whose_arguments_do_not_bind_answers_500_and_records_nothing(
+    client, settings, eager
+):
+    configure(settings, job={"task": "add", "args": [1, 2, 3], "cron": "0 * * * *"})
+    response = call(client, "job", utc(2026, 5, 1, 1))
+    assert response.status_code == 500
+    assert "cannot start" in response.json()["error"]
+    assert not ScheduleRun.objects.exists() and not Workflow.objects.exists()
+
+
+def test_a_disabled_schedule_starts_nothing_when_called(client, settings, eager):
+    configure(settings, job={"task": "add", "args": [1, 2], "cron": "0 * * * *", "enabled": False})
+    assert call(client, "job", utc(2026, 5, 1, 1)).json()["outcome"] == "paused"
+    assert runs.tick(now=utc(2026, 5, 1, 5)).missed == {}
+    assert not ScheduleRun.objects.exists()
+
+
+def test_a_backfill_cannot_reach_into_the_future(settings, memory):
+    job = _hourly(settings, "allow")
+    with freeze_time("2026-05-01T12:00:00Z"), pytest.raises(declarations.ScheduleError):
+        runs.backfill(job, utc(2026, 5, 1, 10), utc(2026, 5, 1, 14))
+    assert not ScheduleRun.objects.exists()
+
+
+def test_calls_around_the_spring_change_map_to_the_slots_of_paris_time(client, settings, eager):
+    configure(
+        settings,
+        early={"task": "add", "args": [1, 1], "cron": "30 2 * * *", "timezone": "Europe/Paris"},
+    )
+    # 01:05 UTC on 29 March 2026 is 03:05 CEST: the day's 02:30 ran at 03:00 CEST.
+    with freeze_time("2026-03-29T01:05:00Z"):
+        assert call(client, "early").json()["slot"] == "2026-03-29T01:00:00+00:00"
+    with freeze_time("2026-03-30T00:31:00Z"):  # 02:31 CEST the next day
+        assert call(client, "early").json()["slot"] == "2026-03-30T00:30:00+00:00"
+
+
+def test_the_tick_over_a_month_end_finds_the_last_day_slot(settings, memory):
+    configure(
+        settings,
+        monthly={"task": "add", "args": [1, 1], "cron": "0 12 L * *", "catch_up": "2d"},
+    )
+    with freeze_time("2028-02-27T00:00:00Z"):
+        runs.tick()
+    with freeze_time("2028-03-01T00:00:00Z"):  # a leap year: the last day is the 29th
+        assert runs.tick().started == {"monthly": 1}
+    assert ScheduleRun.objects.get().slot == utc(2028, 2, 29, 12)
