@@ -11,9 +11,11 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC
 from typing import Any
 
+import grpc
 from google.api_core import exceptions as gexc
 from google.api_core import retry as gretry
 from google.cloud import tasks_v2
+from google.cloud.tasks_v2.services.cloud_tasks.transports import CloudTasksGrpcTransport
 
 from django_cloudtasks.conf import conf
 from django_cloudtasks.exceptions import ConfigurationError, EnqueueError
@@ -75,9 +77,10 @@ class CloudTasksTransport(Transport):
     def _build_client(self) -> tasks_v2.CloudTasksClient:
         host = conf.EMULATOR_HOST
         if host:
-            from django_cloudtasks.emulator.client import emulator_client
-
-            return emulator_client(str(host))
+            # A local emulator: no TLS, and no credentials are looked up (a transport
+            # built on an explicit channel ignores them).
+            channel = grpc.insecure_channel(str(host))
+            return tasks_v2.CloudTasksClient(transport=CloudTasksGrpcTransport(channel=channel))
         return tasks_v2.CloudTasksClient()
 
     def close(self) -> None:
@@ -136,10 +139,8 @@ class CloudTasksTransport(Transport):
             task.schedule_time.FromDatetime(dispatch.eta.astimezone(UTC))
         deadline = dispatch.dispatch_deadline or conf.DISPATCH_DEADLINE
         if deadline:
-            seconds = float(deadline)
-            if not conf.EMULATOR_HOST:  # the emulator accepts short deadlines for tests
-                low, high = DEADLINE_RANGE
-                seconds = min(max(seconds, low), high)
+            low, high = DEADLINE_RANGE
+            seconds = min(max(float(deadline), low), high)
             task.dispatch_deadline.seconds = int(seconds)
             task.dispatch_deadline.nanos = int((seconds % 1) * 1e9)
         return task

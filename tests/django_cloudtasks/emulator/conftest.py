@@ -13,6 +13,7 @@ from google.cloud import tasks_v2
 
 from django_cloudtasks.emulator import CloudTasksEmulator, emulator_client
 from tests.django_cloudtasks.emulator.recording import (
+    LOCATION,
     HandlerServer,
     RecordingHandler,
     handler_class,
@@ -36,8 +37,8 @@ def handler() -> Iterator[RecordingHandler]:
 
 @pytest.fixture
 def emulator() -> Iterator[CloudTasksEmulator]:
-    """A running emulator with auto-created queues."""
-    with CloudTasksEmulator() as emu:
+    """A running emulator that keeps sub-second backoffs (a testing option)."""
+    with CloudTasksEmulator(subsecond_backoffs=True) as emu:
         yield emu
 
 
@@ -53,3 +54,11 @@ def client(emulator: CloudTasksEmulator) -> Iterator[tasks_v2.CloudTasksClient]:
 def queue_name() -> str:
     """A fresh queue name (not created)."""
     return new_queue_name()
+
+
+@pytest.fixture
+def queue(client: tasks_v2.CloudTasksClient) -> str:
+    """The name of a fresh queue, created with the service defaults."""
+    name = new_queue_name()
+    client.create_queue(parent=LOCATION, queue={"name": name})
+    return name

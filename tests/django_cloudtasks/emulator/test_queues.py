@@ -149,8 +149,8 @@ def test_a_deleted_queue_is_gone_with_its_tasks(client, queue_name):
         client.delete_queue(name=queue_name)
 
 
-def test_without_auto_creation_tasks_need_an_existing_queue(queue_name):
-    with CloudTasksEmulator(auto_create_queues=False, queues=[queue_name]) as emulator:
+def test_by_default_tasks_need_an_existing_queue(queue_name):
+    with CloudTasksEmulator(queues=[queue_name]) as emulator:
         client = emulator_client(emulator.address)
         try:
             client.create_task(parent=queue_name, task=http_task("http://127.0.0.1:9/"))
@@ -162,6 +162,12 @@ def test_without_auto_creation_tasks_need_an_existing_queue(queue_name):
             client.transport.close()
 
 
-def test_with_auto_creation_a_task_creates_its_queue(client, queue_name):
-    client.create_task(parent=queue_name, task=http_task("http://127.0.0.1:9/"))
-    assert client.get_queue(name=queue_name).rate_limits.max_dispatches_per_second == 500
+def test_with_auto_creation_a_task_creates_its_queue(queue_name):
+    with CloudTasksEmulator(auto_create_queues=True) as emulator:
+        client = emulator_client(emulator.address)
+        try:
+            client.create_task(parent=queue_name, task=http_task("http://127.0.0.1:9/"))
+            queue = client.get_queue(name=queue_name)
+            assert queue.rate_limits.max_dispatches_per_second == 500
+        finally:
+            client.transport.close()
