@@ -54,6 +54,13 @@ def run(options: EmulatorOptions) -> int:
             previous[signum] = signal.signal(signum, request_stop)
     print(f"Cloud Tasks emulator listening on {emulator.address}", flush=True)
     print(f"OIDC certificates at {emulator.oidc_certs_url}", flush=True)
+    if options.max_in_flight:
+        print(
+            f"At most {options.max_in_flight} deliveries in flight over all queues "
+            "(--max-in-flight; 0 leaves only each queue's max_concurrent_dispatches, "
+            "1,000 by default on Cloud Tasks)",
+            flush=True,
+        )
     try:
         while not stop_requested.wait(0.5):
             pass

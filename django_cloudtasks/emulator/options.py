@@ -19,6 +19,9 @@ from typing import Any
 from .names import is_queue_name
 
 DEFAULT_PORT = 8123
+#: The command line's cap on attempts in flight: what ``manage.py runserver`` (a listen
+#: backlog of 10) takes without resetting connections. 0 lifts it.
+LOCAL_MAX_IN_FLIGHT = 10
 #: How long a finished or deleted task's name stays taken (the reference: up to 24 h).
 DEFAULT_TOMBSTONE_SECONDS = 24 * 3600.0
 #: How long a deleted queue's name stays taken (the reference: 7 days).
@@ -39,8 +42,9 @@ class EmulatorOptions:
         oidc_port: port of the OIDC certificates server (0: a free one).
         tombstone_seconds: how long a finished or deleted task's name stays taken.
         queue_tombstone_seconds: how long a deleted queue's name cannot be re-created.
-        max_in_flight: attempts in flight over all queues (None: only each queue's
-            ``max_concurrent_dispatches`` limits them).
+        max_in_flight: attempts in flight over all queues (None or 0: only each queue's
+            ``max_concurrent_dispatches`` limits them; the command line defaults to
+            :data:`LOCAL_MAX_IN_FLIGHT` and says so when it starts).
         dispatch_deadline_cap: *testing*: every attempt times out after at most this
             many seconds, whatever its task's ``dispatch_deadline`` (None: no cap).
         subsecond_backoffs: *testing*: keep sub-second ``min_backoff``/``max_backoff``
@@ -76,6 +80,8 @@ class EmulatorOptions:
         given = {k: v for k, v in values.items() if k in known and v is not None}
         if "queues" in given:
             given["queues"] = tuple(given["queues"])
+        if given.get("max_in_flight") == 0:
+            given["max_in_flight"] = None
         return cls(**given)
 
 
@@ -135,8 +141,10 @@ def add_arguments(parser: argparse.ArgumentParser, *, port_help: str | None = No
     parser.add_argument(
         "--max-in-flight",
         type=int,
-        help="attempts in flight over all queues (default: no cap beyond each queue's "
-        "max_concurrent_dispatches)",
+        default=LOCAL_MAX_IN_FLIGHT,
+        help=f"attempts in flight over all queues (default {LOCAL_MAX_IN_FLIGHT}, what "
+        "runserver takes without resetting connections; 0: only each queue's "
+        "max_concurrent_dispatches, as on Cloud Tasks)",
     )
     parser.add_argument(
         "--dispatch-deadline-cap",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import socket
 import time
 from datetime import datetime
 
@@ -11,8 +12,9 @@ from google.api_core import exceptions as gexc
 
 from django_cloudtasks import chord, group
 from django_cloudtasks.constants import State
+from django_cloudtasks.exceptions import EnqueueError
 from django_cloudtasks.models import Node
-from django_cloudtasks.transports import get_transport
+from django_cloudtasks.transports import get_transport, reset_transport
 from django_cloudtasks.transports.base import Dispatch
 from tests import gateway
 from tests.testapp.models import Execution
@@ -108,3 +110,29 @@ def test_a_task_receives_the_production_headers(live_emulator):
 def test_a_group_fans_out_concurrently_and_finishes(live_emulator):
     result = group(identity.si(i) for i in range(50)).delay()
     assert result.get(timeout=60) == list(range(50))
+
+
+def test_without_a_running_emulator_delay_fails_fast_and_says_what_to_do(settings):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{sock.getsockname()[1]}"  # nothing listens once closed
+    settings.CLOUDTASKS = {
+        **settings.CLOUDTASKS,
+        "TRANSPORT": "cloudtasks",
+        "EMULATOR_HOST": address,
+        "BASE_URL": "http://127.0.0.1:9",
+    }
+    reset_transport()
+    started = time.monotonic()
+    try:
+        with pytest.raises(EnqueueError) as caught:
+            add.si(1, 1).delay()
+    finally:
+        reset_transport()
+
+    assert time.monotonic() - started < 15  # not the 30 s Cloud Tasks calls retry for
+    message = str(caught.value)
+    assert address in message
+    assert "EMULATOR_HOST" in message
+    assert "cloudtasks_sweep" in message
+    assert Node.objects.filter(task_name="add").count() == 1  # saved for the sweeper

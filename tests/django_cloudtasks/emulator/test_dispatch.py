@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -15,6 +16,7 @@ from tests.django_cloudtasks.emulator.recording import (
     Reply,
     http_task,
     make_queue,
+    new_queue_name,
     wait_until,
 )
 
@@ -210,3 +212,32 @@ def test_a_fan_out_of_a_thousand_tasks_is_delivered_concurrently(
     assert handler.max_in_flight >= 10
     assert elapsed < 30  # serially it would take at least 50 s
     assert emulator.wait_until_idle(10)
+
+
+def test_a_failed_delivery_is_logged_with_its_url_status_and_body(
+    client, handler: RecordingHandler, queue_name, caplog
+):
+    make_queue(client, queue_name, min_backoff=5, max_backoff=5)
+    handler.default = Reply(500, body=b"Traceback: KeyError 'user'")
+    with caplog.at_level(logging.WARNING, logger="django_cloudtasks.emulator"):
+        client.create_task(parent=queue_name, task=http_task(handler.url("/run/x")))
+        handler.wait_for(1)
+        assert wait_until(lambda: "delivery failed" in caplog.text, timeout=5)
+
+    assert f"POST {handler.url('/run/x')} -> 500" in caplog.text
+    assert "Traceback: KeyError 'user'" in caplog.text
+
+
+def test_max_in_flight_caps_deliveries_over_all_queues(handler: RecordingHandler, request):
+    emulator = CloudTasksEmulator(max_in_flight=3).start()
+    client = emulator_client(emulator.address)
+    request.addfinalizer(lambda: (client.transport.close(), emulator.stop()))
+    handler.default = Reply(200, delay=0.2)
+    queues = [new_queue_name() for _ in range(3)]
+    for queue in queues:
+        make_queue(client, queue)
+        for _ in range(4):
+            client.create_task(parent=queue, task=http_task(handler.url()))
+
+    assert len(handler.wait_for(12, timeout=10)) == 12
+    assert handler.max_in_flight == 3

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import socket
+
 import google.auth.transport.requests
 import pytest
 from google.oauth2 import id_token
 
+from django_cloudtasks.emulator import CloudTasksEmulator
 from tests.django_cloudtasks.emulator.recording import RecordingHandler, http_task
 
 AUDIENCE = "https://app.example.com/cloudtasks/run/"
@@ -87,3 +90,13 @@ def test_a_custom_issuer_is_used():
     with CloudTasksEmulator(oidc_issuer="https://issuer.test") as emulator:
         token = emulator.mint_token(AUDIENCE, EMAIL)
         assert verify(token, AUDIENCE, emulator.oidc_certs_url)["iss"] == "https://issuer.test"
+
+
+def test_the_certificates_port_can_be_pinned():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with CloudTasksEmulator(oidc_port=port) as emulator:
+        assert emulator.oidc_certs_url == f"http://127.0.0.1:{port}/oauth2/v1/certs"
+        token = emulator.mint_token(AUDIENCE, EMAIL)
+        assert verify(token, AUDIENCE, emulator.oidc_certs_url)["email"] == EMAIL
