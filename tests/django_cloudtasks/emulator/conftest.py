@@ -43,11 +43,11 @@ def emulator() -> Iterator[CloudTasksEmulator]:
 
 
 @pytest.fixture
-def client(emulator: CloudTasksEmulator) -> Iterator[tasks_v2.CloudTasksClient]:
+def tasks_client(emulator: CloudTasksEmulator) -> Iterator[tasks_v2.CloudTasksClient]:
     """The real Cloud Tasks client connected to the emulator."""
-    client = emulator_client(emulator.address)
-    yield client
-    client.transport.close()
+    tasks_client = emulator_client(emulator.address)
+    yield tasks_client
+    tasks_client.transport.close()
 
 
 @pytest.fixture
@@ -57,8 +57,8 @@ def queue_name() -> str:
 
 
 @pytest.fixture
-def queue(client: tasks_v2.CloudTasksClient) -> str:
+def queue(tasks_client: tasks_v2.CloudTasksClient) -> str:
     """The name of a fresh queue, created with the service defaults."""
     name = new_queue_name()
-    client.create_queue(parent=LOCATION, queue={"name": name})
+    tasks_client.create_queue(parent=LOCATION, queue={"name": name})
     return name

@@ -142,7 +142,7 @@ class HandlerServer(ThreadingHTTPServer):
 
 
 def make_queue(
-    client: tasks_v2.CloudTasksClient,
+    tasks_client: tasks_v2.CloudTasksClient,
     name: str,
     *,
     rate: float = 0,
@@ -158,7 +158,7 @@ def make_queue(
         retry["min_backoff"] = {"seconds": int(min_backoff), "nanos": _nanos(min_backoff)}
     if max_backoff is not None:
         retry["max_backoff"] = {"seconds": int(max_backoff), "nanos": _nanos(max_backoff)}
-    return client.create_queue(
+    return tasks_client.create_queue(
         parent=LOCATION,
         queue={
             "name": name,

@@ -43,29 +43,29 @@ class World:
     handler: RecordingHandler
     request: pytest.FixtureRequest
     emulator: CloudTasksEmulator | None = None
-    client: tasks_v2.CloudTasksClient | None = None
+    tasks_client: tasks_v2.CloudTasksClient | None = None
 
     def start(self, **options: Any) -> tasks_v2.CloudTasksClient:
         """Start the emulator of this row (sub-second backoffs kept unless told)."""
         emulator = CloudTasksEmulator(**{"subsecond_backoffs": True, **options}).start()
-        client = emulator_client(emulator.address)
+        tasks_client = emulator_client(emulator.address)
         self.request.addfinalizer(emulator.stop)
-        self.request.addfinalizer(client.transport.close)
-        self.emulator, self.client = emulator, client
-        return client
+        self.request.addfinalizer(tasks_client.transport.close)
+        self.emulator, self.tasks_client = emulator, tasks_client
+        return tasks_client
 
     def queue(self, **limits: Any) -> str:
         """A fresh queue (``make_queue`` limits) on this row's emulator."""
-        assert self.client is not None
+        assert self.tasks_client is not None
         name = new_queue_name()
-        make_queue(self.client, name, **limits)
+        make_queue(self.tasks_client, name, **limits)
         return name
 
     def task(self, queue: str, path: str = "/task", **http: Any) -> tasks_v2.Task:
         """Create a task delivered to ``path`` of the handler."""
-        assert self.client is not None
+        assert self.tasks_client is not None
         extra = {k: http.pop(k) for k in ("schedule_time", "dispatch_deadline") if k in http}
-        return self.client.create_task(
+        return self.tasks_client.create_task(
             parent=queue, task={**http_task(self.handler.url(path), **http), **extra}
         )
 
@@ -170,12 +170,12 @@ def backoffs_double_from_min_backoff(world: World) -> None:
 
 
 def backoffs_are_truncated_to_whole_seconds(world: World) -> None:
-    client = world.start(subsecond_backoffs=False)
+    tasks_client = world.start(subsecond_backoffs=False)
     queue = world.queue(min_backoff=1.5, max_backoff=2.7)
 
-    retry = client.get_queue(name=queue).retry_config
+    retry = tasks_client.get_queue(name=queue).retry_config
     assert (retry.min_backoff, retry.max_backoff) == (timedelta(seconds=1), timedelta(seconds=2))
-    default = client.get_queue(name=world.queue()).retry_config
+    default = tasks_client.get_queue(name=world.queue()).retry_config
     assert default.min_backoff == timedelta(seconds=0.1)
 
 
@@ -195,10 +195,10 @@ def throttled_answers_back_off_harder_and_honour_retry_after(world: World) -> No
 
 
 def a_task_retry_config_overrides_the_queues(world: World) -> None:
-    client = world.start()
+    tasks_client = world.start()
     queue = world.queue(min_backoff=0.05, max_backoff=0.05, max_attempts=10)
     world.handler.default = Reply(500)
-    client.create_task(
+    tasks_client.create_task(
         parent=queue,
         task={**http_task(world.handler.url()), "retry_config": {"max_attempts": 2}},
     )
@@ -212,9 +212,9 @@ def a_task_retry_config_overrides_the_queues(world: World) -> None:
 
 
 def the_rate_limit_spreads_dispatches(world: World) -> None:
-    client = world.start()
+    tasks_client = world.start()
     queue = world.queue(rate=5)
-    assert client.get_queue(name=queue).rate_limits.max_burst_size == 5
+    assert tasks_client.get_queue(name=queue).rate_limits.max_burst_size == 5
     for _ in range(10):
         world.task(queue)
 
@@ -223,8 +223,8 @@ def the_rate_limit_spreads_dispatches(world: World) -> None:
 
 
 def the_default_burst_is_100(world: World) -> None:
-    client = world.start()
-    assert client.get_queue(name=world.queue()).rate_limits.max_burst_size == 100
+    tasks_client = world.start()
+    assert tasks_client.get_queue(name=world.queue()).rate_limits.max_burst_size == 100
 
 
 def concurrency_is_capped_per_queue(world: World) -> None:
@@ -254,53 +254,55 @@ def the_emulator_caps_nothing_below_a_queues_concurrency(world: World) -> None:
 
 
 def a_task_on_a_missing_queue_is_not_found(world: World) -> None:
-    client = world.start()
+    tasks_client = world.start()
     missing = new_queue_name()
     with pytest.raises(exceptions.NotFound):
-        client.create_task(parent=missing, task=http_task(world.handler.url()))
+        tasks_client.create_task(parent=missing, task=http_task(world.handler.url()))
     with pytest.raises(exceptions.NotFound):
-        list(client.list_tasks(parent=missing))
+        list(tasks_client.list_tasks(parent=missing))
     queue = world.queue()
-    client.delete_queue(name=queue)
+    tasks_client.delete_queue(name=queue)
     with pytest.raises(exceptions.NotFound):
-        client.create_task(parent=queue, task=http_task(world.handler.url()))
+        tasks_client.create_task(parent=queue, task=http_task(world.handler.url()))
 
 
 def a_deleted_queue_name_stays_taken(world: World) -> None:
-    client = world.start()
+    tasks_client = world.start()
     queue = world.queue()
-    client.delete_queue(name=queue)
+    tasks_client.delete_queue(name=queue)
     with pytest.raises(exceptions.FailedPrecondition):
-        client.create_queue(parent=LOCATION, queue={"name": queue})
+        tasks_client.create_queue(parent=LOCATION, queue={"name": queue})
     assert EmulatorOptions().queue_tombstone_seconds == 7 * 24 * 3600
 
-    client = world.start(queue_tombstone_seconds=0.2)
+    tasks_client = world.start(queue_tombstone_seconds=0.2)
     queue = world.queue()
-    client.delete_queue(name=queue)
+    tasks_client.delete_queue(name=queue)
     time.sleep(0.3)
-    assert client.create_queue(parent=LOCATION, queue={"name": queue}).name == queue
+    assert tasks_client.create_queue(parent=LOCATION, queue={"name": queue}).name == queue
 
 
 def a_finished_task_name_stays_taken(world: World) -> None:
-    client = world.start()
+    tasks_client = world.start()
     task = world.task(world.queue())
     world.handler.wait_for(1)
     assert world.emulator is not None and world.emulator.wait_until_idle(5)
     with pytest.raises(exceptions.AlreadyExists):
-        client.create_task(
+        tasks_client.create_task(
             parent=task.name.split("/tasks/")[0], task={"name": task.name, **http_task("http://x/")}
         )
     assert EmulatorOptions().tombstone_seconds == 24 * 3600
 
 
 def list_queues_filters_by_state(world: World) -> None:
-    client = world.start()
+    tasks_client = world.start()
     running, paused = world.queue(), world.queue()
-    client.pause_queue(name=paused)
+    tasks_client.pause_queue(name=paused)
     location = running.rsplit("/queues/", 1)[0]
 
     def names(filter: str) -> list[str]:
-        return [q.name for q in client.list_queues(request={"parent": location, "filter": filter})]
+        return [
+            q.name for q in tasks_client.list_queues(request={"parent": location, "filter": filter})
+        ]
 
     assert names("state: PAUSED") == [paused]
     assert names("state = RUNNING") == [running]
@@ -309,10 +311,10 @@ def list_queues_filters_by_state(world: World) -> None:
 
 
 def project_ids_are_validated(world: World) -> None:
-    client = world.start()
+    tasks_client = world.start()
     for project in ("Upper-Case", "ab", "1starts-with-digit", "ends-with-"):
         with pytest.raises(exceptions.InvalidArgument):
-            client.create_queue(
+            tasks_client.create_queue(
                 parent=f"projects/{project}/locations/us-central1",
                 queue={"name": f"projects/{project}/locations/us-central1/queues/q"},
             )
@@ -322,14 +324,14 @@ def project_ids_are_validated(world: World) -> None:
 
 
 def limits_are_refused_at_create_task(world: World) -> None:
-    client = world.start()
+    tasks_client = world.start()
     queue = world.queue()
     later = datetime.now(UTC) + timedelta(hours=1)
 
     def create(**fields: Any) -> tasks_v2.Task:
         http = fields.pop("http", {})
         task = {**http_task("http://127.0.0.1:9/", **http), "schedule_time": later, **fields}
-        return client.create_task(parent=queue, task=task)
+        return tasks_client.create_task(parent=queue, task=task)
 
     refused = [
         {"http": {"body": b"x" * 101 * 1024}},
@@ -356,9 +358,9 @@ def limits_are_refused_at_create_task(world: World) -> None:
 
 
 def queue_http_target_overrides_apply_to_deliveries(world: World) -> None:
-    client = world.start()
+    tasks_client = world.start()
     queue = new_queue_name()
-    client.create_queue(
+    tasks_client.create_queue(
         parent=LOCATION,
         queue={
             "name": queue,
@@ -383,9 +385,9 @@ def queue_http_target_overrides_apply_to_deliveries(world: World) -> None:
 
 
 def if_not_exists_overrides_only_what_the_task_lacks(world: World) -> None:
-    client = world.start()
+    tasks_client = world.start()
     queue = new_queue_name()
-    client.create_queue(
+    tasks_client.create_queue(
         parent=LOCATION,
         queue={
             "name": queue,
@@ -408,20 +410,20 @@ def if_not_exists_overrides_only_what_the_task_lacks(world: World) -> None:
 
 
 def the_basic_view_omits_the_body(world: World) -> None:
-    client = world.start()
+    tasks_client = world.start()
     later = datetime.now(UTC) + timedelta(hours=1)
     task = world.task(world.queue(), body=b"secret", schedule_time=later)
-    full = client.get_task(request={"name": task.name, "response_view": "FULL"})
+    full = tasks_client.get_task(request={"name": task.name, "response_view": "FULL"})
     assert (task.http_request.body, full.http_request.body) == (b"", b"secret")
 
 
 def run_task_dispatches_a_running_task_again(world: World) -> None:
-    client = world.start()
+    tasks_client = world.start()
     world.handler.script["/task"] = [Reply(200, delay=1.0), Reply(200)]
     task = world.task(world.queue())
     assert wait_until(lambda: len(world.handler.received) == 1, timeout=5)
 
-    client.run_task(name=task.name)
+    tasks_client.run_task(name=task.name)
 
     assert len(world.handler.wait_for(2, timeout=5)) == 2
 

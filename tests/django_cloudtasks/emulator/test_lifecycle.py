@@ -65,11 +65,11 @@ def test_the_command_line_serves_until_sigterm_and_exits_cleanly():
         assert process.stdout.readline().startswith(
             "At most 10 deliveries in flight over all queues (--max-in-flight"
         )
-        client = emulator_client(match.group(1))
+        tasks_client = emulator_client(match.group(1))
         try:
-            assert client.get_queue(name=queue).name == queue
+            assert tasks_client.get_queue(name=queue).name == queue
         finally:
-            client.transport.close()
+            tasks_client.transport.close()
 
         process.send_signal(signal.SIGTERM)
         out, err = process.communicate(timeout=15)

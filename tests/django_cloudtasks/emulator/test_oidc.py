@@ -59,16 +59,16 @@ def test_a_token_from_another_emulator_is_rejected(emulator):
 
 
 def test_a_task_with_an_oidc_token_is_delivered_with_a_verifiable_bearer(
-    client, emulator, handler: RecordingHandler, queue
+    tasks_client, emulator, handler: RecordingHandler, queue
 ):
-    client.create_task(
+    tasks_client.create_task(
         parent=queue,
         task=http_task(
             handler.url("/explicit"),
             oidc_token={"service_account_email": EMAIL, "audience": AUDIENCE},
         ),
     )
-    client.create_task(
+    tasks_client.create_task(
         parent=queue,
         task=http_task(handler.url("/default"), oidc_token={"service_account_email": EMAIL}),
     )
