@@ -240,13 +240,15 @@ def concurrency_is_capped_per_queue(world: World) -> None:
 
 def the_emulator_caps_nothing_below_a_queues_concurrency(world: World) -> None:
     assert EmulatorOptions().max_in_flight is None
-    world.start()
+    tasks_client = world.start()
     queue = world.queue()
-    world.handler.default = Reply(200, delay=0.5)
+    tasks_client.pause_queue(name=queue)
+    world.handler.default = Reply(200, delay=1.5)
     for _ in range(300):
         world.task(queue)
 
-    assert len(world.handler.wait_for(300, timeout=20)) == 300
+    tasks_client.resume_queue(name=queue)  # all due at once: a burst of 100, then 500/s
+    assert len(world.handler.wait_for(300, timeout=30)) == 300
     assert world.handler.max_in_flight > 200
 
 
