@@ -13,7 +13,7 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test,lint,type,docs]'
+	$(PY) -m pip install --quiet -e '.[emulator,test,lint,type,docs]'
 	rm -f $(VENV)/.installed-* && touch $@
 
 ## Run the whole test suite on SQLite, then the database tests on PostgreSQL.

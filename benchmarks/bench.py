@@ -190,6 +190,8 @@ class Bench:
                 str(emulator_port),
                 "--tombstone-seconds",
                 "900",
+                "--max-in-flight",
+                "200",
             ],
             self.env(config),
             self.workdir / "emulator.log",

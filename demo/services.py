@@ -9,6 +9,7 @@ after an error.
 
 from __future__ import annotations
 
+import io
 import os
 import secrets
 import shutil
@@ -200,26 +201,14 @@ def _setup_django() -> None:
 
 
 def _create_queue() -> None:
-    """Create the demo queue with short retry backoffs (the emulator would default to 1 h)."""
-    from google.cloud import tasks_v2
-    from google.protobuf import duration_pb2
+    """Create the queues of ``CLOUDTASKS['QUEUES']`` on the emulator, as in production.
 
-    from django_cloudtasks.conf import conf
-    from django_cloudtasks.transports import get_transport
-    from django_cloudtasks.transports.cloudtasks import CloudTasksTransport
+    The emulator, like Cloud Tasks, answers NOT_FOUND for tasks on a queue nobody
+    created.
+    """
+    from django.core.management import call_command
 
-    transport = get_transport()
-    assert isinstance(transport, CloudTasksTransport), "demo.settings selects cloudtasks"
-    queue = tasks_v2.Queue(
-        name=transport.queue_path(),
-        retry_config=tasks_v2.RetryConfig(
-            max_attempts=20,
-            min_backoff=duration_pb2.Duration(nanos=100_000_000),
-            max_backoff=duration_pb2.Duration(seconds=2),
-        ),
-    )
-    parent = f"projects/{conf.PROJECT}/locations/{conf.LOCATION}"
-    transport.client.create_queue(parent=parent, queue=queue)
+    call_command("cloudtasks_queues", stdout=io.StringIO())
 
 
 def _check_port_free(host: str, port: int) -> None:

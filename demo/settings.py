@@ -83,6 +83,9 @@ CLOUDTASKS = {
     "AUTH_TOKEN": os.environ.get("DEMO_AUTH_TOKEN", "demo-token"),
     "TRANSPORT": "cloudtasks",
     "EMULATOR_HOST": os.environ.get("DEMO_EMULATOR_HOST", "127.0.0.1:8123"),
+    # Created by `manage.py cloudtasks_queues` (the demo runs it at start): short retry
+    # backoffs, where the service's default would double up to an hour.
+    "QUEUES": {"default": {"max_attempts": 20, "min_backoff": 1, "max_backoff": 2}},
     # Fired by the emulator's Cloud Scheduler, whose clock the demo runs 30 times faster:
     # a minute lasts two seconds.
     "SCHEDULES": {

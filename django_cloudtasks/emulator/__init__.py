@@ -15,6 +15,14 @@ from .cli import main
 from .client import emulator_client
 from .emulator import CloudTasksEmulator
 from .errors import EmulatorError
+from .options import EmulatorOptions
 from .records import AttemptRecord
 
-__all__ = ["AttemptRecord", "CloudTasksEmulator", "EmulatorError", "emulator_client", "main"]
+__all__ = [
+    "AttemptRecord",
+    "CloudTasksEmulator",
+    "EmulatorError",
+    "EmulatorOptions",
+    "emulator_client",
+    "main",
+]

@@ -11,70 +11,33 @@ from collections.abc import Sequence
 from types import FrameType
 
 from .emulator import CloudTasksEmulator
-from .names import is_queue_name
-
-
-def _queue_name(value: str) -> str:
-    if not is_queue_name(value):
-        raise argparse.ArgumentTypeError(
-            f"{value!r} is not projects/PROJECT/locations/LOCATION/queues/QUEUE"
-        )
-    return value
+from .options import EmulatorOptions, add_arguments
 
 
 def build_parser(prog: str = "python -m django_cloudtasks.emulator") -> argparse.ArgumentParser:
-    """The argument parser (a Django management command may reuse it)."""
+    """The emulator's argument parser: :func:`add_arguments` plus ``--verbose``."""
     parser = argparse.ArgumentParser(prog=prog, description="Local Cloud Tasks v2 emulator.")
-    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback)")
-    parser.add_argument("--port", type=int, default=8123, help="gRPC port (0 picks a free one)")
-    parser.add_argument(
-        "--queue",
-        action="append",
-        default=[],
-        type=_queue_name,
-        metavar="projects/P/locations/L/queues/Q",
-        help="create this queue at start (repeatable)",
-    )
-    parser.add_argument(
-        "--no-auto-create-queues",
-        dest="auto_create_queues",
-        action="store_false",
-        help="answer NOT_FOUND for tasks on unknown queues instead of creating them",
-    )
-    parser.add_argument("--oidc-issuer", default=None, help="iss claim of minted OIDC tokens")
-    parser.add_argument(
-        "--tombstone-seconds",
-        type=float,
-        default=3600.0,
-        help="how long finished or deleted task names stay taken (default 3600)",
-    )
-    parser.add_argument(
-        "--time-scale",
-        type=float,
-        default=1.0,
-        help="run the Cloud Scheduler clock this many times faster (60: an hourly job "
-        "fires every minute)",
-    )
+    add_arguments(parser)
     parser.add_argument("-v", "--verbose", action="store_true", help="log every attempt")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the emulator until SIGINT or SIGTERM; return the exit status (0 on a clean stop)."""
-    args = build_parser().parse_args(argv)
+    """Parse ``argv``, then :func:`run`; return the exit status (0 on a clean stop)."""
+    return run(EmulatorOptions.from_arguments(build_parser().parse_args(argv)))
+
+
+def run(options: EmulatorOptions) -> int:
+    """Run the emulator until SIGINT or SIGTERM; return the exit status (0 on a clean stop).
+
+    It prints ``Cloud Tasks emulator listening on HOST:PORT`` first, then the URL of its
+    OIDC certificates; 1 means it could not start (the port is taken, a bad queue name).
+    """
     logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
+        level=logging.INFO if options.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    emulator = CloudTasksEmulator(
-        host=args.host,
-        port=args.port,
-        auto_create_queues=args.auto_create_queues,
-        oidc_issuer=args.oidc_issuer,
-        queues=args.queue,
-        tombstone_seconds=args.tombstone_seconds,
-        scheduler_time_scale=args.time_scale,
-    )
+    emulator = CloudTasksEmulator(options=options)
     try:
         emulator.start()
     except OSError as exc:
@@ -91,6 +54,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             previous[signum] = signal.signal(signum, request_stop)
     print(f"Cloud Tasks emulator listening on {emulator.address}", flush=True)
     print(f"OIDC certificates at {emulator.oidc_certs_url}", flush=True)
+    if options.max_in_flight:
+        print(
+            f"At most {options.max_in_flight} deliveries in flight over all queues "
+            "(--max-in-flight; 0 leaves only each queue's max_concurrent_dispatches, "
+            "1,000 by default on Cloud Tasks)",
+            flush=True,
+        )
     try:
         while not stop_requested.wait(0.5):
             pass

@@ -9,6 +9,7 @@ schedules its retry by the queue's RetryConfig.
 
 from __future__ import annotations
 
+import email.utils
 import functools
 import http.client
 import logging
@@ -39,6 +40,11 @@ _RPC_CODES = {
     504: 4,  # DEADLINE_EXCEEDED
 }
 _RPC_OK, _RPC_UNKNOWN, _RPC_DEADLINE_EXCEEDED, _RPC_UNAVAILABLE = 0, 2, 4, 14
+
+
+def record_succeeded(status_code: int | None) -> bool:
+    """Whether an HTTP status completes a task (2xx)."""
+    return status_code is not None and 200 <= status_code < 300
 
 
 def rpc_code_for(status_code: int | None, error: str | None) -> int:
@@ -104,23 +110,50 @@ class WorkerPool:
             thread.join(max(0.0, deadline - time.monotonic()))
 
 
+#: The in-flight bound when none is given: above any sum of queue limits a local run has.
+UNBOUNDED_IN_FLIGHT = 100_000
+#: How much of a failed answer's body is kept and logged.
+BODY_START = 1024
+
+
+def parse_retry_after(value: str | None, now: float) -> float | None:
+    """Seconds from now that a ``Retry-After`` value asks for (seconds or an HTTP date)."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - now)
+
+
 class Dispatcher:
     """Runs the scheduler loop and the HTTP workers for one :class:`EmulatorState`.
 
     ``mint_token(audience, email)`` provides the ``Authorization`` bearer token of tasks
-    that ask for an OIDC token.
+    that ask for an OIDC token. ``max_in_flight`` bounds the attempts in flight over all
+    queues (None: only the queues' own limits); ``deadline_cap`` shortens every
+    attempt's timeout (a testing option); ``log_failures`` logs each failed delivery.
     """
 
     def __init__(
         self,
         state: EmulatorState,
         mint_token: Callable[[str, str], str],
-        max_workers: int = 200,
+        max_in_flight: int | None = None,
+        *,
+        deadline_cap: float | None = None,
+        log_failures: bool = True,
     ) -> None:
         self.state = state
-        self.max_workers = max_workers
+        self.max_workers = max_in_flight or UNBOUNDED_IN_FLIGHT
+        self.deadline_cap = deadline_cap
+        self.log_failures = log_failures
         self._mint_token = mint_token
-        self._pool = WorkerPool(max_workers)
+        self._pool = WorkerPool(self.max_workers)
         self._busy = 0
         self._stopping = False
         self._thread: threading.Thread | None = None
@@ -169,22 +202,28 @@ class Dispatcher:
             conn = connections[key] = cls(host, port)
         return conn
 
-    def _post(self, job: Dispatch, headers: dict[str, str]) -> int:
-        """Send one attempt; reconnect once if a kept-alive connection had gone stale."""
+    def _post(self, job: Dispatch, headers: dict[str, str]) -> tuple[int, str | None, bytes]:
+        """Send one attempt; return the status, ``Retry-After`` and start of the body.
+
+        Reconnects once if a kept-alive connection had gone stale.
+        """
         parts = urllib.parse.urlsplit(job.url)
         path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         conn = self._connection(parts.scheme, parts.hostname or "127.0.0.1", parts.port)
+        timeout = job.timeout
+        if self.deadline_cap is not None:
+            timeout = min(timeout, self.deadline_cap)
         for reused in (conn.sock is not None, False):
-            conn.timeout = job.timeout
+            conn.timeout = timeout
             if conn.sock is not None:
-                conn.sock.settimeout(job.timeout)
+                conn.sock.settimeout(timeout)
             try:
                 conn.request(job.method, path, body=job.body or None, headers=headers)
                 response = conn.getresponse()
-                response.read()
+                body = response.read()
                 if response.will_close:
                     conn.close()
-                return int(response.status)
+                return int(response.status), response.getheader("Retry-After"), body[:BODY_START]
             except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
                 conn.close()
                 if not reused:
@@ -199,11 +238,16 @@ class Dispatcher:
         if job.oidc_email is not None:
             token = self._mint_token(job.oidc_audience or job.url, job.oidc_email)
             set_header(headers, "Authorization", f"Bearer {token}")
+        elif job.oauth_email is not None:
+            # An access token only Google APIs would accept: the emulator cannot mint one.
+            set_header(headers, "Authorization", f"Bearer emulator-oauth-token.{job.oauth_email}")
         status_code: int | None = None
         error: str | None = None
+        retry_after: str | None = None
+        body = b""
         started = self.state.clock()
         try:
-            status_code = self._post(job, headers)
+            status_code, retry_after, body = self._post(job, headers)
         except TimeoutError:
             error = "DEADLINE_EXCEEDED"
         except (OSError, http.client.HTTPException) as exc:
@@ -220,14 +264,28 @@ class Dispatcher:
             started_at=started,
             finished_at=finished,
             headers=headers,
+            retry_after=parse_retry_after(retry_after, finished),
+            response_body=b"" if record_succeeded(status_code) else body,
         )
-        logger.info(
-            "attempt %d of %s -> %s (%.3fs)",
-            job.attempt,
-            job.task.name,
-            status_code if status_code is not None else error,
-            finished - started,
-        )
+        outcome = status_code if status_code is not None else error
+        if self.log_failures and not record.succeeded:
+            logger.warning(
+                "delivery failed: %s %s -> %s (attempt %d of %s): %s",
+                job.method,
+                job.url,
+                outcome,
+                job.attempt,
+                job.task.name,
+                body[:200].decode("utf-8", "replace") or "(no body)",
+            )
+        else:
+            logger.info(
+                "attempt %d of %s -> %s (%.3fs)",
+                job.attempt,
+                job.task.name,
+                outcome,
+                finished - started,
+            )
         with self.state.cond:
             self._busy -= 1
             self.state.finish(job, record, rpc_code_for(status_code, error))

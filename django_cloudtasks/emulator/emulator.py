@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
-from collections.abc import Iterable
 from concurrent import futures
 from types import TracebackType
 from typing import Any
@@ -13,10 +13,11 @@ import grpc
 
 from .dispatcher import Dispatcher
 from .oidc import CertsServer, TokenMinter
+from .options import EmulatorOptions
 from .records import AttemptRecord
 from .scheduler import SchedulerEmulator, build_scheduler_handler
 from .server import build_handler
-from .state import DEFAULT_TOMBSTONE_SECONDS, EmulatorState
+from .state import EmulatorState
 
 logger = logging.getLogger("django_cloudtasks.emulator")
 
@@ -24,43 +25,44 @@ logger = logging.getLogger("django_cloudtasks.emulator")
 class CloudTasksEmulator:
     """A local Cloud Tasks v2 service that delivers HTTP tasks to real endpoints.
 
-    ``port=0`` picks a free port. ``auto_create_queues`` makes CreateTask on an unknown
-    queue create it with the default settings (otherwise NOT_FOUND). ``oidc_issuer``
-    is the ``iss`` of minted ID tokens (default ``https://accounts.google.com``).
-    ``queues`` are created at start. ``tombstone_seconds`` is how long a finished or
-    deleted task's name stays taken. ``max_workers`` bounds the HTTP attempts in flight
-    over all queues. ``history_limit`` bounds :attr:`history` (None: unbounded).
-    The same server speaks the Cloud Scheduler v1 API (:attr:`scheduler`), whose clock
-    runs ``scheduler_time_scale`` times faster than real time.
+    Configure it with an :class:`~.options.EmulatorOptions` (``options=``), with its
+    fields as keywords (``CloudTasksEmulator(auto_create_queues=True)``), or both (the
+    keywords win). In Python the port defaults to 0 (a free one). ``history_limit``
+    bounds :attr:`history` (None: unbounded). The same server speaks the Cloud
+    Scheduler v1 API (:attr:`scheduler`), whose clock runs
+    ``options.scheduler_time_scale`` times faster than real time.
 
     Use ``start()``/``stop()`` or ``with CloudTasksEmulator() as emu: ...``.
+
+    Raises:
+        TypeError: for a keyword that is not an option.
     """
 
     def __init__(
         self,
-        host: str = "127.0.0.1",
-        port: int = 0,
-        auto_create_queues: bool = True,
-        oidc_issuer: str | None = None,
+        options: EmulatorOptions | None = None,
         *,
-        queues: Iterable[str] = (),
-        tombstone_seconds: float = DEFAULT_TOMBSTONE_SECONDS,
-        max_workers: int = 200,
         history_limit: int | None = 100_000,
-        scheduler_time_scale: float = 1.0,
+        **overrides: Any,
     ) -> None:
-        self.host = host
-        self._requested_port = port
+        base = options if options is not None else EmulatorOptions(port=0)
+        if "queues" in overrides:
+            overrides["queues"] = tuple(overrides["queues"])
+        self.options = options = dataclasses.replace(base, **overrides)
+        self.host = options.host
         self._port: int | None = None
-        self._queues = list(queues)
-        self.state = EmulatorState(
-            auto_create_queues=auto_create_queues,
-            tombstone_seconds=tombstone_seconds,
-            history_limit=history_limit,
+        self.state = EmulatorState(options, history_limit=history_limit)
+        self.minter = TokenMinter(options.oidc_issuer)
+        self._dispatcher = Dispatcher(
+            self.state,
+            self.minter.mint,
+            max_in_flight=options.max_in_flight,
+            deadline_cap=options.dispatch_deadline_cap,
+            log_failures=options.log_failures,
         )
-        self.minter = TokenMinter(oidc_issuer)
-        self._dispatcher = Dispatcher(self.state, self.minter.mint, max_workers=max_workers)
-        self.scheduler = SchedulerEmulator(self.minter.mint, time_scale=scheduler_time_scale)
+        self.scheduler = SchedulerEmulator(
+            self.minter.mint, time_scale=options.scheduler_time_scale
+        )
         self._server: grpc.Server | None = None
         self._certs: CertsServer | None = None
         self._started = False
@@ -80,7 +82,7 @@ class CloudTasksEmulator:
         if self._started or self._stopped.is_set():
             raise RuntimeError("an emulator starts once; create a new one")
         self._started = True
-        for name in self._queues:
+        for name in self.options.queues:
             self.state.ensure_queue(name)
         server = grpc.server(
             futures.ThreadPoolExecutor(
@@ -93,13 +95,13 @@ class CloudTasksEmulator:
             (build_handler(self.state), build_scheduler_handler(self.scheduler))
         )
         try:
-            port = server.add_insecure_port(f"{_bracket(self.host)}:{self._requested_port}")
+            port = server.add_insecure_port(f"{_bracket(self.host)}:{self.options.port}")
         except RuntimeError as exc:
-            raise OSError(f"cannot bind {self.host}:{self._requested_port}: {exc}") from exc
+            raise OSError(f"cannot bind {self.host}:{self.options.port}: {exc}") from exc
         if not port:
-            raise OSError(f"cannot bind {self.host}:{self._requested_port}")
+            raise OSError(f"cannot bind {self.host}:{self.options.port}")
         self._port = port
-        self._certs = CertsServer(self.minter, host=self.host)
+        self._certs = CertsServer(self.minter, host=self.host, port=self.options.oidc_port)
         self._certs.start()
         self._dispatcher.start()
         self.scheduler.start()

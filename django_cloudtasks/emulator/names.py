@@ -6,11 +6,14 @@ import re
 import secrets
 from dataclasses import dataclass
 
-_QUEUE_RE = re.compile(r"^projects/([^/]+)/locations/([^/]+)/queues/([A-Za-z0-9-]{1,100})$")
-_TASK_RE = re.compile(
-    r"^(projects/[^/]+/locations/[^/]+/queues/[A-Za-z0-9-]{1,100})/tasks/([A-Za-z0-9_-]{1,500})$"
-)
-_LOCATION_RE = re.compile(r"^projects/([^/]+)/locations/([^/]+)$")
+# A project id: 6 to 30 lowercase letters, digits and hyphens, starting with a letter and
+# not ending with a hyphen, optionally behind a domain (``example.com:my-project``).
+_PROJECT = r"(?:[a-z0-9.-]+\.[a-z]{2,}:)?[a-z][a-z0-9-]{4,28}[a-z0-9]"
+_LOCATION = r"[a-z][a-z0-9-]*[a-z0-9]"
+_QUEUE = rf"projects/{_PROJECT}/locations/{_LOCATION}/queues/[A-Za-z0-9-]{{1,100}}"
+_QUEUE_RE = re.compile(rf"^{_QUEUE}$")
+_TASK_RE = re.compile(rf"^({_QUEUE})/tasks/([A-Za-z0-9_-]{{1,500}})$")
+_LOCATION_RE = re.compile(rf"^projects/{_PROJECT}/locations/{_LOCATION}$")
 
 
 @dataclass(frozen=True)
@@ -22,12 +25,12 @@ class TaskName:
 
 
 def is_location_name(name: str) -> bool:
-    """Tell whether ``name`` reads ``projects/P/locations/L``."""
+    """Tell whether ``name`` reads ``projects/P/locations/L`` with a valid project id."""
     return _LOCATION_RE.match(name) is not None
 
 
 def is_queue_name(name: str) -> bool:
-    """Tell whether ``name`` reads ``projects/P/locations/L/queues/Q`` with a valid id."""
+    """Tell whether ``name`` reads ``projects/P/locations/L/queues/Q`` with valid ids."""
     return _QUEUE_RE.match(name) is not None
 
 

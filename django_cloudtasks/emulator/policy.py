@@ -9,8 +9,10 @@ from dataclasses import dataclass
 def burst_size_for(rate: float) -> int:
     """The bucket size the service picks for ``rate`` dispatches per second.
 
-    The real service chooses ``max_burst_size`` itself (100 for the default 500/s); the
-    emulator uses the rate rounded up, between 1 and 100, so a slow queue stays slow.
+    The reference says the service picks ``max_burst_size`` from the rate (output only,
+    reset on every UpdateQueue, at most 500) without giving the formula; production
+    answers 100 for the default 500/s. The emulator uses the rate rounded up, between
+    1 and 100, so a slow queue stays slow.
     """
     return max(1, min(100, math.ceil(rate)))
 
@@ -93,3 +95,20 @@ class RetryPolicy:
             return duration_set and duration_reached
         attempts_reached = attempts >= self.max_attempts
         return attempts_reached and (not duration_set or duration_reached)
+
+
+#: The longest ``Retry-After`` the emulator waits for (a larger one is capped).
+MAX_RETRY_AFTER = 3600.0
+
+
+def throttled_delay(backoff: float, retry_after: float | None, policy: RetryPolicy) -> float:
+    """The delay before retrying an attempt answered 429 or 503.
+
+    The reference: on these answers Cloud Tasks "will use a higher backoff rate" and
+    considers the ``Retry-After`` header. The emulator doubles the queue's backoff
+    (within ``max_backoff``) and waits at least what ``Retry-After`` asked for.
+    """
+    delay = min(2 * backoff, policy.max_backoff)
+    if retry_after is not None:
+        delay = max(delay, min(retry_after, MAX_RETRY_AFTER))
+    return delay

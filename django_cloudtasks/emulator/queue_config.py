@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
 from datetime import timedelta
 
@@ -27,6 +28,7 @@ _RETRY_FIELDS = (
     "max_backoff",
     "max_doublings",
 )
+_DURATIONS = ("min_backoff", "max_backoff", "max_retry_duration")
 _WHOLE_FIELDS = (
     "rate_limits",
     "retry_config",
@@ -41,15 +43,24 @@ def copy_message(message: tasks_v2.Queue) -> tasks_v2.Queue:
     return tasks_v2.Queue.deserialize(tasks_v2.Queue.serialize(message))
 
 
-def with_defaults(queue: tasks_v2.Queue) -> tasks_v2.Queue:
+def whole_seconds(value: timedelta) -> timedelta:
+    """``value`` truncated to whole seconds, as the service stores backoffs and durations."""
+    return timedelta(seconds=int(value.total_seconds()))
+
+
+def with_defaults(queue: tasks_v2.Queue, *, subsecond_backoffs: bool = False) -> tasks_v2.Queue:
     """Fill the unset rate and retry settings with the service defaults, then validate.
 
-    Zero scalars count as unset, as proto3 cannot tell them apart.
+    Zero scalars count as unset, as proto3 cannot tell them apart. Given backoffs and
+    ``max_retry_duration`` are truncated to whole seconds, as the reference says,
+    unless ``subsecond_backoffs`` (a testing option) keeps them.
 
     Raises:
         EmulatorError: INVALID_ARGUMENT for values the service refuses.
     """
     queue = copy_message(queue)
+    if "retry_config" in queue:
+        queue.retry_config = validated_retry(queue.retry_config, subsecond_backoffs)
     rate = queue.rate_limits
     if rate.max_dispatches_per_second < 0 or rate.max_concurrent_dispatches < 0:
         raise invalid("rate limits must not be negative")
@@ -66,10 +77,6 @@ def with_defaults(queue: tasks_v2.Queue) -> tasks_v2.Queue:
     queue.rate_limits = rate
 
     retry = queue.retry_config
-    if retry.max_attempts < -1:
-        raise invalid("max_attempts must be -1 (unlimited) or positive")
-    if retry.max_doublings < 0:
-        raise invalid("max_doublings must not be negative")
     if not retry.max_attempts:
         retry.max_attempts = DEFAULT_MAX_ATTEMPTS
     if not retry.max_doublings:
@@ -80,17 +87,53 @@ def with_defaults(queue: tasks_v2.Queue) -> tasks_v2.Queue:
         retry.max_backoff = DEFAULT_MAX_BACKOFF
     if "max_retry_duration" not in retry:
         retry.max_retry_duration = timedelta(0)
-    for field in ("min_backoff", "max_backoff", "max_retry_duration"):
-        if getattr(retry, field) < timedelta(0):
-            raise invalid(f"{field} must not be negative")
     if retry.min_backoff > retry.max_backoff:
         raise invalid("min_backoff must not be greater than max_backoff")
     queue.retry_config = retry
     return queue
 
 
+def validated_retry(
+    retry: tasks_v2.RetryConfig, subsecond_backoffs: bool = False
+) -> tasks_v2.RetryConfig:
+    """A copy of ``retry`` checked and with its durations truncated to whole seconds.
+
+    Raises:
+        EmulatorError: INVALID_ARGUMENT for negative values.
+    """
+    retry = tasks_v2.RetryConfig.deserialize(tasks_v2.RetryConfig.serialize(retry))
+    if retry.max_attempts < -1:
+        raise invalid("max_attempts must be -1 (unlimited) or positive")
+    if retry.max_doublings < 0:
+        raise invalid("max_doublings must not be negative")
+    for name in _DURATIONS:
+        if name in retry:
+            if getattr(retry, name) < timedelta(0):
+                raise invalid(f"{name} must not be negative")
+            if not subsecond_backoffs or name == "max_retry_duration":
+                setattr(retry, name, whole_seconds(getattr(retry, name)))
+    return retry
+
+
+def task_retry_policy(queue: RetryPolicy, task: tasks_v2.RetryConfig) -> RetryPolicy:
+    """The queue's policy with the fields a task's own ``retry_config`` sets."""
+    changes: dict[str, float | int] = {}
+    if task.max_attempts:
+        changes["max_attempts"] = task.max_attempts
+    if task.max_doublings:
+        changes["max_doublings"] = task.max_doublings
+    for name in _DURATIONS:
+        if name in task:
+            changes[name] = getattr(task, name).total_seconds()
+    return dataclasses.replace(queue, **changes)  # type: ignore[arg-type]
+
+
 def apply_update(
-    existing: tasks_v2.Queue, update: tasks_v2.Queue, paths: Iterable[str]
+    existing: tasks_v2.Queue,
+    update: tasks_v2.Queue,
+    paths: Iterable[str],
+    *,
+    subsecond_backoffs: bool = False,
 ) -> tasks_v2.Queue:
     """The queue ``existing`` with the fields named by ``paths`` taken from ``update``.
 
@@ -114,7 +157,7 @@ def apply_update(
             setattr(result.retry_config, leaf, getattr(update.retry_config, leaf))
         else:
             raise invalid(f"unsupported update_mask path: {path!r}")
-    return with_defaults(result)
+    return with_defaults(result, subsecond_backoffs=subsecond_backoffs)
 
 
 def retry_policy(queue: tasks_v2.Queue) -> RetryPolicy:

@@ -12,6 +12,7 @@ from typing import Any
 from google.cloud import tasks_v2
 
 from .names import queue_short_id
+from .overrides import QueueOverride
 from .policy import RetryPolicy, TokenBucket
 from .queue_config import retry_policy
 
@@ -29,7 +30,8 @@ class AttemptRecord:
 
     ``status_code`` is the HTTP status when the handler answered, else None and
     ``error`` says why (timeout, connection refused...). ``attempt`` counts from 1.
-    Times are POSIX timestamps.
+    Times are POSIX timestamps. ``retry_after`` is the seconds a ``Retry-After``
+    answer asked for; ``response_body`` the start of the answer's body (at most 1 KB).
     """
 
     task_name: str
@@ -42,6 +44,8 @@ class AttemptRecord:
     started_at: float
     finished_at: float
     headers: dict[str, str]
+    retry_after: float | None = None
+    response_body: bytes = b""
 
     @property
     def succeeded(self) -> bool:
@@ -71,6 +75,7 @@ class QueueRecord:
         self.retry: RetryPolicy = retry_policy(queue)
         self.running = False
         self.max_concurrent = 0
+        self.override: QueueOverride | None = None
         self.refresh()
 
     def configure(self, queue: tasks_v2.Queue, now: float) -> None:
@@ -85,11 +90,12 @@ class QueueRecord:
         """Copy the settings read on every dispatch out of the queue message.
 
         ``running``: whether the queue dispatches (neither paused nor disabled);
-        ``max_concurrent``: its ``max_concurrent_dispatches``. Call after changing
-        :attr:`queue`.
+        ``max_concurrent``: its ``max_concurrent_dispatches``; ``override``: its
+        ``http_target``. Call after changing :attr:`queue`.
         """
         self.running = self.queue.state == tasks_v2.Queue.State.RUNNING
         self.max_concurrent = int(self.queue.rate_limits.max_concurrent_dispatches)
+        self.override = QueueOverride.of(self.queue)
 
     def push(self, task: TaskRecord) -> None:
         """Schedule ``task`` at its ``schedule_time``."""
@@ -100,7 +106,7 @@ class QueueRecord:
         while self.heap:
             _, _, name, generation = self.heap[0]
             task = tasks.get(name)
-            if task is None or task.generation != generation or task.running:
+            if task is None or task.generation != generation or task.running > 0:
                 heapq.heappop(self.heap)
                 continue
             return task
@@ -121,11 +127,13 @@ class HttpTarget:
     body: bytes
     oidc_email: str | None
     oidc_audience: str | None
+    oauth_email: str | None = None
 
     @classmethod
     def of(cls, pb: Any) -> HttpTarget:
         """From the protobuf of an ``HttpRequest``."""
         oidc = pb.oidc_token if pb.HasField("oidc_token") else None
+        oauth = pb.oauth_token if pb.HasField("oauth_token") else None
         return cls(
             url=pb.url,
             method=pb.http_method,
@@ -133,6 +141,7 @@ class HttpTarget:
             body=bytes(pb.body),
             oidc_email=oidc.service_account_email if oidc is not None else None,
             oidc_audience=oidc.audience if oidc is not None else None,
+            oauth_email=oauth.service_account_email if oauth is not None else None,
         )
 
 
@@ -179,9 +188,9 @@ class TaskRecord:
     response_count: int = 0
     first_dispatch_time: float | None = None
     last_attempt: AttemptTimes | None = None
+    retry_config: tasks_v2.RetryConfig | None = None
     previous_response: int | None = None
-    retry_reason: str | None = None
-    running: bool = False
+    running: int = 0  # attempts in flight (RunTask may add one to a running task)
     generation: int = 0
 
     @property
@@ -209,6 +218,8 @@ class TaskRecord:
             _set_time(task.first_attempt.dispatch_time, self.first_dispatch_time)
         if self.last_attempt is not None:
             self.last_attempt.fill(task.last_attempt)
+        if self.retry_config is not None:
+            task.retry_config.CopyFrom(tasks_v2.RetryConfig.pb(self.retry_config))
         return tasks_v2.Task.wrap(task)
 
 
@@ -229,3 +240,4 @@ class Dispatch:
     timeout: float
     oidc_email: str | None = None
     oidc_audience: str | None = None
+    oauth_email: str | None = None

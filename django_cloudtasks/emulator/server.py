@@ -57,9 +57,9 @@ class CloudTasksService:
 
     @_translate_errors
     def list_queues(self, request: tasks_v2.ListQueuesRequest) -> tasks_v2.ListQueuesResponse:
-        """ListQueues (the filter is ignored)."""
+        """ListQueues, with the ``state`` and ``name`` filters."""
         queues, token = self.state.list_queues(
-            request.parent, request.page_size, request.page_token
+            request.parent, request.page_size, request.page_token, request.filter
         )
         return tasks_v2.ListQueuesResponse(queues=queues, next_page_token=token)
 

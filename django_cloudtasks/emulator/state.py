@@ -18,8 +18,17 @@ import grpc
 from google.cloud import tasks_v2
 
 from .errors import EmulatorError, invalid, not_found
+from .filters import parse_queue_filter
 from .names import is_location_name, is_queue_name, new_task_id, parse_task_name
-from .queue_config import apply_update, copy_message, with_defaults
+from .options import EmulatorOptions
+from .policy import throttled_delay
+from .queue_config import (
+    apply_update,
+    copy_message,
+    task_retry_policy,
+    validated_retry,
+    with_defaults,
+)
 from .records import (
     AttemptRecord,
     AttemptTimes,
@@ -33,12 +42,21 @@ from .records import (
 logger = logging.getLogger("django_cloudtasks.emulator")
 
 MAX_TASK_SIZE = 100 * 1024
+MAX_HEADERS_SIZE = 80 * 1024
 MAX_SCHEDULE_AHEAD = 30 * 24 * 3600.0
 DEFAULT_DISPATCH_DEADLINE = 600.0
+MIN_DISPATCH_DEADLINE = 15.0
 MAX_DISPATCH_DEADLINE = 1800.0
-DEFAULT_TOMBSTONE_SECONDS = 3600.0
 MAX_TASKS_PAGE = 1000
 MAX_QUEUES_PAGE = 9800
+
+#: Methods whose requests carry no body: CreateTask refuses a body with them.
+_BODILESS = {
+    tasks_v2.HttpMethod.GET,
+    tasks_v2.HttpMethod.HEAD,
+    tasks_v2.HttpMethod.DELETE,
+    tasks_v2.HttpMethod.OPTIONS,
+}
 
 _HTTP_METHODS = {
     tasks_v2.HttpMethod.HTTP_METHOD_UNSPECIFIED: "POST",
@@ -81,20 +99,23 @@ class EmulatorState:
 
     def __init__(
         self,
+        options: EmulatorOptions | None = None,
         *,
-        auto_create_queues: bool = True,
-        tombstone_seconds: float = DEFAULT_TOMBSTONE_SECONDS,
         history_limit: int | None = 100_000,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        options = options or EmulatorOptions()
         self.cond = threading.Condition()
-        self.auto_create_queues = auto_create_queues
-        self.tombstone_seconds = tombstone_seconds
+        self.auto_create_queues = options.auto_create_queues
+        self.tombstone_seconds = options.tombstone_seconds
+        self.queue_tombstone_seconds = options.queue_tombstone_seconds
+        self.subsecond_backoffs = options.subsecond_backoffs
         self.clock = clock
         self._queues: dict[str, QueueRecord] = {}
         self._tasks: dict[str, TaskRecord] = {}
         # name -> expiry; insertion order is expiry order because the window is fixed.
         self._tombstones: dict[str, float] = {}
+        self._queue_tombstones: dict[str, float] = {}
         self._history: deque[AttemptRecord] = deque(maxlen=history_limit)
 
     # -- queues -------------------------------------------------------------------------
@@ -107,8 +128,18 @@ class EmulatorState:
             raise not_found(f"queue {name} does not exist")
         return queue
 
-    def _add_queue(self, queue: tasks_v2.Queue) -> QueueRecord:
-        queue = with_defaults(queue)
+    def _add_queue(self, queue: tasks_v2.Queue, *, defaults: bool = True) -> QueueRecord:
+        expiry = self._queue_tombstones.get(queue.name)
+        if expiry is not None:
+            if expiry > self.clock():
+                raise EmulatorError(
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                    f"the queue {queue.name} cannot be created: a queue of that name was "
+                    "deleted recently (names stay taken for 7 days)",
+                )
+            del self._queue_tombstones[queue.name]
+        if defaults:
+            queue = with_defaults(queue, subsecond_backoffs=self.subsecond_backoffs)
         queue.state = tasks_v2.Queue.State(tasks_v2.Queue.State.RUNNING)
         record = QueueRecord(queue, self.clock())
         self._queues[queue.name] = record
@@ -120,7 +151,8 @@ class EmulatorState:
 
         Raises:
             EmulatorError: INVALID_ARGUMENT for a malformed name or one outside
-                ``parent``; ALREADY_EXISTS when the queue exists.
+                ``parent``; ALREADY_EXISTS when the queue exists; FAILED_PRECONDITION
+                when a queue of that name was deleted within ``queue_tombstone_seconds``.
         """
         if not is_location_name(parent):
             raise invalid(f"invalid parent: {parent!r}")
@@ -145,13 +177,24 @@ class EmulatorState:
             return copy_message(self._queue(name).queue)
 
     def list_queues(
-        self, parent: str, page_size: int = 0, page_token: str = ""
+        self, parent: str, page_size: int = 0, page_token: str = "", filter: str = ""
     ) -> tuple[list[tasks_v2.Queue], str]:
-        """ListQueues: one page of the location's queues, sorted by name, and next token."""
+        """ListQueues: one page of the location's queues, sorted by name, and next token.
+
+        ``filter`` takes the documented form ``state: PAUSED`` (see :mod:`.filters`).
+
+        Raises:
+            EmulatorError: INVALID_ARGUMENT for a bad parent, page token or filter.
+        """
         if not is_location_name(parent):
             raise invalid(f"invalid parent: {parent!r}")
+        matches = parse_queue_filter(filter)
         with self.cond:
-            names = sorted(n for n in self._queues if n.startswith(parent + "/queues/"))
+            names = sorted(
+                name
+                for name, record in self._queues.items()
+                if name.startswith(parent + "/queues/") and matches(record.queue)
+            )
             chunk, token = _page(names, page_size, page_token, MAX_QUEUES_PAGE)
             return [copy_message(self._queues[n].queue) for n in chunk], token
 
@@ -163,21 +206,36 @@ class EmulatorState:
                 if not is_queue_name(queue.name):
                     raise invalid(f"invalid queue name: {queue.name!r}")
                 base = tasks_v2.Queue(name=queue.name)
-                record = self._add_queue(apply_update(base, queue, paths))
+                updated = apply_update(
+                    base, queue, paths, subsecond_backoffs=self.subsecond_backoffs
+                )
+                record = self._add_queue(updated, defaults=False)
             else:
-                record.configure(apply_update(record.queue, queue, paths), self.clock())
+                updated = apply_update(
+                    record.queue, queue, paths, subsecond_backoffs=self.subsecond_backoffs
+                )
+                record.configure(updated, self.clock())
             self.cond.notify_all()
             return copy_message(record.queue)
 
     def delete_queue(self, name: str) -> None:
-        """DeleteQueue: drop the queue and its tasks. Raises NOT_FOUND if unknown."""
+        """DeleteQueue: drop the queue and its tasks; its name stays taken for a while.
+
+        Raises:
+            EmulatorError: NOT_FOUND for an unknown queue.
+        """
         with self.cond:
             record = self._queue(name)
             self._drop_tasks(record)
             del self._queues[name]
+            self._queue_tombstones[name] = self.clock() + self.queue_tombstone_seconds
 
     def purge_queue(self, name: str) -> tasks_v2.Queue:
-        """PurgeQueue: delete every task of the queue; set ``purge_time``."""
+        """PurgeQueue: delete every task of the queue; set ``purge_time``.
+
+        The purge takes effect at once (Cloud Tasks may take up to a minute and still
+        dispatch tasks meanwhile).
+        """
         with self.cond:
             record = self._queue(name)
             self._drop_tasks(record)
@@ -228,9 +286,13 @@ class EmulatorState:
     def create_task(self, parent: str, task: tasks_v2.Task, view: int) -> tasks_v2.Task:
         """CreateTask: validate and store the task, scheduling it for dispatch.
 
+        A ``schedule_time`` in the past becomes now. A task's own ``retry_config``
+        overrides the fields it sets of its queue's.
+
         Raises:
             EmulatorError: INVALID_ARGUMENT (bad name, name in another queue, schedule
-                more than 30 days ahead, task over 100 KB, bad URL or deadline);
+                more than 30 days ahead, task over 100 KB, headers over 80 KB, a body
+                with GET/HEAD/DELETE/OPTIONS, bad URL, deadline outside 15 s - 30 min);
                 UNIMPLEMENTED for App Engine targets; NOT_FOUND for an unknown queue
                 without auto-creation; ALREADY_EXISTS for a live or recent name.
         """
@@ -249,6 +311,15 @@ class EmulatorState:
         url = pb.http_request.url
         if not (url.startswith("http://") or url.startswith("https://")) or len(url) > 2083:
             raise invalid(f"invalid http_request.url: {url!r}")
+        if pb.http_request.body and pb.http_request.http_method in _BODILESS:
+            method = _HTTP_METHODS[pb.http_request.http_method]
+            raise invalid(f"a {method} request cannot have a body")
+        headers_size = sum(len(k) + len(v) for k, v in pb.http_request.headers.items())
+        if headers_size > MAX_HEADERS_SIZE:
+            raise invalid(f"headers too large: {headers_size} bytes (at most {MAX_HEADERS_SIZE})")
+        task_retry = None
+        if pb.HasField("retry_config"):
+            task_retry = validated_retry(task.retry_config, self.subsecond_backoffs)
         if pb.name:
             parsed = parse_task_name(pb.name)
             if parsed is None:
@@ -258,12 +329,12 @@ class EmulatorState:
         deadline = DEFAULT_DISPATCH_DEADLINE
         if pb.HasField("dispatch_deadline"):
             deadline = pb.dispatch_deadline.ToTimedelta().total_seconds()
-            if deadline <= 0 or deadline > MAX_DISPATCH_DEADLINE:
-                raise invalid("dispatch_deadline must be positive and at most 30 minutes")
+            if not MIN_DISPATCH_DEADLINE <= deadline <= MAX_DISPATCH_DEADLINE:
+                raise invalid("dispatch_deadline must be between 15 seconds and 30 minutes")
         now = self.clock()
         schedule_time = now
         if pb.HasField("schedule_time"):
-            schedule_time = pb.schedule_time.seconds + pb.schedule_time.nanos / 1e9
+            schedule_time = max(now, pb.schedule_time.seconds + pb.schedule_time.nanos / 1e9)
             if schedule_time > now + MAX_SCHEDULE_AHEAD:
                 raise invalid("schedule_time must be at most 30 days in the future")
         http_request = type(pb.http_request)()
@@ -288,6 +359,7 @@ class EmulatorState:
                 create_time=now,
                 dispatch_deadline=deadline,
                 target=HttpTarget.of(http_request),
+                retry_config=task_retry,
             )
             self._tasks[name] = record
             queue.task_names.add(name)
@@ -305,12 +377,7 @@ class EmulatorState:
     ) -> tuple[list[tasks_v2.Task], str]:
         """ListTasks: one page of the queue's live tasks, sorted by name, and next token."""
         with self.cond:
-            queue = self._queues.get(parent)
-            if queue is None:
-                if self.auto_create_queues and is_queue_name(parent):
-                    return [], ""
-                self._queue(parent)
-            assert queue is not None
+            queue = self._queue(parent)
             names = sorted(queue.task_names)
             chunk, token = _page(names, page_size, page_token, MAX_TASKS_PAGE)
             return [self._tasks[n].to_message(view) for n in chunk], token
@@ -326,13 +393,18 @@ class EmulatorState:
             logger.info("task %s deleted", name)
 
     def run_task(self, name: str, view: int) -> tasks_v2.Task:
-        """RunTask: dispatch now, even when scheduled later or the queue is paused."""
+        """RunTask: dispatch now, even when scheduled later, the queue is paused or
+        rate-limited, or the task is already running (a second attempt then runs
+        alongside the first, as the reference documents).
+
+        Raises:
+            EmulatorError: NOT_FOUND for an unknown task.
+        """
         with self.cond:
             task = self._task(name)
-            if not task.running:
-                task.generation += 1  # the scheduled heap entry goes stale
-                task.queue.forced.append(name)
-                self.cond.notify_all()
+            task.generation += 1  # the scheduled heap entry goes stale
+            task.queue.forced.append(name)
+            self.cond.notify_all()
             return task.to_message(view)
 
     # -- dispatch -----------------------------------------------------------------------
@@ -350,7 +422,7 @@ class EmulatorState:
         for queue in self._queues.values():
             while queue.forced and len(jobs) < capacity:
                 task = self._tasks.get(queue.forced.popleft())
-                if task is not None and not task.running and task.queue is queue:
+                if task is not None and task.queue is queue:
                     jobs.append(self._start(task, now))
         active = [queue for queue in self._queues.values() if queue.running]
         while active and len(jobs) < capacity:
@@ -388,37 +460,40 @@ class EmulatorState:
 
     def _start(self, task: TaskRecord, now: float) -> Dispatch:
         queue = task.queue
-        target = task.target
+        target = queue.override.apply(task.target) if queue.override else task.target
         headers = dict(target.headers)
-        if target.body and not any(k.lower() == "content-type" for k in headers):
-            headers["Content-Type"] = "application/octet-stream"
         set_header(headers, "User-Agent", "Google-Cloud-Tasks")
         set_header(headers, "X-CloudTasks-QueueName", queue.short_id)
         set_header(headers, "X-CloudTasks-TaskName", task.short_id)
         set_header(headers, "X-CloudTasks-TaskRetryCount", str(task.dispatch_count))
         set_header(headers, "X-CloudTasks-TaskExecutionCount", str(task.response_count))
         set_header(headers, "X-CloudTasks-TaskETA", f"{task.schedule_time:.6f}")
-        if task.previous_response is not None:
-            set_header(headers, "X-CloudTasks-TaskPreviousResponse", str(task.previous_response))
-        if task.retry_reason:
-            set_header(headers, "X-CloudTasks-TaskRetryReason", task.retry_reason)
-        task.running = True
+        if task.dispatch_count:
+            if task.previous_response is not None:
+                set_header(
+                    headers, "X-CloudTasks-TaskPreviousResponse", str(task.previous_response)
+                )
+            # Production sends it, empty.
+            set_header(headers, "X-CloudTasks-TaskRetryReason", "")
+        task.running += 1
         task.dispatch_count += 1
         if task.first_dispatch_time is None:
             task.first_dispatch_time = now
         task.last_attempt = AttemptTimes(schedule_time=task.schedule_time, dispatch_time=now)
         queue.in_flight += 1
+        method = _HTTP_METHODS.get(target.method, "POST")
         return Dispatch(
             task=task,
             queue=queue,
             attempt=task.dispatch_count,
             url=target.url,
-            method=_HTTP_METHODS.get(target.method, "POST"),
+            method=method,
             headers=headers,
-            body=target.body,
+            body=b"" if target.method in _BODILESS else target.body,
             timeout=task.dispatch_deadline,
             oidc_email=target.oidc_email,
             oidc_audience=target.oidc_audience,
+            oauth_email=target.oauth_email,
         )
 
     def finish(self, job: Dispatch, record: AttemptRecord, rpc_status: int) -> None:
@@ -430,26 +505,35 @@ class EmulatorState:
         job.queue.in_flight -= 1
         task = job.task
         if self._tasks.get(task.name) is not task:
-            return  # deleted or purged while in flight
-        task.running = False
+            return  # deleted, purged or finished by another attempt while in flight
+        task.running -= 1
         now = record.finished_at
         if task.last_attempt is not None:
             task.last_attempt.response_time = now
             task.last_attempt.status = (rpc_status, record.error or f"HTTP {record.status_code}")
-        if record.status_code is not None:
+        status = record.status_code
+        # Cloud Tasks counts the attempts that got a response other than 5xx.
+        if status is not None and not 500 <= status < 600:
             task.response_count += 1
         if record.succeeded:
             self._finish_task(task)
             return
-        task.previous_response = record.status_code
-        task.retry_reason = record.error or f"HTTP_{record.status_code}"
+        # A timed-out attempt is reported to the next one as 504, as production does.
+        task.previous_response = 504 if record.error == "DEADLINE_EXCEEDED" else status
+        if task.running:
+            return  # a RunTask attempt is still out: its outcome decides
         policy = job.queue.retry
+        if task.retry_config is not None:
+            policy = task_retry_policy(policy, task.retry_config)
         first = task.first_dispatch_time if task.first_dispatch_time is not None else now
         if policy.exhausted(task.dispatch_count, now - first):
             logger.warning("task %s dropped after %d attempts", task.name, task.dispatch_count)
             self._finish_task(task)
             return
-        task.schedule_time = now + policy.backoff(task.dispatch_count)
+        delay = policy.backoff(task.dispatch_count)
+        if status in (429, 503):
+            delay = throttled_delay(delay, record.retry_after, policy)
+        task.schedule_time = now + delay
         task.generation += 1
         job.queue.push(task)
 

@@ -4,10 +4,11 @@ Each schedule has one job, ``<SCHEDULE_JOB_PREFIX><name>`` in ``projects/PROJECT
 locations/SCHEDULER_LOCATION`` (``LOCATION`` by default), that POSTs to
 ``BASE_URL/cloudtasks/schedule/<name>/`` with an OIDC token for the ``sweep``
 family's service account (``OIDC_SCOPES``, else ``OIDC_SERVICE_ACCOUNT``), or the
-shared ``AUTH_TOKEN`` when no service account is set. Only jobs whose id starts with the prefix are ours: :meth:`SchedulerJobs.plan`
-compares them with the declarations and lists what to create, update, delete, pause or
-resume; :meth:`SchedulerJobs.apply` carries a plan out and, if the service fails
-midway, says what was applied before the failure.
+shared ``AUTH_TOKEN`` when no service account is set. Only jobs whose id starts with
+the prefix are ours: :meth:`SchedulerJobs.plan` compares them with the declarations
+and lists what to create, update, delete, pause or resume;
+:meth:`SchedulerJobs.apply` carries a plan out and, if the service fails midway, says
+what was applied before the failure.
 """
 
 from __future__ import annotations

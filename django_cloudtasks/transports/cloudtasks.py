@@ -11,9 +11,11 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC
 from typing import Any
 
+import grpc
 from google.api_core import exceptions as gexc
 from google.api_core import retry as gretry
 from google.cloud import tasks_v2
+from google.cloud.tasks_v2.services.cloud_tasks.transports import CloudTasksGrpcTransport
 
 from django_cloudtasks.conf import conf
 from django_cloudtasks.exceptions import ConfigurationError, EnqueueError
@@ -31,6 +33,10 @@ TRANSIENT = (
 )
 #: Cloud Tasks accepts dispatch deadlines between 15 seconds and 30 minutes.
 DEADLINE_RANGE = (15.0, 1800.0)
+#: How long a call keeps retrying transient errors: Cloud Tasks, and a local emulator
+#: (which answers at once when it runs, so a refused connection fails fast).
+RETRY_SECONDS = 30.0
+EMULATOR_RETRY_SECONDS = 2.0
 
 
 class CloudTasksTransport(Transport):
@@ -53,15 +59,24 @@ class CloudTasksTransport(Transport):
         self._client = client
         self._lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
-        self._retry = gretry.Retry(
-            predicate=gretry.if_exception_type(*TRANSIENT),
-            initial=0.1,
-            maximum=2.0,
-            multiplier=2.0,
-            timeout=30.0,
-        )
+        self._retries: dict[float, gretry.Retry] = {}
 
     # -- clients -----------------------------------------------------------------------
+
+    @property
+    def retry(self) -> gretry.Retry:
+        """How calls retry transient errors: 30 s on Cloud Tasks, 2 s on an emulator."""
+        seconds = EMULATOR_RETRY_SECONDS if conf.EMULATOR_HOST else RETRY_SECONDS
+        retry = self._retries.get(seconds)
+        if retry is None:
+            retry = self._retries[seconds] = gretry.Retry(
+                predicate=gretry.if_exception_type(*TRANSIENT),
+                initial=0.1,
+                maximum=2.0,
+                multiplier=2.0,
+                timeout=seconds,
+            )
+        return retry
 
     @property
     def client(self) -> tasks_v2.CloudTasksClient:
@@ -75,9 +90,10 @@ class CloudTasksTransport(Transport):
     def _build_client(self) -> tasks_v2.CloudTasksClient:
         host = conf.EMULATOR_HOST
         if host:
-            from django_cloudtasks.emulator.client import emulator_client
-
-            return emulator_client(str(host))
+            # A local emulator: no TLS, and no credentials are looked up (a transport
+            # built on an explicit channel ignores them).
+            channel = grpc.insecure_channel(str(host))
+            return tasks_v2.CloudTasksClient(transport=CloudTasksGrpcTransport(channel=channel))
         return tasks_v2.CloudTasksClient()
 
     def close(self) -> None:
@@ -136,10 +152,8 @@ class CloudTasksTransport(Transport):
             task.schedule_time.FromDatetime(dispatch.eta.astimezone(UTC))
         deadline = dispatch.dispatch_deadline or conf.DISPATCH_DEADLINE
         if deadline:
-            seconds = float(deadline)
-            if not conf.EMULATOR_HOST:  # the emulator accepts short deadlines for tests
-                low, high = DEADLINE_RANGE
-                seconds = min(max(seconds, low), high)
+            low, high = DEADLINE_RANGE
+            seconds = min(max(float(deadline), low), high)
             task.dispatch_deadline.seconds = int(seconds)
             task.dispatch_deadline.nanos = int((seconds % 1) * 1e9)
         return task
@@ -161,14 +175,14 @@ class CloudTasksTransport(Transport):
         self._task_pb(dispatch, request.task)
         try:
             self.client.create_task(
-                request=tasks_v2.CreateTaskRequest.wrap(request), retry=self._retry, timeout=30
+                request=tasks_v2.CreateTaskRequest.wrap(request), retry=self.retry, timeout=30
             )
         except gexc.AlreadyExists:
             logger.debug("task %s already exists", dispatch.cloud_task_id)
 
     def _delete_one(self, dispatch: Dispatch) -> None:
         with contextlib.suppress(gexc.NotFound):
-            self.client.delete_task(name=self.task_path(dispatch), retry=self._retry, timeout=30)
+            self.client.delete_task(name=self.task_path(dispatch), retry=self.retry, timeout=30)
 
     def _run_all(
         self, dispatches: Sequence[Dispatch], action: Callable[[Dispatch], None], verb: str
@@ -189,9 +203,17 @@ class CloudTasksTransport(Transport):
                     errors.append((dispatch, problem))
         if errors:
             first = errors[0][1]
-            raise EnqueueError(
-                f"could not {verb} {len(errors)} of {len(dispatches)} Cloud Tasks: {first}"
-            ) from first
+            summary = f"could not {verb} {len(errors)} of {len(dispatches)} Cloud Tasks"
+            host = conf.EMULATOR_HOST
+            cause = first.cause if isinstance(first, gexc.RetryError) else first
+            if host and isinstance(cause, gexc.ServiceUnavailable):
+                raise EnqueueError(
+                    f"{summary}: the Cloud Tasks emulator at {host} (the EMULATOR_HOST "
+                    "setting) does not answer; start it with `manage.py cloudtasks_emulator`. "
+                    "The workflow is saved and `manage.py cloudtasks_sweep` will resend it. "
+                    f"({first})"
+                ) from first
+            raise EnqueueError(f"{summary}: {first}") from first
 
     def _executor(self) -> ThreadPoolExecutor:
         with self._lock:

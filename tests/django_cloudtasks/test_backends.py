@@ -38,7 +38,6 @@ from django_cloudtasks.backends import (  # noqa: E402
 from django_cloudtasks.constants import State  # noqa: E402
 from django_cloudtasks.models import Node, Workflow  # noqa: E402
 from django_cloudtasks.registry import registry  # noqa: E402
-from django_cloudtasks.transports import get_transport, reset_transport  # noqa: E402
 from tests.testapp import django_tasks as tasks  # noqa: E402
 from tests.testapp.models import Execution  # noqa: E402
 
@@ -364,27 +363,9 @@ def test_without_django_tasks_the_backend_is_improperly_configured(monkeypatch):
 
 
 @pytest.fixture
-def emulator(live_server, settings, cloud):
-    from google.cloud import tasks_v2
-
-    from django_cloudtasks.emulator import CloudTasksEmulator
-
-    emu = CloudTasksEmulator().start()
-    settings.CLOUDTASKS = {
-        **settings.CLOUDTASKS,
-        "TRANSPORT": "cloudtasks",
-        "EMULATOR_HOST": emu.address,
-        "BASE_URL": live_server.url,
-    }
-    reset_transport()
-    client = get_transport().client
-    for queue in (QUEUE, EMAILS):
-        client.create_queue(
-            parent="projects/test-project/locations/us-central1", queue=tasks_v2.Queue(name=queue)
-        )
-    yield emu
-    reset_transport()
-    emu.stop()
+def live_emulator(serve_emulator, cloud):
+    """The emulator delivering to the live server, with the ``emails`` queue as well."""
+    return serve_emulator(queues=("default", "emails"))
 
 
 def wait_finished(task, result_id, timeout=30.0):
@@ -398,13 +379,13 @@ def wait_finished(task, result_id, timeout=30.0):
 
 
 @pytest.mark.e2e
-def test_an_enqueued_task_runs_over_http(emulator, signals_seen):
+def test_an_enqueued_task_runs_over_http(live_emulator, signals_seen):
     result = tasks.add.enqueue(20, 22)
     finished = wait_finished(tasks.add, result.id)
     assert finished.status == TaskResultStatus.SUCCESSFUL
     assert finished.return_value == 42
-    assert emulator.wait_until_idle(timeout=10)
-    [run] = [r for r in emulator.history if r.succeeded]
+    assert live_emulator.wait_until_idle(timeout=10)
+    [run] = [r for r in live_emulator.history if r.succeeded]
     assert run.url.endswith("/cloudtasks/run/django.tasks:tests.testapp.django_tasks.add/")
     assert [(s[0], s[1]) for s in signals_seen] == [
         ("enqueued", "READY"),
@@ -414,7 +395,7 @@ def test_an_enqueued_task_runs_over_http(emulator, signals_seen):
 
 
 @pytest.mark.e2e
-def test_a_deferred_task_runs_over_http_after_its_time(emulator):
+def test_a_deferred_task_runs_over_http_after_its_time(live_emulator):
     run_after = timezone.now() + timedelta(seconds=2)
     result = tasks.stamp.using(run_after=run_after).enqueue()
     assert tasks.stamp.get_result(result.id).status == TaskResultStatus.READY
@@ -426,17 +407,17 @@ def test_a_deferred_task_runs_over_http_after_its_time(emulator):
 
 
 @pytest.mark.e2e
-def test_a_task_on_another_queue_runs_on_that_cloud_tasks_queue(emulator):
+def test_a_task_on_another_queue_runs_on_that_cloud_tasks_queue(live_emulator):
     result = tasks.add.using(queue_name="emails").enqueue(1, 1)
     assert wait_finished(tasks.add, result.id).return_value == 2
-    assert emulator.wait_until_idle(timeout=10)
-    [run] = [r for r in emulator.history if r.succeeded]
+    assert live_emulator.wait_until_idle(timeout=10)
+    [run] = [r for r in live_emulator.history if r.succeeded]
     assert run.queue_name == EMAILS
     assert run.task_name.startswith(EMAILS + "/tasks/")
 
 
 @pytest.mark.e2e
-def test_a_failing_task_is_failed_over_http(emulator):
+def test_a_failing_task_is_failed_over_http(live_emulator):
     result = tasks.explode.enqueue("over http")
     finished = wait_finished(tasks.explode, result.id)
     assert finished.status == TaskResultStatus.FAILED

@@ -7,7 +7,6 @@ from django.core import checks
 from django.test import override_settings
 
 from django_cloudtasks.checks import check_settings
-from django_cloudtasks.conf import DEFAULTS
 
 GOOD_CLOUDTASKS = {
     "PROJECT": "my-project",
@@ -19,13 +18,7 @@ GOOD_CLOUDTASKS = {
 }
 
 
-@pytest.fixture(autouse=True)
-def no_environment(monkeypatch):
-    """The checks see only the settings each test gives, not the shell's TASKAPP_* variables."""
-    for env_name, _ in DEFAULTS.values():
-        if env_name:
-            monkeypatch.delenv(env_name, raising=False)
-    monkeypatch.delenv("TASKAPP_DEBUG_MODE", raising=False)
+pytestmark = pytest.mark.usefixtures("no_environment")
 
 
 def ids(messages) -> list[str]:

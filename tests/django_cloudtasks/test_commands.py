@@ -289,8 +289,12 @@ def test_sweep_exits_1_when_sending_fails(memory, monkeypatch):
 
 @pytest.fixture
 def strict_emulator(settings):
-    """An emulator that creates no queue by itself, which the settings point at."""
-    emulator = CloudTasksEmulator(auto_create_queues=False).start()
+    """A client of an emulator that creates no queue by itself, which the settings point at.
+
+    It keeps sub-second backoffs (a testing option) so that the settings read back as
+    given; Cloud Tasks truncates them to whole seconds.
+    """
+    emulator = CloudTasksEmulator(subsecond_backoffs=True).start()
     settings.CLOUDTASKS = {**settings.CLOUDTASKS, "EMULATOR_HOST": emulator.address}
     reset_transport()
     client = emulator_client(emulator.address)

@@ -12,14 +12,7 @@ from django.test import override_settings
 
 from django_cloudtasks.conf import DEFAULTS, conf
 
-
-@pytest.fixture(autouse=True)
-def no_environment(monkeypatch):
-    """Each test starts without the shell's TASKAPP_* variables."""
-    for env_name, _ in DEFAULTS.values():
-        if env_name:
-            monkeypatch.delenv(env_name, raising=False)
-    monkeypatch.delenv("TASKAPP_DEBUG_MODE", raising=False)
+pytestmark = pytest.mark.usefixtures("no_environment")
 
 
 def without(settings, *keys: str) -> None:

@@ -10,22 +10,19 @@ import subprocess
 import sys
 import time
 from contextlib import contextmanager
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from google.cloud import tasks_v2
-from google.protobuf import duration_pb2
 
-from django_cloudtasks.emulator import CloudTasksEmulator
 from django_cloudtasks.models import Node
-from django_cloudtasks.transports import get_transport, reset_transport
 from tests.testapp.models import Execution
 from tests.testapp.tasks import identity, slow
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
 ROOT = Path(__file__).resolve().parents[2]
-QUEUE = "projects/test-project/locations/us-central1/queues/default"
+DEADLINE = 4  # seconds, the slow task's dispatch deadline
 
 
 def free_port() -> int:
@@ -84,37 +81,36 @@ class Server:
 
 
 @contextmanager
-def served(settings, tmp_path, max_attempts, max_backoff, **extra):
-    """The emulator, a queue that retries quickly, and a runserver that can be killed."""
-    emu = CloudTasksEmulator().start()
+def served(serve_emulator, tmp_path, max_attempts, max_backoff, **extra):
+    """The emulator, a queue that retries quickly, and a runserver that can be killed.
+
+    Cloud Tasks' shortest dispatch deadline is 15 s: the emulator's testing option
+    times attempts out after the 4 s the tests give their slow task instead.
+    """
     port = free_port()
+    base_url = f"http://127.0.0.1:{port}"
+    emu = serve_emulator(
+        base_url=base_url,
+        retry={
+            "max_attempts": max_attempts,
+            "min_backoff": timedelta(seconds=0.5),
+            "max_backoff": timedelta(seconds=max_backoff),
+        },
+        options={"dispatch_deadline_cap": DEADLINE},
+        settings_changes=extra,
+    )
     overrides = {
         "TRANSPORT": "cloudtasks",
         "EMULATOR_HOST": emu.address,
-        "BASE_URL": f"http://127.0.0.1:{port}",
+        "BASE_URL": base_url,
         **extra,
     }
-    settings.CLOUDTASKS = {**settings.CLOUDTASKS, **overrides}
-    reset_transport()
     server = Server(port, overrides, tmp_path / "server.log")
     try:
-        get_transport().client.create_queue(
-            parent="projects/test-project/locations/us-central1",
-            queue=tasks_v2.Queue(
-                name=QUEUE,
-                retry_config=tasks_v2.RetryConfig(
-                    max_attempts=max_attempts,
-                    min_backoff=duration_pb2.Duration(nanos=500_000_000),
-                    max_backoff=duration_pb2.Duration(seconds=max_backoff),
-                ),
-            ),
-        )
         server.start()
         yield emu, server
     finally:
         server.stop()
-        reset_transport()
-        emu.stop()
 
 
 def wait_until_started(task: str) -> None:
@@ -124,9 +120,11 @@ def wait_until_started(task: str) -> None:
         time.sleep(0.05)
 
 
-def test_a_server_killed_mid_task_is_recovered_after_the_deadline(settings, tmp_path):
-    with served(settings, tmp_path, max_attempts=50, max_backoff=2) as (emu, server):
-        result = (slow.si(2, "survived").set(dispatch_deadline=4) | identity.s()).apply_async()
+def test_a_server_killed_mid_task_is_recovered_after_the_deadline(serve_emulator, tmp_path):
+    with served(serve_emulator, tmp_path, max_attempts=50, max_backoff=2) as (emu, server):
+        result = (
+            slow.si(2, "survived").set(dispatch_deadline=DEADLINE) | identity.s()
+        ).apply_async()
         wait_until_started("slow")
         server.kill()
         server.start()
@@ -142,13 +140,14 @@ def test_a_server_killed_mid_task_is_recovered_after_the_deadline(settings, tmp_
 
 
 def test_a_server_killed_mid_inline_run_is_taken_over_by_the_first_nodes_redelivery(
-    settings, tmp_path
+    serve_emulator, tmp_path
 ):
-    with served(settings, tmp_path, max_attempts=100, max_backoff=1, INLINE_SECONDS=30) as (
+    with served(serve_emulator, tmp_path, max_attempts=100, max_backoff=1, INLINE_SECONDS=30) as (
         emu,
         server,
     ):
-        expr = identity.si("go") | slow.si(2, "survived").set(dispatch_deadline=4) | identity.s()
+        slow_step = slow.si(2, "survived").set(dispatch_deadline=DEADLINE)
+        expr = identity.si("go") | slow_step | identity.s()
         result = expr.apply_async()
         wait_until_started("slow")
         server.kill()

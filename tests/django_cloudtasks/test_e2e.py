@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import itertools
+import socket
 import time
 from datetime import datetime
 
 import pytest
 from google.api_core import exceptions as gexc
-from google.cloud import tasks_v2
-from google.protobuf import duration_pb2
 
 from django_cloudtasks import chord, group
 from django_cloudtasks.constants import State
-from django_cloudtasks.emulator import CloudTasksEmulator
+from django_cloudtasks.exceptions import EnqueueError
 from django_cloudtasks.models import Node
 from django_cloudtasks.transports import get_transport, reset_transport
 from django_cloudtasks.transports.base import Dispatch
@@ -26,52 +25,30 @@ pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 QUEUE = "projects/test-project/locations/us-central1/queues/default"
 
 
-@pytest.fixture
-def emulator(live_server, settings):
-    emu = CloudTasksEmulator().start()
-    settings.CLOUDTASKS = {
-        **settings.CLOUDTASKS,
-        "TRANSPORT": "cloudtasks",
-        "EMULATOR_HOST": emu.address,
-        "BASE_URL": live_server.url,
-    }
-    reset_transport()
-    client = get_transport().client
-    client.create_queue(
-        parent="projects/test-project/locations/us-central1",
-        queue=tasks_v2.Queue(
-            name=QUEUE,
-            retry_config=tasks_v2.RetryConfig(
-                max_attempts=10,
-                min_backoff=duration_pb2.Duration(nanos=200_000_000),
-                max_backoff=duration_pb2.Duration(seconds=5),
-                max_doublings=4,
-            ),
-        ),
-    )
-    yield emu
-    reset_transport()
-    emu.stop()
+@pytest.fixture(autouse=True)
+def healthy_gateway():
+    """The run endpoint answers normally again after each test."""
+    yield
     gateway.fail_next(0)
 
 
-def test_a_chain_runs_over_http(emulator):
+def test_a_chain_runs_over_http(live_emulator):
     result = (add.s(4, 4) | add.s(8) | add.s(16)).delay()
     assert result.get(timeout=30) == 32
-    assert emulator.wait_until_idle(timeout=10)  # the last answer is recorded
-    runs = [r for r in emulator.history if r.succeeded]
+    assert live_emulator.wait_until_idle(timeout=10)  # the last answer is recorded
+    runs = [r for r in live_emulator.history if r.succeeded]
     assert len(runs) == 3
     assert all(r.url.endswith("/cloudtasks/run/add/") for r in runs)
 
 
-def test_a_chord_of_a_hundred_runs_over_http(emulator):
+def test_a_chord_of_a_hundred_runs_over_http(live_emulator):
     result = chord([add.si(i, i) for i in range(100)], tsum.s()).delay()
     assert result.get(timeout=60) == sum(2 * i for i in range(100))
     assert Execution.objects.filter(task="add").count() == 100
     assert Execution.objects.filter(task="tsum").count() == 1
 
 
-def test_a_countdown_task_does_not_run_before_its_time(emulator):
+def test_a_countdown_task_does_not_run_before_its_time(live_emulator):
     started = datetime.now().astimezone()
     result = stamp.si().apply_async(countdown=2)
     assert result.get(timeout=30) is True
@@ -79,7 +56,7 @@ def test_a_countdown_task_does_not_run_before_its_time(emulator):
     assert (ran_at - started).total_seconds() >= 2
 
 
-def test_revoking_a_pending_task_deletes_its_cloud_task(emulator):
+def test_revoking_a_pending_task_deletes_its_cloud_task(live_emulator):
     result = stamp.si().apply_async(countdown=30)
     name = f"{QUEUE}/tasks/{Node.objects.get(pk=result.id).cloud_task_id}"
     client = get_transport().client
@@ -91,7 +68,7 @@ def test_revoking_a_pending_task_deletes_its_cloud_task(emulator):
     assert not Execution.objects.exists()
 
 
-def test_a_repeated_enqueue_is_answered_already_exists_and_runs_once(emulator):
+def test_a_repeated_enqueue_is_answered_already_exists_and_runs_once(live_emulator):
     result = stamp.si().apply_async(countdown=1)
     node = Node.objects.get(pk=result.id)
     dispatch = Dispatch(
@@ -102,16 +79,16 @@ def test_a_repeated_enqueue_is_answered_already_exists_and_runs_once(emulator):
         client.create_task(parent=QUEUE, task=get_transport().build_task(dispatch))
     get_transport().send([dispatch])  # the transport counts ALREADY_EXISTS as success
     assert result.get(timeout=30) is True
-    emulator.wait_until_idle(timeout=10)
+    live_emulator.wait_until_idle(timeout=10)
     assert Execution.objects.filter(task="stamp").count() == 1
 
 
-def test_a_handler_answering_5xx_is_retried_with_growing_backoff(emulator):
+def test_a_handler_answering_5xx_is_retried_with_growing_backoff(live_emulator):
     gateway.fail_next(3)
     result = identity.si("after outage").delay()
     assert result.get(timeout=30) == "after outage"
-    assert emulator.wait_until_idle(timeout=10)
-    attempts = [r for r in emulator.history if "/run/identity/" in r.url]
+    assert live_emulator.wait_until_idle(timeout=10)
+    attempts = [r for r in live_emulator.history if "/run/identity/" in r.url]
     assert [r.status_code for r in attempts] == [503, 503, 503, 200]
     gaps = [b.started_at - a.finished_at for a, b in itertools.pairwise(attempts)]
     gaps = [g.total_seconds() if hasattr(g, "total_seconds") else g for g in gaps]
@@ -119,7 +96,7 @@ def test_a_handler_answering_5xx_is_retried_with_growing_backoff(emulator):
     assert gaps[0] < gaps[1] < gaps[2]
 
 
-def test_a_task_receives_the_production_headers(emulator):
+def test_a_task_receives_the_production_headers(live_emulator):
     result = delivery_headers.si().delay()
     headers = {k.lower(): v for k, v in result.get(timeout=30).items()}
     node = Node.objects.get(pk=result.id)
@@ -130,6 +107,32 @@ def test_a_task_receives_the_production_headers(emulator):
     assert float(headers["x-cloudtasks-tasketa"]) == pytest.approx(time.time(), abs=60)
 
 
-def test_a_group_fans_out_concurrently_and_finishes(emulator):
+def test_a_group_fans_out_concurrently_and_finishes(live_emulator):
     result = group(identity.si(i) for i in range(50)).delay()
     assert result.get(timeout=60) == list(range(50))
+
+
+def test_without_a_running_emulator_delay_fails_fast_and_says_what_to_do(settings):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{sock.getsockname()[1]}"  # nothing listens once closed
+    settings.CLOUDTASKS = {
+        **settings.CLOUDTASKS,
+        "TRANSPORT": "cloudtasks",
+        "EMULATOR_HOST": address,
+        "BASE_URL": "http://127.0.0.1:9",
+    }
+    reset_transport()
+    started = time.monotonic()
+    try:
+        with pytest.raises(EnqueueError) as caught:
+            add.si(1, 1).delay()
+    finally:
+        reset_transport()
+
+    assert time.monotonic() - started < 15  # not the 30 s Cloud Tasks calls retry for
+    message = str(caught.value)
+    assert address in message
+    assert "EMULATOR_HOST" in message
+    assert "cloudtasks_sweep" in message
+    assert Node.objects.filter(task_name="add").count() == 1  # saved for the sweeper

@@ -15,7 +15,7 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
 from django_cloudtasks import auth, views
-from django_cloudtasks.emulator.oidc import CertsServer, TokenMinter
+from django_cloudtasks.emulator.oidc import TokenMinter
 from django_cloudtasks.models import Node, Workflow
 from django_cloudtasks.transports import get_transport, reset_transport
 from django_cloudtasks.transports.memory import MemoryTransport
@@ -35,21 +35,8 @@ FUZZ = hypothesis_settings(
 )
 
 
-@pytest.fixture(scope="module")
-def minter():
-    return TokenMinter()
-
-
-@pytest.fixture(scope="module")
-def certs_url(minter):
-    server = CertsServer(minter)
-    server.start()
-    yield server.pem_url
-    server.stop()
-
-
 @pytest.fixture
-def world(settings, certs_url, monkeypatch):
+def world(settings, certs_server, monkeypatch):
     """Shared token and OIDC both configured; a chain and a single task waiting to run."""
     monkeypatch.setattr(auth, "certificates", auth.CertificateCache())
     settings.CLOUDTASKS = {
@@ -57,7 +44,7 @@ def world(settings, certs_url, monkeypatch):
         "TRANSPORT": "memory",
         "AUTH_TOKEN": TOKEN,
         "OIDC_SERVICE_ACCOUNT": EMAIL,
-        "OIDC_CERTS_URL": certs_url,
+        "OIDC_CERTS_URL": certs_server.pem_url,
         "MAX_BODY_BYTES": 4096,
     }
     reset_transport()

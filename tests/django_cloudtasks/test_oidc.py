@@ -16,8 +16,7 @@ from google.auth import crypt, jwt
 
 from django_cloudtasks import auth
 from django_cloudtasks.constants import State
-from django_cloudtasks.emulator import CloudTasksEmulator
-from django_cloudtasks.emulator.oidc import CertsServer, TokenMinter
+from django_cloudtasks.emulator.oidc import TokenMinter
 from django_cloudtasks.models import Node
 from django_cloudtasks.transports import get_transport, reset_transport
 from django_cloudtasks.transports.memory import MemoryTransport
@@ -37,20 +36,6 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 EMAIL = "tasks@test-project.iam.gserviceaccount.com"
 AUDIENCE = "http://testserver"  # the test settings' BASE_URL
-
-
-@pytest.fixture(scope="module")
-def minter():
-    """Signs tokens like Google's, with a key published by :func:`certs_server`."""
-    return TokenMinter()
-
-
-@pytest.fixture(scope="module")
-def certs_server(minter):
-    server = CertsServer(minter)
-    server.start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture
@@ -836,24 +821,19 @@ QUEUE = "projects/test-project/locations/us-central1/queues/default"
 
 
 @pytest.fixture
-def oidc_emulator(live_server, settings, monkeypatch, fetches):
+def oidc_emulator(serve_emulator, settings, monkeypatch, fetches):
     """The emulator sends OIDC tokens; the app verifies them; no shared token anywhere."""
     monkeypatch.delenv("TASKAPP_AUTH_TOKEN", raising=False)
-    emu = CloudTasksEmulator(oidc_issuer=ISSUER).start()
-    config = {k: v for k, v in settings.CLOUDTASKS.items() if k != "AUTH_TOKEN"}
-    settings.CLOUDTASKS = {
-        **config,
-        "TRANSPORT": "cloudtasks",
-        "EMULATOR_HOST": emu.address,
-        "BASE_URL": live_server.url,
-        "OIDC_SERVICE_ACCOUNT": EMAIL,
-        "OIDC_CERTS_URL": emu.oidc_certs_url,
-        "OIDC_ISSUERS": [ISSUER],
-    }
-    reset_transport()
-    yield emu
-    reset_transport()
-    emu.stop()
+    emu = serve_emulator(
+        options={"oidc_issuer": ISSUER},
+        settings_changes={
+            "AUTH_TOKEN": None,
+            "OIDC_SERVICE_ACCOUNT": EMAIL,
+            "OIDC_ISSUERS": [ISSUER],
+        },
+    )
+    settings.CLOUDTASKS = {**settings.CLOUDTASKS, "OIDC_CERTS_URL": emu.oidc_certs_url}
+    return emu
 
 
 @pytest.mark.e2e

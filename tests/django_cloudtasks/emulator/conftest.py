@@ -13,6 +13,7 @@ from google.cloud import tasks_v2
 
 from django_cloudtasks.emulator import CloudTasksEmulator, emulator_client
 from tests.django_cloudtasks.emulator.recording import (
+    LOCATION,
     HandlerServer,
     RecordingHandler,
     handler_class,
@@ -36,20 +37,28 @@ def handler() -> Iterator[RecordingHandler]:
 
 @pytest.fixture
 def emulator() -> Iterator[CloudTasksEmulator]:
-    """A running emulator with auto-created queues."""
-    with CloudTasksEmulator() as emu:
+    """A running emulator that keeps sub-second backoffs (a testing option)."""
+    with CloudTasksEmulator(subsecond_backoffs=True) as emu:
         yield emu
 
 
 @pytest.fixture
-def client(emulator: CloudTasksEmulator) -> Iterator[tasks_v2.CloudTasksClient]:
+def tasks_client(emulator: CloudTasksEmulator) -> Iterator[tasks_v2.CloudTasksClient]:
     """The real Cloud Tasks client connected to the emulator."""
-    client = emulator_client(emulator.address)
-    yield client
-    client.transport.close()
+    tasks_client = emulator_client(emulator.address)
+    yield tasks_client
+    tasks_client.transport.close()
 
 
 @pytest.fixture
 def queue_name() -> str:
     """A fresh queue name (not created)."""
     return new_queue_name()
+
+
+@pytest.fixture
+def queue(tasks_client: tasks_v2.CloudTasksClient) -> str:
+    """The name of a fresh queue, created with the service defaults."""
+    name = new_queue_name()
+    tasks_client.create_queue(parent=LOCATION, queue={"name": name})
+    return name

@@ -37,10 +37,12 @@ class Received:
 
 @dataclass
 class Reply:
-    """What the handler answers: a status after an optional delay."""
+    """What the handler answers: a status, headers and body after an optional delay."""
 
     status: int = 200
     delay: float = 0.0
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytes = b""
 
 
 @dataclass
@@ -114,8 +116,11 @@ def handler_class(recorder: Callable[[], RecordingHandler]) -> type[BaseHTTPRequ
                 with handler.cond:
                     handler.in_flight -= 1
                 self.send_response(reply.status)
-                self.send_header("Content-Length", "0")
+                for name, value in reply.headers.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(reply.body)))
                 self.end_headers()
+                self.wfile.write(reply.body)
             except OSError:
                 pass  # the emulator gave up waiting (dispatch deadline)
             finally:
@@ -123,7 +128,7 @@ def handler_class(recorder: Callable[[], RecordingHandler]) -> type[BaseHTTPRequ
                     received.finished = time.time()
                     handler.cond.notify_all()
 
-        do_POST = do_GET = do_PUT = do_DELETE = do_PATCH = _handle
+        do_POST = do_GET = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _handle
 
         def log_message(self, format: str, *args: Any) -> None:
             pass
@@ -137,7 +142,7 @@ class HandlerServer(ThreadingHTTPServer):
 
 
 def make_queue(
-    client: tasks_v2.CloudTasksClient,
+    tasks_client: tasks_v2.CloudTasksClient,
     name: str,
     *,
     rate: float = 0,
@@ -153,7 +158,7 @@ def make_queue(
         retry["min_backoff"] = {"seconds": int(min_backoff), "nanos": _nanos(min_backoff)}
     if max_backoff is not None:
         retry["max_backoff"] = {"seconds": int(max_backoff), "nanos": _nanos(max_backoff)}
-    return client.create_queue(
+    return tasks_client.create_queue(
         parent=LOCATION,
         queue={
             "name": name,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -9,20 +10,22 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from google.api_core import exceptions
 
+from django_cloudtasks.emulator import CloudTasksEmulator, emulator_client
 from tests.django_cloudtasks.emulator.recording import (
     RecordingHandler,
     Reply,
     http_task,
     make_queue,
+    new_queue_name,
     wait_until,
 )
 
 
 def test_a_task_is_delivered_with_its_method_headers_and_body(
-    client, handler: RecordingHandler, queue_name
+    tasks_client, handler: RecordingHandler, queue
 ):
-    client.create_task(
-        parent=queue_name,
+    tasks_client.create_task(
+        parent=queue,
         task=http_task(
             handler.url("/run/x"),
             http_method="PUT",
@@ -42,10 +45,10 @@ def test_a_task_is_delivered_with_its_method_headers_and_body(
 
 
 def test_a_task_scheduled_one_second_ahead_is_not_delivered_before_its_time(
-    client, handler: RecordingHandler, queue_name
+    tasks_client, handler: RecordingHandler, queue
 ):
     eta = datetime.now(UTC) + timedelta(seconds=1)
-    client.create_task(parent=queue_name, task={**http_task(handler.url()), "schedule_time": eta})
+    tasks_client.create_task(parent=queue, task={**http_task(handler.url()), "schedule_time": eta})
 
     time.sleep(0.5)
     assert handler.received == []
@@ -55,11 +58,11 @@ def test_a_task_scheduled_one_second_ahead_is_not_delivered_before_its_time(
 
 
 def test_retries_carry_the_production_headers_with_growing_counts(
-    client, handler: RecordingHandler, queue_name
+    tasks_client, handler: RecordingHandler, queue_name
 ):
-    make_queue(client, queue_name, min_backoff=0.05, max_backoff=1)
+    make_queue(tasks_client, queue_name, min_backoff=0.05, max_backoff=1)
     handler.script["/task"] = [Reply(500), Reply(503), Reply(200)]
-    task = client.create_task(parent=queue_name, task=http_task(handler.url()))
+    task = tasks_client.create_task(parent=queue_name, task=http_task(handler.url()))
 
     received = handler.wait_for(3)
 
@@ -67,7 +70,8 @@ def test_retries_carry_the_production_headers_with_growing_counts(
     assert [r.header("X-CloudTasks-QueueName") for r in received] == [queue_name.split("/")[-1]] * 3
     assert [r.header("X-CloudTasks-TaskName") for r in received] == [short_id] * 3
     assert [r.header("X-CloudTasks-TaskRetryCount") for r in received] == ["0", "1", "2"]
-    assert [r.header("X-CloudTasks-TaskExecutionCount") for r in received] == ["0", "1", "2"]
+    # 5xx answers are not executions: Cloud Tasks counts the other responses
+    assert [r.header("X-CloudTasks-TaskExecutionCount") for r in received] == ["0", "0", "0"]
     assert [r.header("X-CloudTasks-TaskPreviousResponse") for r in received] == [
         None,
         "500",
@@ -79,11 +83,11 @@ def test_retries_carry_the_production_headers_with_growing_counts(
 
 
 def test_failed_attempts_are_retried_with_a_growing_backoff(
-    client, emulator, handler: RecordingHandler, queue_name
+    tasks_client, emulator, handler: RecordingHandler, queue_name
 ):
-    make_queue(client, queue_name, min_backoff=0.2, max_backoff=10, max_attempts=5)
+    make_queue(tasks_client, queue_name, min_backoff=0.2, max_backoff=10, max_attempts=5)
     handler.script["/task"] = [Reply(500), Reply(500), Reply(200)]
-    client.create_task(parent=queue_name, task=http_task(handler.url()))
+    tasks_client.create_task(parent=queue_name, task=http_task(handler.url()))
 
     received = handler.wait_for(3, timeout=10)
     assert emulator.wait_until_idle(5)
@@ -97,30 +101,30 @@ def test_failed_attempts_are_retried_with_a_growing_backoff(
 
 
 def test_a_task_is_dropped_after_max_attempts(
-    client, emulator, handler: RecordingHandler, queue_name
+    tasks_client, emulator, handler: RecordingHandler, queue_name
 ):
-    make_queue(client, queue_name, min_backoff=0.05, max_backoff=0.1, max_attempts=3)
+    make_queue(tasks_client, queue_name, min_backoff=0.05, max_backoff=0.1, max_attempts=3)
     handler.default = Reply(500)
-    task = client.create_task(parent=queue_name, task=http_task(handler.url()))
+    task = tasks_client.create_task(parent=queue_name, task=http_task(handler.url()))
 
     assert emulator.wait_until_idle(10)
     time.sleep(0.3)
 
     assert len(handler.received) == 3
     with pytest.raises(exceptions.NotFound):
-        client.get_task(name=task.name)
+        tasks_client.get_task(name=task.name)
     with pytest.raises(exceptions.AlreadyExists):
-        client.create_task(parent=queue_name, task=http_task(handler.url(), name=task.name))
+        tasks_client.create_task(parent=queue_name, task=http_task(handler.url(), name=task.name))
 
 
-def test_get_task_reports_the_attempts_made(client, handler: RecordingHandler, queue_name):
-    make_queue(client, queue_name, min_backoff=5, max_backoff=5)
+def test_get_task_reports_the_attempts_made(tasks_client, handler: RecordingHandler, queue_name):
+    make_queue(tasks_client, queue_name, min_backoff=5, max_backoff=5)
     handler.default = Reply(404)
-    task = client.create_task(parent=queue_name, task=http_task(handler.url()))
+    task = tasks_client.create_task(parent=queue_name, task=http_task(handler.url()))
     handler.wait_for(1)
 
-    assert wait_until(lambda: client.get_task(name=task.name).response_count == 1)
-    got = client.get_task(name=task.name)
+    assert wait_until(lambda: tasks_client.get_task(name=task.name).response_count == 1)
+    got = tasks_client.get_task(name=task.name)
     assert got.dispatch_count == 1
     assert got.first_attempt.dispatch_time is not None
     assert got.last_attempt.response_status.code == 5  # NOT_FOUND
@@ -128,13 +132,16 @@ def test_get_task_reports_the_attempts_made(client, handler: RecordingHandler, q
 
 
 def test_the_dispatch_deadline_is_the_http_timeout(
-    client, emulator, handler: RecordingHandler, queue_name
+    request: pytest.FixtureRequest, handler: RecordingHandler, queue_name
 ):
-    make_queue(client, queue_name, min_backoff=0.1, max_backoff=0.1)
+    emulator = CloudTasksEmulator(subsecond_backoffs=True, dispatch_deadline_cap=1).start()
+    tasks_client = emulator_client(emulator.address)
+    request.addfinalizer(lambda: (tasks_client.transport.close(), emulator.stop()))
+    make_queue(tasks_client, queue_name, min_backoff=0.1, max_backoff=0.1)
     handler.script["/task"] = [Reply(200, delay=2.5), Reply(200)]
-    client.create_task(
+    tasks_client.create_task(
         parent=queue_name,
-        task={**http_task(handler.url()), "dispatch_deadline": timedelta(seconds=1)},
+        task={**http_task(handler.url()), "dispatch_deadline": timedelta(seconds=15)},
     )
 
     assert wait_until(lambda: len(emulator.history) >= 2, timeout=10)
@@ -148,9 +155,9 @@ def test_the_dispatch_deadline_is_the_http_timeout(
     assert second.headers["X-CloudTasks-TaskExecutionCount"] == "0"
 
 
-def test_an_unreachable_handler_counts_as_a_failure(client, emulator, queue_name):
-    make_queue(client, queue_name, min_backoff=0.05, max_backoff=0.05, max_attempts=2)
-    client.create_task(parent=queue_name, task=http_task("http://127.0.0.1:9/refused"))
+def test_an_unreachable_handler_counts_as_a_failure(tasks_client, emulator, queue_name):
+    make_queue(tasks_client, queue_name, min_backoff=0.05, max_backoff=0.05, max_attempts=2)
+    tasks_client.create_task(parent=queue_name, task=http_task("http://127.0.0.1:9/refused"))
 
     assert emulator.wait_until_idle(10)
     attempts = emulator.history
@@ -159,11 +166,11 @@ def test_an_unreachable_handler_counts_as_a_failure(client, emulator, queue_name
 
 
 def test_dispatches_respect_max_dispatches_per_second(
-    client, handler: RecordingHandler, queue_name
+    tasks_client, handler: RecordingHandler, queue_name
 ):
-    make_queue(client, queue_name, rate=5)
+    make_queue(tasks_client, queue_name, rate=5)
     for _ in range(20):
-        client.create_task(parent=queue_name, task=http_task(handler.url()))
+        tasks_client.create_task(parent=queue_name, task=http_task(handler.url()))
 
     received = handler.wait_for(20, timeout=15)
     starts = sorted(r.started for r in received)
@@ -174,25 +181,25 @@ def test_dispatches_respect_max_dispatches_per_second(
 
 
 def test_dispatches_respect_max_concurrent_dispatches(
-    client, handler: RecordingHandler, queue_name
+    tasks_client, handler: RecordingHandler, queue_name
 ):
-    make_queue(client, queue_name, concurrent=3)
+    make_queue(tasks_client, queue_name, concurrent=3)
     handler.default = Reply(200, delay=0.3)
     for _ in range(9):
-        client.create_task(parent=queue_name, task=http_task(handler.url()))
+        tasks_client.create_task(parent=queue_name, task=http_task(handler.url()))
 
     assert len(handler.wait_for(9, timeout=15)) == 9
     assert 2 <= handler.max_in_flight <= 3
 
 
 def test_a_fan_out_of_a_thousand_tasks_is_delivered_concurrently(
-    client, emulator, handler: RecordingHandler, queue_name
+    tasks_client, emulator, handler: RecordingHandler, queue
 ):
     handler.default = Reply(200, delay=0.05)
     url = handler.url()
 
     def create(i: int) -> None:
-        client.create_task(parent=queue_name, task=http_task(url, body=b"%d" % i))
+        tasks_client.create_task(parent=queue, task=http_task(url, body=b"%d" % i))
 
     started = time.monotonic()
     with ThreadPoolExecutor(16) as pool:
@@ -205,3 +212,32 @@ def test_a_fan_out_of_a_thousand_tasks_is_delivered_concurrently(
     assert handler.max_in_flight >= 10
     assert elapsed < 30  # serially it would take at least 50 s
     assert emulator.wait_until_idle(10)
+
+
+def test_a_failed_delivery_is_logged_with_its_url_status_and_body(
+    tasks_client, handler: RecordingHandler, queue_name, caplog
+):
+    make_queue(tasks_client, queue_name, min_backoff=5, max_backoff=5)
+    handler.default = Reply(500, body=b"Traceback: KeyError 'user'")
+    with caplog.at_level(logging.WARNING, logger="django_cloudtasks.emulator"):
+        tasks_client.create_task(parent=queue_name, task=http_task(handler.url("/run/x")))
+        handler.wait_for(1)
+        assert wait_until(lambda: "delivery failed" in caplog.text, timeout=5)
+
+    assert f"POST {handler.url('/run/x')} -> 500" in caplog.text
+    assert "Traceback: KeyError 'user'" in caplog.text
+
+
+def test_max_in_flight_caps_deliveries_over_all_queues(handler: RecordingHandler, request):
+    emulator = CloudTasksEmulator(max_in_flight=3).start()
+    tasks_client = emulator_client(emulator.address)
+    request.addfinalizer(lambda: (tasks_client.transport.close(), emulator.stop()))
+    handler.default = Reply(200, delay=0.2)
+    queues = [new_queue_name() for _ in range(3)]
+    for queue in queues:
+        make_queue(tasks_client, queue)
+        for _ in range(4):
+            tasks_client.create_task(parent=queue, task=http_task(handler.url()))
+
+    assert len(handler.wait_for(12, timeout=10)) == 12
+    assert handler.max_in_flight == 3

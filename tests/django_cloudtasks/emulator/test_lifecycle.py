@@ -61,11 +61,15 @@ def test_the_command_line_serves_until_sigterm_and_exits_cleanly():
         line = process.stdout.readline()
         match = re.search(r"listening on (127\.0\.0\.1:\d+)", line)
         assert match, line
-        client = emulator_client(match.group(1))
+        assert process.stdout.readline().startswith("OIDC certificates at http://127.0.0.1:")
+        assert process.stdout.readline().startswith(
+            "At most 10 deliveries in flight over all queues (--max-in-flight"
+        )
+        tasks_client = emulator_client(match.group(1))
         try:
-            assert client.get_queue(name=queue).name == queue
+            assert tasks_client.get_queue(name=queue).name == queue
         finally:
-            client.transport.close()
+            tasks_client.transport.close()
 
         process.send_signal(signal.SIGTERM)
         out, err = process.communicate(timeout=15)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import socket
+
 import google.auth.transport.requests
 import pytest
 from google.oauth2 import id_token
 
+from django_cloudtasks.emulator import CloudTasksEmulator
 from tests.django_cloudtasks.emulator.recording import RecordingHandler, http_task
 
 AUDIENCE = "https://app.example.com/cloudtasks/run/"
@@ -56,17 +59,17 @@ def test_a_token_from_another_emulator_is_rejected(emulator):
 
 
 def test_a_task_with_an_oidc_token_is_delivered_with_a_verifiable_bearer(
-    client, emulator, handler: RecordingHandler, queue_name
+    tasks_client, emulator, handler: RecordingHandler, queue
 ):
-    client.create_task(
-        parent=queue_name,
+    tasks_client.create_task(
+        parent=queue,
         task=http_task(
             handler.url("/explicit"),
             oidc_token={"service_account_email": EMAIL, "audience": AUDIENCE},
         ),
     )
-    client.create_task(
-        parent=queue_name,
+    tasks_client.create_task(
+        parent=queue,
         task=http_task(handler.url("/default"), oidc_token={"service_account_email": EMAIL}),
     )
 
@@ -87,3 +90,13 @@ def test_a_custom_issuer_is_used():
     with CloudTasksEmulator(oidc_issuer="https://issuer.test") as emulator:
         token = emulator.mint_token(AUDIENCE, EMAIL)
         assert verify(token, AUDIENCE, emulator.oidc_certs_url)["iss"] == "https://issuer.test"
+
+
+def test_the_certificates_port_can_be_pinned():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with CloudTasksEmulator(oidc_port=port) as emulator:
+        assert emulator.oidc_certs_url == f"http://127.0.0.1:{port}/oauth2/v1/certs"
+        token = emulator.mint_token(AUDIENCE, EMAIL)
+        assert verify(token, AUDIENCE, emulator.oidc_certs_url)["email"] == EMAIL

@@ -19,8 +19,8 @@ from tests.django_cloudtasks.emulator.recording import (
 )
 
 
-def test_a_created_queue_runs_with_the_service_defaults(client, queue_name):
-    created = client.create_queue(parent=LOCATION, queue={"name": queue_name})
+def test_a_created_queue_runs_with_the_service_defaults(tasks_client, queue_name):
+    created = tasks_client.create_queue(parent=LOCATION, queue={"name": queue_name})
 
     assert created.name == queue_name
     assert created.state == tasks_v2.Queue.State.RUNNING
@@ -31,51 +31,53 @@ def test_a_created_queue_runs_with_the_service_defaults(client, queue_name):
     assert created.retry_config.min_backoff == timedelta(seconds=0.1)
     assert created.retry_config.max_backoff == timedelta(seconds=3600)
     assert created.retry_config.max_doublings == 16
-    assert client.get_queue(name=queue_name) == created
+    assert tasks_client.get_queue(name=queue_name) == created
 
 
-def test_creating_a_queue_twice_answers_already_exists(client, queue_name):
-    client.create_queue(parent=LOCATION, queue={"name": queue_name})
+def test_creating_a_queue_twice_answers_already_exists(tasks_client, queue_name):
+    tasks_client.create_queue(parent=LOCATION, queue={"name": queue_name})
     with pytest.raises(exceptions.AlreadyExists):
-        client.create_queue(parent=LOCATION, queue={"name": queue_name})
+        tasks_client.create_queue(parent=LOCATION, queue={"name": queue_name})
 
 
-def test_queue_names_are_validated(client):
+def test_queue_names_are_validated(tasks_client):
     with pytest.raises(exceptions.InvalidArgument):
-        client.create_queue(parent=LOCATION, queue={"name": f"{LOCATION}/queues/bad_name!"})
+        tasks_client.create_queue(parent=LOCATION, queue={"name": f"{LOCATION}/queues/bad_name!"})
     with pytest.raises(exceptions.InvalidArgument):
-        client.create_queue(parent=LOCATION, queue={"name": "projects/other/locations/x/queues/q"})
+        tasks_client.create_queue(
+            parent=LOCATION, queue={"name": "projects/other/locations/x/queues/q"}
+        )
 
 
-def test_rate_limits_above_the_service_maximum_are_refused(client, queue_name):
+def test_rate_limits_above_the_service_maximum_are_refused(tasks_client, queue_name):
     with pytest.raises(exceptions.InvalidArgument):
-        make_queue(client, queue_name, rate=501)
+        make_queue(tasks_client, queue_name, rate=501)
 
 
-def test_getting_an_unknown_queue_answers_not_found(client, queue_name):
+def test_getting_an_unknown_queue_answers_not_found(tasks_client, queue_name):
     with pytest.raises(exceptions.NotFound):
-        client.get_queue(name=queue_name)
+        tasks_client.get_queue(name=queue_name)
 
 
-def test_queues_are_listed_per_location_in_pages(client):
+def test_queues_are_listed_per_location_in_pages(tasks_client):
     names = [f"{LOCATION}/queues/listed-{i}" for i in range(5)]
     for name in names:
-        client.create_queue(parent=LOCATION, queue={"name": name})
+        tasks_client.create_queue(parent=LOCATION, queue={"name": name})
     other = "projects/test-project/locations/us-central1"
-    client.create_queue(parent=other, queue={"name": f"{other}/queues/elsewhere"})
+    tasks_client.create_queue(parent=other, queue={"name": f"{other}/queues/elsewhere"})
 
-    pager = client.list_queues(request={"parent": LOCATION, "page_size": 2})
+    pager = tasks_client.list_queues(request={"parent": LOCATION, "page_size": 2})
     listed = [queue.name for queue in pager]
-    pages = list(client.list_queues(request={"parent": LOCATION, "page_size": 2}).pages)
+    pages = list(tasks_client.list_queues(request={"parent": LOCATION, "page_size": 2}).pages)
 
     assert sorted(listed) == sorted(names)
     assert len(pages) == 3
 
 
-def test_update_queue_changes_only_the_masked_fields(client, queue_name):
-    make_queue(client, queue_name, rate=10, max_attempts=7)
+def test_update_queue_changes_only_the_masked_fields(tasks_client, queue_name):
+    make_queue(tasks_client, queue_name, rate=10, max_attempts=7)
 
-    updated = client.update_queue(
+    updated = tasks_client.update_queue(
         queue={"name": queue_name, "rate_limits": {"max_dispatches_per_second": 2}},
         update_mask=field_mask_pb2.FieldMask(paths=["rate_limits.max_dispatches_per_second"]),
     )
@@ -83,13 +85,13 @@ def test_update_queue_changes_only_the_masked_fields(client, queue_name):
     assert updated.rate_limits.max_dispatches_per_second == 2
     assert updated.rate_limits.max_burst_size == 2
     assert updated.retry_config.max_attempts == 7
-    assert client.get_queue(name=queue_name).rate_limits.max_dispatches_per_second == 2
+    assert tasks_client.get_queue(name=queue_name).rate_limits.max_dispatches_per_second == 2
 
 
-def test_update_queue_replaces_the_retry_config(client, queue_name):
-    make_queue(client, queue_name, rate=10, max_attempts=7)
+def test_update_queue_replaces_the_retry_config(tasks_client, queue_name):
+    make_queue(tasks_client, queue_name, rate=10, max_attempts=7)
 
-    updated = client.update_queue(
+    updated = tasks_client.update_queue(
         queue={"name": queue_name, "retry_config": {"max_attempts": 3, "max_doublings": 2}},
         update_mask=field_mask_pb2.FieldMask(paths=["retry_config"]),
     )
@@ -100,68 +102,74 @@ def test_update_queue_replaces_the_retry_config(client, queue_name):
     assert updated.rate_limits.max_dispatches_per_second == 10
 
 
-def test_update_queue_creates_a_missing_queue(client, queue_name):
-    created = client.update_queue(
+def test_update_queue_creates_a_missing_queue(tasks_client, queue_name):
+    created = tasks_client.update_queue(
         queue={"name": queue_name, "rate_limits": {"max_dispatches_per_second": 3}}
     )
     assert created.rate_limits.max_dispatches_per_second == 3
-    assert client.get_queue(name=queue_name).state == tasks_v2.Queue.State.RUNNING
+    assert tasks_client.get_queue(name=queue_name).state == tasks_v2.Queue.State.RUNNING
 
 
 def test_a_paused_queue_holds_its_tasks_until_resumed(
-    client, handler: RecordingHandler, queue_name
+    tasks_client, handler: RecordingHandler, queue_name
 ):
-    client.create_queue(parent=LOCATION, queue={"name": queue_name})
-    paused = client.pause_queue(name=queue_name)
-    client.create_task(parent=queue_name, task=http_task(handler.url()))
+    tasks_client.create_queue(parent=LOCATION, queue={"name": queue_name})
+    paused = tasks_client.pause_queue(name=queue_name)
+    tasks_client.create_task(parent=queue_name, task=http_task(handler.url()))
 
     time.sleep(0.5)
     assert paused.state == tasks_v2.Queue.State.PAUSED
     assert handler.received == []
 
-    resumed = client.resume_queue(name=queue_name)
+    resumed = tasks_client.resume_queue(name=queue_name)
     assert resumed.state == tasks_v2.Queue.State.RUNNING
     assert len(handler.wait_for(1)) == 1
 
 
-def test_purging_a_queue_deletes_its_tasks(client, handler: RecordingHandler, queue_name):
-    client.create_queue(parent=LOCATION, queue={"name": queue_name})
-    client.pause_queue(name=queue_name)
+def test_purging_a_queue_deletes_its_tasks(tasks_client, handler: RecordingHandler, queue_name):
+    tasks_client.create_queue(parent=LOCATION, queue={"name": queue_name})
+    tasks_client.pause_queue(name=queue_name)
     for _ in range(3):
-        client.create_task(parent=queue_name, task=http_task(handler.url()))
+        tasks_client.create_task(parent=queue_name, task=http_task(handler.url()))
 
-    purged = client.purge_queue(name=queue_name)
-    client.resume_queue(name=queue_name)
+    purged = tasks_client.purge_queue(name=queue_name)
+    tasks_client.resume_queue(name=queue_name)
 
     assert purged.purge_time is not None
-    assert list(client.list_tasks(parent=queue_name)) == []
+    assert list(tasks_client.list_tasks(parent=queue_name)) == []
     time.sleep(0.3)
     assert handler.received == []
 
 
-def test_a_deleted_queue_is_gone_with_its_tasks(client, queue_name):
-    client.create_queue(parent=LOCATION, queue={"name": queue_name})
-    client.delete_queue(name=queue_name)
+def test_a_deleted_queue_is_gone_with_its_tasks(tasks_client, queue_name):
+    tasks_client.create_queue(parent=LOCATION, queue={"name": queue_name})
+    tasks_client.delete_queue(name=queue_name)
 
     with pytest.raises(exceptions.NotFound):
-        client.get_queue(name=queue_name)
+        tasks_client.get_queue(name=queue_name)
     with pytest.raises(exceptions.NotFound):
-        client.delete_queue(name=queue_name)
+        tasks_client.delete_queue(name=queue_name)
 
 
-def test_without_auto_creation_tasks_need_an_existing_queue(queue_name):
-    with CloudTasksEmulator(auto_create_queues=False, queues=[queue_name]) as emulator:
-        client = emulator_client(emulator.address)
+def test_by_default_tasks_need_an_existing_queue(queue_name):
+    with CloudTasksEmulator(queues=[queue_name]) as emulator:
+        tasks_client = emulator_client(emulator.address)
         try:
-            client.create_task(parent=queue_name, task=http_task("http://127.0.0.1:9/"))
+            tasks_client.create_task(parent=queue_name, task=http_task("http://127.0.0.1:9/"))
             with pytest.raises(exceptions.NotFound):
-                client.create_task(
+                tasks_client.create_task(
                     parent=f"{LOCATION}/queues/unknown", task=http_task("http://127.0.0.1:9/")
                 )
         finally:
-            client.transport.close()
+            tasks_client.transport.close()
 
 
-def test_with_auto_creation_a_task_creates_its_queue(client, queue_name):
-    client.create_task(parent=queue_name, task=http_task("http://127.0.0.1:9/"))
-    assert client.get_queue(name=queue_name).rate_limits.max_dispatches_per_second == 500
+def test_with_auto_creation_a_task_creates_its_queue(queue_name):
+    with CloudTasksEmulator(auto_create_queues=True) as emulator:
+        tasks_client = emulator_client(emulator.address)
+        try:
+            tasks_client.create_task(parent=queue_name, task=http_task("http://127.0.0.1:9/"))
+            queue = tasks_client.get_queue(name=queue_name)
+            assert queue.rate_limits.max_dispatches_per_second == 500
+        finally:
+            tasks_client.transport.close()
