@@ -1,4 +1,4 @@
-"""Django app configuration: discovers tasks, installs the engine, registers checks."""
+"""Django app configuration: discovers tasks, installs the canvas executor, registers checks."""
 
 from __future__ import annotations
 
@@ -19,11 +19,11 @@ class CloudTasksConfig(AppConfig):
         from django.core.signals import setting_changed
         from django.utils.module_loading import autodiscover_modules
 
-        import canvas.engine
+        import canvas.executor
         from django_cloudtasks import checks  # noqa: F401 - registers the checks
 
         autodiscover_modules("tasks")
-        canvas.engine.install(DjangoEngine())
+        canvas.executor.install(WorkflowExecutor())
         setting_changed.connect(_settings_changed, dispatch_uid="django_cloudtasks.settings")
 
 
@@ -34,8 +34,8 @@ def _settings_changed(setting: str, **kwargs: Any) -> None:
         reset_transport()
 
 
-class DjangoEngine:
-    """The canvas engine: persists expressions as workflows on this database."""
+class WorkflowExecutor:
+    """The canvas executor: persists expressions as workflows on this database."""
 
     def apply_async(self, expression: Any, options: dict[str, Any]) -> Any:
         """Persist ``expression`` and return the result handle of its last step."""

@@ -159,7 +159,7 @@ class CloudTasksBackend(BaseTaskBackend):
             TypeError: when the arguments are not JSON or do not fit the function.
         """
         from canvas import Signature
-        from canvas.options import normalize_options
+        from canvas.expression import normalize_options
         from django_cloudtasks.engine import persist
         from django_cloudtasks.transports import get_transport
 
