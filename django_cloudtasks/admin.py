@@ -30,9 +30,9 @@ from django.utils.safestring import SafeString
 
 from django_cloudtasks import dagsvg, engine
 from django_cloudtasks.constants import READY_STATES, NodeKind, State, WorkflowStatus
+from django_cloudtasks.engine import RetryRefused, retry_node
 from django_cloudtasks.exceptions import NodeNotFound
 from django_cloudtasks.models import Node, Workflow
-from django_cloudtasks.recovery import RetryRefused, retry_node
 
 #: How many nodes the workflow page lists inline; the node list has them all.
 INLINE_NODES = 200

@@ -20,10 +20,16 @@ class CloudTasksConfig(AppConfig):
         from django.utils.module_loading import autodiscover_modules
 
         import canvas.executor
-        from django_cloudtasks import checks  # noqa: F401 - registers the checks
+        from django_cloudtasks import (
+            checks,  # noqa: F401 - registers the checks
+            store,  # noqa: F401 - registers the database check
+        )
+        from django_cloudtasks.runner import deliver
+        from django_cloudtasks.transports import install_delivery
 
         autodiscover_modules("tasks")
         canvas.executor.install(WorkflowExecutor())
+        install_delivery(deliver)
         setting_changed.connect(_settings_changed, dispatch_uid="django_cloudtasks.settings")
 
 
@@ -42,5 +48,4 @@ class WorkflowExecutor:
         from django_cloudtasks.engine import persist
         from django_cloudtasks.results import result_for
 
-        workflow = persist(expression, options)
-        return result_for(workflow.output_node)  # type: ignore[attr-defined]
+        return result_for(persist(expression, options).output)

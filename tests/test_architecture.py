@@ -15,6 +15,26 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 CYCLE_NOTE = "breaks cycle"
 
+#: The layers of django_cloudtasks, lowest first (docs/architecture.md draws them). A
+#: module may import its own layer and the layers below, never one above. An entry
+#: names a module and, for a package, every module inside it.
+LAYERS: list[tuple[str, ...]] = [
+    ("constants", "exceptions", "conf", "signals"),
+    ("policy",),
+    ("models",),
+    ("context", "registry"),
+    ("store",),
+    ("transports",),
+    ("dispatch",),
+    ("engine",),
+    ("runner",),
+    ("auth", "views", "urls"),
+    ("results", "manager", "decorators", "utils", ""),
+    ("admin", "dagsvg", "management", "backends", "testing", "checks", "apps", "recovery"),
+]
+#: Not part of the layering: the emulator is an island of its own, migrations are history.
+OUTSIDE = ("django_cloudtasks.emulator", "django_cloudtasks.migrations")
+
 
 def _module_name(path: Path) -> str:
     parts = list(path.relative_to(ROOT).with_suffix("").parts)
@@ -122,3 +142,62 @@ def test_canvas_imports_nothing_but_itself_and_the_standard_library():
 
 def test_canvas_has_no_import_cycle():
     assert _cycles(_graph(_modules("canvas"))) == []
+
+
+def _layer(module: str) -> int:
+    """The index in :data:`LAYERS` of a django_cloudtasks module (-1 if unplaced)."""
+    best, found = -1, -1
+    for position, names in enumerate(LAYERS):
+        for name in names:
+            full = f"django_cloudtasks.{name}" if name else "django_cloudtasks"
+            if (module == full or module.startswith(full + ".")) and len(full) > best:
+                best, found = len(full), position
+    return found
+
+
+def _core_modules() -> dict[str, Path]:
+    return _modules("django_cloudtasks", exclude=OUTSIDE)
+
+
+def test_every_django_cloudtasks_module_has_a_layer():
+    assert [name for name in _core_modules() if _layer(name) < 0] == []
+
+
+def test_no_module_imports_a_layer_above_its_own():
+    upward = []
+    for name, path in _core_modules().items():
+        for target, _ in _imports(name, path):
+            if not target.startswith("django_cloudtasks") or target.startswith(OUTSIDE):
+                continue
+            if _layer(target) > _layer(name):
+                upward.append(f"{name} imports {target}")
+    assert sorted(upward) == []
+
+
+def test_nothing_below_the_engine_imports_the_engine_runner_or_views():
+    engine = _layer("django_cloudtasks.engine")
+    forbidden = ("django_cloudtasks.engine", "django_cloudtasks.runner", "django_cloudtasks.views")
+    found = [
+        f"{name} imports {target}"
+        for name, path in _core_modules().items()
+        if _layer(name) < engine
+        for target, _ in _imports(name, path)
+        if target in forbidden or target.startswith(tuple(f + "." for f in forbidden))
+    ]
+    assert found == []
+
+
+def test_nothing_below_the_transports_imports_them():
+    transports = _layer("django_cloudtasks.transports")
+    found = [
+        f"{name} imports {target}"
+        for name, path in _core_modules().items()
+        if _layer(name) < transports
+        for target, _ in _imports(name, path)
+        if target.startswith("django_cloudtasks.transports")
+    ]
+    assert found == []
+
+
+def test_django_cloudtasks_has_no_import_cycle():
+    assert _cycles(_graph(_core_modules())) == []
