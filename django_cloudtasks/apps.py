@@ -16,6 +16,7 @@ class CloudTasksConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        # Imported here, as in every AppConfig: this module is loaded before models are.
         from django.core.signals import setting_changed
         from django.utils.module_loading import autodiscover_modules
 
@@ -35,7 +36,7 @@ class CloudTasksConfig(AppConfig):
 
 def _settings_changed(setting: str, **kwargs: Any) -> None:
     if setting == "CLOUDTASKS":
-        from django_cloudtasks.transports import reset_transport
+        from django_cloudtasks.transports import reset_transport  # not above: see ready()
 
         reset_transport()
 
@@ -45,6 +46,7 @@ class WorkflowExecutor:
 
     def apply_async(self, expression: Any, options: dict[str, Any]) -> Any:
         """Persist ``expression`` and return the result handle of its last step."""
+        # Not above: see ready().
         from django_cloudtasks.engine import persist
         from django_cloudtasks.results import result_for
 
