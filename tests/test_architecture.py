@@ -235,3 +235,38 @@ def test_every_import_inside_a_function_says_why():
                     if ours and not island and not _explained(lines, function, node):
                         silent.append(f"{name}:{node.lineno}")
     assert silent == []
+
+
+#: Where rows of nodes and workflows may be written, and why.
+WRITERS = {
+    "django_cloudtasks.engine": "every change of state",
+    "django_cloudtasks.store": "the raw statements the engine runs",
+    "django_cloudtasks.dispatch": "the parked flag of nodes beyond Cloud Tasks' horizon",
+    "django_cloudtasks.management.commands.cloudtasks_purge": "deleting old workflows",
+}
+_WRITES = {"update", "save", "delete", "create", "bulk_create", "bulk_update", "update_or_create"}
+
+
+def _model_of(expression: ast.expr) -> str | None:
+    """``Node`` for ``Node.objects.filter(...)`` and the like, else None."""
+    while isinstance(expression, ast.Call | ast.Attribute):
+        expression = expression.func if isinstance(expression, ast.Call) else expression.value
+    if isinstance(expression, ast.Name) and expression.id in ("Node", "Workflow"):
+        return expression.id
+    return None
+
+
+def test_only_the_engine_writes_nodes_and_workflows():
+    writes = []
+    for name, path in _core_modules().items():
+        if any(name == w or name.startswith(w + ".") for w in WRITERS):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr in _WRITES
+                and _model_of(node.func.value)
+            ):
+                writes.append(f"{name}:{node.lineno} {ast.unparse(node.func)}")
+    assert writes == []
