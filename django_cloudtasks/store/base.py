@@ -46,11 +46,12 @@ def sql_literal(value: State | NodeKind | InputRule) -> str:
     return f"'{value.value}'"
 
 
-_SUCCESS, _STARTED, _PENDING = (
+#: State, kind and input-rule literals the statements compare with.
+SQL_SUCCESS, SQL_STARTED, SQL_PENDING = (
     sql_literal(s) for s in (State.SUCCESS, State.STARTED, State.PENDING)
 )
-_SCHEDULED, _QUEUED = sql_literal(State.SCHEDULED), sql_literal(State.QUEUED)
-_TASK, _PREPEND = sql_literal(NodeKind.TASK), sql_literal(InputRule.PREPEND)
+SQL_SCHEDULED, SQL_QUEUED = sql_literal(State.SCHEDULED), sql_literal(State.QUEUED)
+SQL_TASK, SQL_PREPEND = sql_literal(NodeKind.TASK), sql_literal(InputRule.PREPEND)
 
 
 @dataclass(frozen=True)
@@ -228,8 +229,8 @@ class Store:
         def add_taken() -> None:
             assert take is not None
             st.add(
-                f"({index} = %s AND pending_parents = 1 AND state = {_PENDING} "
-                f"AND kind = {_TASK} AND countdown <= 0 AND (eta IS NULL OR eta <= %s) "
+                f"({index} = %s AND pending_parents = 1 AND state = {SQL_PENDING} "
+                f"AND kind = {SQL_TASK} AND countdown <= 0 AND (eta IS NULL OR eta <= %s) "
                 "AND queue = %s)",
                 take.index,
                 now_db,
@@ -240,7 +241,7 @@ class Store:
         st.add(*is_barrier)
         st.add(" THEN pending_parents ELSE pending_parents - 1 END, input = CASE WHEN NOT (")
         st.add(*is_barrier)
-        st.add(f") AND input_rule = {_PREPEND} THEN ")
+        st.add(f") AND input_rule = {SQL_PREPEND} THEN ")
         add_value()
         st.add(" ELSE input END, ")
         if barrier is not None:
@@ -269,15 +270,15 @@ class Store:
                 st.add(f" THEN {then[0]} ELSE {column} END, ", *then[1:])
         st.add("state = CASE WHEN ")
         st.add(*is_barrier)
-        st.add(f" THEN {_SUCCESS} ")
+        st.add(f" THEN {SQL_SUCCESS} ")
         if take is not None:
             st.add("WHEN ")
             add_taken()
-            st.add(f" THEN {_STARTED} ")
+            st.add(f" THEN {SQL_STARTED} ")
         st.add(
-            f"WHEN pending_parents = 1 AND state = {_PENDING} AND kind = {_TASK} "
+            f"WHEN pending_parents = 1 AND state = {SQL_PENDING} AND kind = {SQL_TASK} "
             "THEN (CASE WHEN countdown > 0 OR (eta IS NOT NULL AND eta > %s) "
-            f"THEN {_SCHEDULED} ELSE {_QUEUED} END) ELSE state END ",
+            f"THEN {SQL_SCHEDULED} ELSE {SQL_QUEUED} END) ELSE state END ",
             now_db,
         )
         st.add(
@@ -293,7 +294,7 @@ class Store:
             # cannot have been claimed. (No parameters here: psycopg caches the parsing of
             # statements with at most 50.)
             for f in NODE_FIELDS:
-                st.add(f", CASE WHEN state = {_STARTED} THEN {qn(str(f.column))} END")
+                st.add(f", CASE WHEN state = {SQL_STARTED} THEN {qn(str(f.column))} END")
         with connection.cursor() as cursor:
             cursor.execute("".join(st.sql), st.params)
             raw = cursor.fetchall()

@@ -9,7 +9,7 @@ from typing import Any
 from django.db import connection, models
 
 from django_cloudtasks.models import Node
-from django_cloudtasks.store.base import _STARTED, _SUCCESS, Done, Statement, Store, column
+from django_cloudtasks.store.base import SQL_STARTED, SQL_SUCCESS, Done, Statement, Store, column
 
 
 class PostgresStore(Store):
@@ -42,8 +42,8 @@ class PostgresStore(Store):
     def add_done(self, st: Statement, table: str, now_db: Any, done: Done) -> None:
         """A ``WITH done AS (UPDATE ... RETURNING id)`` that records the success."""
         st.add(
-            f"WITH done AS (UPDATE {table} SET state = {_SUCCESS}, result = CAST(%s AS jsonb), "
-            f"finished_at = %s, lease_until = NULL WHERE id = %s AND state = {_STARTED} "
+            f"WITH done AS (UPDATE {table} SET state = {SQL_SUCCESS}, result = CAST(%s AS jsonb), "
+            f"finished_at = %s, lease_until = NULL WHERE id = %s AND state = {SQL_STARTED} "
             "AND attempts = %s RETURNING id) ",
             json.dumps(done.result),
             now_db,
