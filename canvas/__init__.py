@@ -1,16 +1,16 @@
 """Pure-Python canvas: describe work as immutable expressions and compile it to a DAG.
 
 Nothing here imports Django, a database or a network client; running an expression
-is delegated to an engine installed through :mod:`canvas.engine`.
+is delegated to an executor installed through :mod:`canvas.executor`.
 """
 
 from __future__ import annotations
 
 from canvas.compiler import compile
 from canvas.composition import chain, chord, group, pipe
-from canvas.errors import CanvasError, GraphFormatError, NoEngineError
+from canvas.errors import CanvasError, GraphFormatError, NoEngineError, NoExecutorError
 from canvas.expression import Expression
-from canvas.graph import GRAPH_VERSION, Graph, Node
+from canvas.graph import GRAPH_VERSION, Graph, InputRule, Node
 from canvas.options import OPTION_NAMES
 from canvas.signature import Signature, signature
 
@@ -21,7 +21,9 @@ __all__ = [
     "Expression",
     "Graph",
     "GraphFormatError",
+    "InputRule",
     "NoEngineError",
+    "NoExecutorError",
     "Node",
     "Signature",
     "chain",

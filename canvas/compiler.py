@@ -8,7 +8,7 @@ from typing import Any
 from canvas.composition import chain, chord, group
 from canvas.errors import CanvasError
 from canvas.expression import Expression
-from canvas.graph import BARRIER, TASK, Graph, Node
+from canvas.graph import BARRIER, TASK, Graph, InputRule, Node
 from canvas.options import merge_options
 from canvas.signature import Signature
 
@@ -36,7 +36,7 @@ class _Builder:
                 kwargs=expr.kwargs,
                 options=options,
                 parents=() if incoming is None else (incoming,),
-                input="prepend" if feeds else "none",
+                input=InputRule.PREPEND if feeds else InputRule.NONE,
                 path=path,
             )
         if isinstance(expr, chain):
@@ -51,9 +51,9 @@ class _Builder:
                 for i, member in enumerate(expr.tasks)
             )
             if outputs:
-                return self.add(kind=BARRIER, parents=outputs, input="list", path=path)
+                return self.add(kind=BARRIER, parents=outputs, input=InputRule.LIST, path=path)
             parents = () if incoming is None else (incoming,)
-            return self.add(kind=BARRIER, parents=parents, input="none", path=path)
+            return self.add(kind=BARRIER, parents=parents, input=InputRule.NONE, path=path)
         if isinstance(expr, chord):
             header = self.emit(expr.header, incoming, options, _join(path, "header"))
             return self.emit(expr.body, header, options, _join(path, "body"))

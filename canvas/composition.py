@@ -16,8 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, ClassVar
 
-from canvas.expression import Expression
-from canvas.options import normalize_options
+from canvas.expression import Expression, normalize_options
 
 
 def _members(items: tuple[Any, ...], what: str) -> tuple[Expression, ...]:
@@ -64,6 +63,10 @@ class chain(Expression):
     def __repr__(self) -> str:
         return " | ".join(_paren(t) for t in self.tasks)
 
+    def __or__(self, other: Expression) -> Expression:
+        """``self | other``, by the rules of :func:`pipe`."""
+        return pipe(self, other)
+
     def describe(self) -> str:
         """``"a chain starting with <first member>"``."""
         return f"a chain starting with {self.tasks[0].describe()}"
@@ -108,6 +111,10 @@ class group(Expression):
 
     def __len__(self) -> int:
         return len(self.tasks)
+
+    def __or__(self, other: Expression) -> Expression:
+        """``self | other``, by the rules of :func:`pipe`."""
+        return pipe(self, other)
 
     def describe(self) -> str:
         """``"a group of N"``."""
@@ -157,6 +164,10 @@ class chord(Expression):
 
     def __repr__(self) -> str:
         return f"chord({self.header!r}, {self.body!r})"
+
+    def __or__(self, other: Expression) -> Expression:
+        """``self | other``, by the rules of :func:`pipe`."""
+        return pipe(self, other)
 
     def describe(self) -> str:
         """``"a chord of N into <body>"``."""

@@ -7,8 +7,12 @@ class CanvasError(Exception):
     """Base class for errors in describing or compiling a canvas expression."""
 
 
-class NoEngineError(CanvasError, RuntimeError):
-    """Raised by ``apply_async``/``delay`` when no execution engine is installed."""
+class NoExecutorError(CanvasError, RuntimeError):
+    """Raised by ``apply_async``/``delay`` when no executor is installed."""
+
+
+#: The former name of :class:`NoExecutorError`.
+NoEngineError = NoExecutorError
 
 
 class GraphFormatError(CanvasError, ValueError):

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, ClassVar, Self
 
-from canvas import engine
+from canvas import executor
 from canvas.errors import GraphFormatError
-from canvas.options import merge_options, normalize_options
+from canvas.options import merge_options, normalize_option
+from canvas.values import check_json
 
 
 class Expression:
@@ -58,9 +59,8 @@ class Expression:
     # -- composition ---------------------------------------------------------------
 
     def __or__(self, other: Expression) -> Expression:
-        from canvas.composition import pipe
-
-        return pipe(self, other)
+        """Compose this work then ``other`` (see :func:`canvas.composition.pipe`)."""
+        raise NotImplementedError
 
     def set(self, **options: Any) -> Self:
         """Return a copy with ``options`` added (see :data:`canvas.options.OPTION_NAMES`).
@@ -94,18 +94,18 @@ class Expression:
         kwargs: Mapping[str, Any] | None = None,
         **options: Any,
     ) -> Any:
-        """Run this expression through the installed engine.
+        """Run this expression through the installed executor.
 
         ``args``/``kwargs`` are passed to the first task(s) as with :meth:`partial`;
         ``options`` (``countdown``, ``eta``, ``queue``...) apply to the whole run:
         a ``countdown`` delays the whole canvas, not only its first task.
 
         Raises:
-            canvas.errors.NoEngineError: when no engine is installed.
+            canvas.errors.NoExecutorError: when no executor is installed.
         """
         expression = self.partial(args or (), kwargs) if (args or kwargs) else self
         run_options = normalize_options(options, f"apply_async of {self.describe()}")
-        return engine.current().apply_async(expression, run_options)
+        return executor.current().apply_async(expression, run_options)
 
     def delay(self, *args: Any, **kwargs: Any) -> Any:
         """Shortcut for ``apply_async(args, kwargs)``."""
@@ -133,3 +133,35 @@ class Expression:
     @classmethod
     def _from_dict(cls, data: Mapping[str, Any]) -> Expression:
         raise NotImplementedError
+
+
+def normalize_options(options: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """Validate ``options`` and return them as plain JSON data.
+
+    Datetimes become ISO 8601 strings and error callbacks become their dict form.
+
+    Raises:
+        TypeError: for an unknown option or a value of the wrong type.
+        ValueError: for a value of the right type that is out of range.
+    """
+    result: dict[str, Any] = {}
+    for name, value in options.items():
+        if name == "link_error" and value is not None:
+            result[name] = _errbacks(value, f"option {name!r} of {where}")
+        else:
+            result[name] = normalize_option(name, value, where)
+    check_json(result, "options", f" of {where}")
+    return result
+
+
+def _errbacks(value: Any, label: str) -> list[dict[str, Any]]:
+    items: Iterable[Any] = value if isinstance(value, list | tuple) else [value]
+    result = []
+    for item in items:
+        if isinstance(item, Expression):
+            result.append(item.to_dict())
+        elif isinstance(item, Mapping) and "type" in item:
+            result.append(Expression.from_dict(item).to_dict())
+        else:
+            raise TypeError(f"{label} must hold signatures, got {item!r}")
+    return result

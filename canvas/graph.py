@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 from canvas.errors import GraphFormatError
@@ -26,7 +27,21 @@ from canvas.errors import GraphFormatError
 GRAPH_VERSION = 1
 TASK = "task"
 BARRIER = "barrier"
-INPUT_RULES = ("none", "prepend", "list")
+
+
+class InputRule(StrEnum):
+    """What a node receives from its parents (see the module docstring)."""
+
+    NONE = "none"
+    PREPEND = "prepend"
+    LIST = "list"
+    #: An error callback's: the failure's details, as keyword arguments. Such nodes
+    #: are added when a node fails, never compiled.
+    ERRBACK = "errback"
+
+
+#: The input rules a compiled graph may hold.
+INPUT_RULES = (InputRule.NONE, InputRule.PREPEND, InputRule.LIST)
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,7 +55,7 @@ class Node:
     kwargs: Mapping[str, Any] = field(default_factory=dict)
     options: Mapping[str, Any] = field(default_factory=dict)
     parents: tuple[int, ...] = ()
-    input: str = "none"
+    input: str = InputRule.NONE
     path: str = ""
 
     @property
@@ -61,7 +76,7 @@ class Node:
             data["options"] = dict(self.options)
         if self.parents:
             data["parents"] = list(self.parents)
-        if self.input != "none":
+        if self.input != InputRule.NONE:
             data["input"] = self.input
         if self.path:
             data["path"] = self.path
@@ -79,7 +94,7 @@ class Node:
                 kwargs=dict(data.get("kwargs") or {}),
                 options=dict(data.get("options") or {}),
                 parents=tuple(int(p) for p in data.get("parents", ())),
-                input=str(data.get("input", "none")),
+                input=str(data.get("input", InputRule.NONE)),
                 path=str(data.get("path", "")),
             )
         except (KeyError, TypeError, ValueError) as exc:

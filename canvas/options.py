@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from canvas.values import check_aware, check_json
+from canvas.values import check_aware
 
 #: Options understood by the canvas, with what each means.
 OPTION_NAMES: dict[str, str] = {
@@ -25,23 +25,21 @@ OPTION_NAMES: dict[str, str] = {
 }
 
 
-def normalize_options(options: Mapping[str, Any], where: str) -> dict[str, Any]:
-    """Validate ``options`` and return them as plain JSON data.
+def normalize_option(name: str, value: Any, where: str) -> Any:
+    """Validate one option of ``where`` and return it as plain JSON data.
 
-    Datetimes become ISO 8601 strings and error callbacks become their dict form.
+    Datetimes become ISO 8601 strings. Error callbacks (``link_error``) are
+    expressions, which this module does not know: :func:`canvas.expression.normalize_options`
+    normalises them.
 
     Raises:
         TypeError: for an unknown option or a value of the wrong type.
         ValueError: for a value of the right type that is out of range.
     """
-    result: dict[str, Any] = {}
-    for name, value in options.items():
-        if name not in OPTION_NAMES:
-            known = ", ".join(sorted(OPTION_NAMES))
-            raise TypeError(f"unknown option {name!r} for {where}; known options: {known}")
-        result[name] = _normalize(name, value, where)
-    check_json(result, "options", f" of {where}")
-    return result
+    if name not in OPTION_NAMES:
+        known = ", ".join(sorted(OPTION_NAMES))
+        raise TypeError(f"unknown option {name!r} for {where}; known options: {known}")
+    return _normalize(name, value, where)
 
 
 def merge_options(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
@@ -83,12 +81,11 @@ def _normalize(name: str, value: Any, where: str) -> Any:
         if not isinstance(value, bool):
             raise TypeError(f"{label} must be True or False, got {value!r}")
         return value
-    if name == "link_error":
-        return _errbacks(value, label)
     if name == "result_kwarg":
         if not isinstance(value, str) or not value:
             raise TypeError(f"{label} must be a non-empty string, got {value!r}")
         return value
+    # link_error is normalised by canvas.expression.normalize_options.
     raise AssertionError(name)  # pragma: no cover - OPTION_NAMES and this list agree
 
 
@@ -110,18 +107,3 @@ def _moment(value: Any, label: str) -> str:
             raise ValueError(f"{label} is not an ISO 8601 datetime: {value!r}") from None
         return check_aware(parsed, label)
     raise TypeError(f"{label} must be a datetime or an ISO 8601 string, got {value!r}")
-
-
-def _errbacks(value: Any, label: str) -> list[dict[str, Any]]:
-    from canvas.expression import Expression
-
-    items: Iterable[Any] = value if isinstance(value, list | tuple) else [value]
-    result = []
-    for item in items:
-        if isinstance(item, Expression):
-            result.append(item.to_dict())
-        elif isinstance(item, Mapping) and "type" in item:
-            result.append(Expression.from_dict(item).to_dict())
-        else:
-            raise TypeError(f"{label} must hold signatures, got {item!r}")
-    return result

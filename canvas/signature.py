@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
-from canvas.expression import Expression
-from canvas.options import normalize_options
+from canvas.composition import pipe
+from canvas.expression import Expression, normalize_options
 from canvas.values import check_json, to_json_data
 
 
@@ -65,6 +65,10 @@ class Signature(Expression):
         call = "si" if self.immutable else "s"
         extra = f".set({self.options!r})" if self.options else ""
         return f"{self.task_name}.{call}({', '.join(parts)}){extra}"
+
+    def __or__(self, other: Expression) -> Expression:
+        """``self | other``, by the rules of :func:`canvas.composition.pipe`."""
+        return pipe(self, other)
 
     def describe(self) -> str:
         """The task name, quoted."""

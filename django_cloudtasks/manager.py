@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Self
 
 from canvas import Expression, Signature, group
 from django_cloudtasks.exceptions import NotRegistered
+from django_cloudtasks.policy import ERRBACK_PARAMETERS
 from django_cloudtasks.registry import Task, registry
 
 if TYPE_CHECKING:
@@ -292,6 +293,7 @@ class CloudChainManager:
         Raises:
             RuntimeError: before the first ``run()``.
         """
+        # Here, not at the top: this module is imported before the app registry is ready.
         from django_cloudtasks.models import Workflow
 
         if self._last_run is None:
@@ -369,8 +371,6 @@ def _task(name: Any, where: str) -> Task:
 
 
 def _check_error_callback(name: Any, where: str) -> None:
-    from django_cloudtasks.runner import ERRBACK_PARAMETERS
-
     task = _task(name, f"{where} (error_callback)")
     required = [
         p.name

@@ -18,8 +18,12 @@ import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+import grpc
 from google.api_core import exceptions as gexc
 from google.cloud import scheduler_v1
+from google.cloud.scheduler_v1.services.cloud_scheduler.transports import (
+    CloudSchedulerGrpcTransport,
+)
 
 from django_cloudtasks.auth import oidc_scope
 from django_cloudtasks.conf import conf
@@ -71,9 +75,11 @@ class SchedulerJobs:
             if self._client is None:
                 host = conf.EMULATOR_HOST
                 if host:
-                    from django_cloudtasks.emulator.scheduler import scheduler_client
-
-                    self._client = scheduler_client(str(host))
+                    # A local emulator speaks plain gRPC, without TLS or credentials.
+                    channel = grpc.insecure_channel(str(host))
+                    self._client = scheduler_v1.CloudSchedulerClient(
+                        transport=CloudSchedulerGrpcTransport(channel=channel)
+                    )
                 else:
                     self._client = scheduler_v1.CloudSchedulerClient()
             return self._client

@@ -117,6 +117,7 @@ def _import(name: str, path: str) -> Any:
 
 def _task_signature(schedule: Schedule) -> Any:
     """An immutable signature of the scheduled task (a run receives no parent result)."""
+    # Here, not at the top: settings may name schedules before the tasks are imported.
     from django_cloudtasks.registry import registry
 
     target = schedule.target
@@ -133,6 +134,8 @@ def _task_signature(schedule: Schedule) -> Any:
 
 def _task_name(name: str, target: Any) -> str:
     """The registered name of ``target``: one of our tasks, or a ``django.tasks`` task."""
+    # Here, not at the top: settings may name schedules before the tasks are imported,
+    # and the Django Tasks backend is only needed for a django.tasks task.
     from django_cloudtasks.registry import Task
 
     if isinstance(target, Task):

@@ -4,10 +4,10 @@ from typing import Any
 
 import pytest
 
-from canvas import NoEngineError, engine, group
+from canvas import NoExecutorError, executor, group
 
 
-class RecordingEngine:
+class RecordingExecutor:
     def __init__(self) -> None:
         self.calls: list[tuple[Any, dict[str, Any]]] = []
 
@@ -18,22 +18,22 @@ class RecordingEngine:
 
 @pytest.fixture
 def recording():
-    recorder = RecordingEngine()
-    previous = engine.install(recorder)
+    recorder = RecordingExecutor()
+    previous = executor.install(recorder)
     yield recorder
-    engine.install(previous)
+    executor.install(previous)
 
 
-def test_without_an_engine_running_raises_a_clear_error(add):
-    previous = engine.install(None)
+def test_without_an_executor_running_raises_a_clear_error(add):
+    previous = executor.install(None)
     try:
-        with pytest.raises(NoEngineError, match="INSTALLED_APPS"):
+        with pytest.raises(NoExecutorError, match="INSTALLED_APPS"):
             add.s(1, 2).delay()
     finally:
-        engine.install(previous)
+        executor.install(previous)
 
 
-def test_apply_async_hands_the_expression_and_run_options_to_the_engine(add, recording):
+def test_apply_async_hands_the_expression_and_run_options_to_the_executor(add, recording):
     assert (add.s(1) | add.s(2)).apply_async(countdown=30) == "handle"
     expression, options = recording.calls[0]
     assert expression == add.s(1) | add.s(2)
@@ -45,7 +45,18 @@ def test_delay_applies_arguments_to_the_first_tasks(add, recording):
     assert recording.calls[0][0] == group(add.s(10, 1), add.s(10, 2))
 
 
-def test_run_options_are_validated_before_the_engine_sees_them(add, recording):
+def test_run_options_are_validated_before_the_executor_sees_them(add, recording):
     with pytest.raises(TypeError, match="unknown option 'coundown'"):
         add.s(1, 2).apply_async(coundown=3)
     assert recording.calls == []
+
+
+def test_the_former_engine_names_still_install_an_executor(add, recording):
+    from canvas import NoEngineError, engine
+
+    previous = engine.install(None)
+    try:
+        with pytest.raises(NoEngineError):
+            add.s(1, 2).delay()
+    finally:
+        engine.install(previous)
