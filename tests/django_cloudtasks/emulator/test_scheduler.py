@@ -15,7 +15,7 @@ from google.oauth2 import id_token
 from django_cloudtasks.emulator import CloudTasksEmulator
 from django_cloudtasks.emulator.scheduler import next_fire, scheduler_client
 
-PARENT = "projects/p/locations/us-central1"
+PARENT = "projects/test-project/locations/us-central1"
 
 
 @pytest.fixture
