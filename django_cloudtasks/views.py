@@ -19,6 +19,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django_cloudtasks import engine, runner
 from django_cloudtasks.auth import authenticate
 from django_cloudtasks.conf import conf
+from django_cloudtasks.context import task_headers
 from django_cloudtasks.dispatch import sweep as run_sweep
 from django_cloudtasks.exceptions import (
     BadRequest,
@@ -34,9 +35,6 @@ logger = logging.getLogger("django_cloudtasks.views")
 #: How deeply a request body may nest lists and objects (results are stored and
 #: re-encoded recursively, so a deeper one could exhaust the stack).
 MAX_JSON_DEPTH = 100
-
-#: Request headers never handed to task code (``self.request.headers``).
-_PRIVATE_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization"})
 
 
 def _error(status: int, message: str) -> JsonResponse:
@@ -164,7 +162,7 @@ def run(request: HttpRequest, task_name: str) -> JsonResponse:
             raise BadRequest(f"'retry' must be a non-negative integer, got {retry!r}")
     except BadRequest as exc:
         return _error(exc.status, str(exc))
-    headers = {k: v for k, v in request.headers.items() if k.lower() not in _PRIVATE_HEADERS}
+    headers = task_headers(request.headers)
     try:
         outcome = runner.deliver(node_id, task_name=task_name, retries=retry, headers=headers)
     except NodeNotFound as exc:

@@ -374,6 +374,32 @@ def test_the_task_never_sees_the_credentials_of_the_request(client, memory):
     assert "cookie" not in seen
 
 
+def test_headers_that_carry_credentials_never_reach_the_task(client, memory):
+    views_test_headers.s().apply_async()
+    credentials = {
+        "X-Serverless-Authorization": "Bearer id-token",
+        "X-Goog-Iap-Jwt-Assertion": "eyJ.jwt.sig",
+        "X-Api-Key": "k-123",
+        "X-Auth-Token": "t-123",
+        "X-Upstream-Access-Token": "t-456",
+        "X-Signing-Key": "s-789",
+        "X-Session-Cookie": "c-1",
+        "X-Client-Secret": "shh",
+    }
+
+    response = post(
+        client,
+        run_url("views_test_headers"),
+        memory.sent[0].body(),
+        headers={**TOKEN, **credentials, "X-CloudTasks-TaskRetryCount": "2"},
+    )
+
+    assert response.status_code == 200
+    seen = {k.lower() for k in Node.objects.get().result}
+    assert "x-cloudtasks-taskretrycount" in seen
+    assert seen.isdisjoint(name.lower() for name in credentials)
+
+
 def test_run_executes_the_task_outside_a_transaction_even_with_atomic_requests(
     client, memory, monkeypatch
 ):
