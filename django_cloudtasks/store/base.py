@@ -47,8 +47,8 @@ def sql_literal(value: State | NodeKind | InputRule) -> str:
 
 
 #: State, kind and input-rule literals the statements compare with.
-SQL_SUCCESS, SQL_STARTED, SQL_PENDING = (
-    sql_literal(s) for s in (State.SUCCESS, State.STARTED, State.PENDING)
+SQL_SUCCESS, SQL_STARTED, SQL_PENDING, SQL_FAILURE = (
+    sql_literal(s) for s in (State.SUCCESS, State.STARTED, State.PENDING, State.FAILURE)
 )
 SQL_SCHEDULED, SQL_QUEUED = sql_literal(State.SCHEDULED), sql_literal(State.QUEUED)
 SQL_TASK, SQL_PREPEND = sql_literal(NodeKind.TASK), sql_literal(InputRule.PREPEND)
@@ -196,7 +196,8 @@ class Store:
         ``done`` (only where :attr:`records_in_advance`), it first records that node's
         success and advances nothing unless that applied. With ``take``, the candidate
         child is claimed (STARTED) instead of queued, and returned whole under
-        ``"taken"``. Returns the :data:`~.rows.ADVANCE_COLUMNS` of every row updated.
+        ``"taken"``. A child already FAILURE is left as it is. Returns the
+        :data:`~.rows.ADVANCE_COLUMNS` of every row updated.
         """
         qn = connection.ops.quote_name
         table, index = qn(Node._meta.db_table), qn("index")
@@ -285,7 +286,9 @@ class Store:
             f"WHERE workflow_id = %s AND ({index} IN {ids} OR ", wf_db, json.dumps(list(children))
         )
         st.add(*is_barrier)
-        st.add(")")
+        # A child already failed (another parent failed first) keeps its counter and its
+        # input: only a retry by hand resets it, counting its parents afresh.
+        st.add(f") AND state <> {SQL_FAILURE}")
         if done is not None:
             st.add(" AND EXISTS (SELECT 1 FROM done)")
         st.add(" RETURNING " + ", ".join(_returned(qn(c)) for c in ADVANCE_COLUMNS))
