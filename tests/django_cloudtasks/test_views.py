@@ -695,3 +695,56 @@ def test_other_views_of_the_site_keep_their_csrf_protection(memory):
 
     assert response.status_code == 403
     assert b"CSRF" in response.content
+
+
+@task(bind=True)
+def views_test_retry_later(self):
+    """Asks for a retry in ten minutes the first time, then returns its retry number."""
+    if self.request.retries == 0:
+        self.retry(countdown=600)
+    return self.request.retries
+
+
+def test_a_delivery_before_the_countdown_answers_409_and_runs_nothing(client, memory):
+    from freezegun import freeze_time
+
+    result = add.s(1, 2).apply_async(countdown=3600)
+    body = memory.sent[0].body()
+
+    response = post(client, run_url("add"), body)
+
+    assert response.status_code == 409
+    assert "not due until" in response.json()["detail"]
+    assert Execution.objects.count() == 0
+    assert Node.objects.get().state == State.SCHEDULED
+    with freeze_time(timezone.now() + timedelta(seconds=3600)):
+        assert post(client, run_url("add"), body).status_code == 200
+    assert result.get(timeout=0) == 3
+
+
+def test_a_delivery_a_moment_before_its_time_runs_it(client, memory):
+    add.s(1, 2).apply_async(countdown=2)
+
+    response = post(client, run_url("add"), memory.sent[0].body())
+
+    assert response.json() == {"state": "SUCCESS"}
+
+
+def test_a_delivery_before_the_retry_backoff_answers_409(client, memory):
+    from freezegun import freeze_time
+
+    views_test_retry_later.s().apply_async()
+    assert (
+        post(client, run_url("views_test_retry_later"), memory.sent[0].body()).json()["state"]
+        == "RETRY"
+    )
+    retry_body = memory.sent[-1].body()
+
+    early = post(client, run_url("views_test_retry_later"), retry_body)
+
+    assert early.status_code == 409
+    assert Node.objects.get().state == State.RETRY
+    with freeze_time(timezone.now() + timedelta(seconds=600)):
+        late = post(client, run_url("views_test_retry_later"), retry_body)
+    assert late.json() == {"state": "SUCCESS"}
+    assert Node.objects.get().result == 1
