@@ -2,12 +2,42 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import NoReturn, Protocol
 
 from django_cloudtasks.exceptions import Retry
 from django_cloudtasks.policy import TaskPolicy
+
+#: Request headers that carry credentials by name, never handed to task code.
+CREDENTIAL_HEADERS = frozenset(
+    {
+        "authorization",
+        "proxy-authorization",
+        "x-serverless-authorization",
+        "x-goog-iap-jwt-assertion",
+        "x-api-key",
+        "cookie",
+    }
+)
+
+#: Any other header named like a credential (a token, key, cookie, session, secret,
+#: password, authorization, JWT or assertion) is withheld too.
+_CREDENTIAL_WORDS = re.compile(
+    r"token|key|cookie|authorization|secret|passw|credential|jwt|assertion|session"
+)
+
+
+def is_credential_header(name: str) -> bool:
+    """True when the header ``name`` may carry credentials (case-insensitive)."""
+    lowered = name.lower()
+    return lowered in CREDENTIAL_HEADERS or _CREDENTIAL_WORDS.search(lowered) is not None
+
+
+def task_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """``headers`` without those that may carry credentials: what ``self.request`` gets."""
+    return {name: value for name, value in headers.items() if not is_credential_header(name)}
 
 
 class TaskLike(Protocol):

@@ -88,8 +88,15 @@ class NodeQuerySet(models.QuerySet["Node"]):
         ).exclude(kind=NodeKind.BARRIER)
 
     def expired_leases(self, now: datetime) -> NodeQuerySet:
-        """Started nodes whose runner stopped answering before finishing."""
-        return self.filter(state=State.STARTED, lease_until__lt=now)
+        """Started nodes whose runner stopped answering before finishing.
+
+        Those with no lease at all (claimed by a release that did not set one) count
+        once they started before ``now``.
+        """
+        return self.filter(
+            Q(lease_until__lt=now) | Q(lease_until__isnull=True) & ~Q(started_at__gte=now),
+            state=State.STARTED,
+        )
 
     def parked_due(self, horizon: datetime) -> NodeQuerySet:
         """Parked far-future nodes whose ETA is now within Cloud Tasks' reach."""

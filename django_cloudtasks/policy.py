@@ -139,6 +139,16 @@ def is_expired(expires: Any, ready_at: datetime, now: datetime) -> bool:
     return bool(now > parse_moment(expires))  # type: ignore[operator]
 
 
+#: How early a delivery may claim a node before its time (countdown, ETA or retry
+#: backoff) has come by this server's clock, for clocks a little apart.
+CLOCK_SKEW_SECONDS = 5.0
+
+
+def due_by(now: datetime) -> datetime:
+    """The latest due time a delivery arriving at ``now`` may claim."""
+    return now + timedelta(seconds=CLOCK_SKEW_SECONDS)
+
+
 def lease_seconds(deadline: float) -> float:
     """How long a claimed node is protected from other deliveries.
 

@@ -22,11 +22,11 @@ from django.utils import timezone
 from canvas import InputRule
 from django_cloudtasks import engine, signals
 from django_cloudtasks.conf import conf
-from django_cloudtasks.constants import READY_STATES, NodeId, State
+from django_cloudtasks.constants import CLAIMABLE_STATES, READY_STATES, NodeId, State
 from django_cloudtasks.context import Request, TaskContext
 from django_cloudtasks.exceptions import NodeNotFound, NotRegistered, Retry, WrongTask
 from django_cloudtasks.models import Node
-from django_cloudtasks.policy import ERRBACK_PARAMETERS, backoff, is_expired, retry_limit
+from django_cloudtasks.policy import ERRBACK_PARAMETERS, backoff, due_by, is_expired, retry_limit
 from django_cloudtasks.registry import Task, registry
 
 logger = logging.getLogger("django_cloudtasks.runner")
@@ -65,18 +65,22 @@ def deliver(
     task_name: str | None = None,
     retries: int | None = None,
     headers: Mapping[str, str] | None = None,
+    *,
+    early: bool = False,
 ) -> Outcome:
     """Run one delivery of node ``node_id``.
 
     Answers 200 when the delivery is settled (success, retry scheduled, failure
     recorded, or a duplicate of a finished node) and 409 when another delivery holds
-    the node under a live lease, so that Cloud Tasks tries again later.
+    the node under a live lease or its time (countdown, ETA, retry backoff) has not
+    come, so that Cloud Tasks tries again later. ``early`` runs a node before its time
+    (the in-process transports, which do not wait for ETAs).
 
     Raises:
         NodeNotFound: when no node has that id.
         WrongTask: when ``task_name`` is not the node's task.
     """
-    node = engine.claim(node_id, task_name, retries, timezone.now())
+    node = engine.claim(node_id, task_name, retries, timezone.now(), early=early)
     if node is None:
         return _unclaimed(node_id, task_name, retries)
     return _carry_on(node, headers or {}, _inline_run(node.pk))
@@ -118,6 +122,9 @@ def _unclaimed(node_id: Any, task_name: str | None, retries: int | None) -> Outc
         return Outcome(200, node.state, "already finished")
     if retries is not None and retries < node.retries:
         return Outcome(200, node.state, f"stale delivery of retry {retries}")
+    due = node.due_at()
+    if node.state in CLAIMABLE_STATES and due is not None and due > due_by(timezone.now()):
+        return Outcome(409, node.state, f"not due until {due.isoformat()}; try later")
     return Outcome(409, node.state, "the node is running or not ready; try later")
 
 
@@ -278,8 +285,10 @@ def report(node_id: Any, status: str, value: Any, error: Mapping[str, Any]) -> O
         raise NodeNotFound(f"no node has the id {node_id}")
     if node.state in READY_STATES:
         return Outcome(200, node.state, "already finished")
-    if not engine.claim_reported(node):
+    claimed = engine.claim_reported(node)
+    if claimed is None:
         return Outcome(409, node.state, "the node is not ready")
+    node = claimed
     if status == "success":
         engine.succeed(node, value, node.attempts)
         return Outcome(200, State.SUCCESS)

@@ -22,6 +22,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django_cloudtasks import engine, runner
 from django_cloudtasks.auth import authenticate
 from django_cloudtasks.conf import conf
+from django_cloudtasks.context import task_headers
 from django_cloudtasks.dispatch import sweep as run_sweep
 from django_cloudtasks.exceptions import (
     BadRequest,
@@ -43,9 +44,6 @@ MAX_JSON_DEPTH = 100
 
 #: The largest ``retry`` a delivery may carry: the range of the node's counter column.
 MAX_RETRY = 2_147_483_647
-
-#: Request headers never handed to task code (``self.request.headers``).
-_PRIVATE_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization"})
 
 
 def _error(status: int, message: str) -> JsonResponse:
@@ -196,7 +194,7 @@ def run(request: HttpRequest, task_name: str) -> JsonResponse:
             raise BadRequest(f"'retry' must be an integer from 0 to {MAX_RETRY}, got {shown}")
     except BadRequest as exc:
         return _error(exc.status, str(exc))
-    headers = {k: v for k, v in request.headers.items() if k.lower() not in _PRIVATE_HEADERS}
+    headers = task_headers(request.headers)
     try:
         outcome = runner.deliver(node_id, task_name=task_name, retries=retry, headers=headers)
     except NodeNotFound as exc:

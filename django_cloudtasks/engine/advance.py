@@ -22,7 +22,6 @@ from django.utils import timezone
 from django_cloudtasks import signals
 from django_cloudtasks.conf import conf
 from django_cloudtasks.constants import (
-    CLAIMABLE_STATES,
     NodeId,
     NodeKind,
     State,
@@ -31,7 +30,7 @@ from django_cloudtasks.constants import (
 )
 from django_cloudtasks.dispatch import dispatch_for, enqueue_on_commit
 from django_cloudtasks.models import Node, Workflow
-from django_cloudtasks.policy import lease_seconds
+from django_cloudtasks.policy import due_by, lease_seconds
 from django_cloudtasks.store import Done, Take, get_store
 from django_cloudtasks.transports import Dispatch
 
@@ -48,17 +47,30 @@ def claim(
     now: datetime,
     deadline: float | None = None,
     inline_origin: NodeId | None = None,
+    *,
+    early: bool = False,
 ) -> Node | None:
     """Take the node for this delivery in one statement that also reads it back.
 
-    Only a ready node, or one whose lease has expired, can be taken; the statement
-    refuses a delivery for another task or for an earlier retry. The lease lasts
+    Only a ready node whose time has come (its countdown, ETA or retry backoff, give
+    or take :data:`~django_cloudtasks.policy.CLOCK_SKEW_SECONDS`), or a STARTED one
+    whose lease has expired or is missing, can be taken; the statement refuses a
+    delivery for another task or for an earlier retry. ``early`` lifts the time
+    condition (the in-process transports do not wait for ETAs). The lease lasts
     :func:`~django_cloudtasks.policy.lease_seconds` of ``deadline`` (default
     ``DISPATCH_DEADLINE``). ``inline_origin`` marks a node taken to run inline in the
     request that delivered that node. Returns None when nothing was taken.
     """
     lease = now + timedelta(seconds=lease_seconds(float(deadline or conf.DISPATCH_DEADLINE)))
-    return get_store().claim(node_id, task_name, retries, now, lease, inline_origin)
+    return get_store().claim(
+        node_id,
+        task_name,
+        retries,
+        now,
+        lease,
+        inline_origin,
+        due_by=None if early else due_by(now),
+    )
 
 
 def extend_lease(node: Node, now: datetime) -> None:
@@ -70,22 +82,19 @@ def extend_lease(node: Node, now: datetime) -> None:
             Node.objects.filter(pk=node.pk, attempts=node.attempts).update(lease_until=lease)
 
 
-def claim_reported(node: Node) -> bool:
+def claim_reported(node: Node) -> Node | None:
     """Claim a node whose outcome is reported from elsewhere (the tracker endpoint).
 
-    A node already STARTED is left as it is. Returns False when the node is not
-    ready to be claimed.
+    A node STARTED under a live lease is returned as it is: the report settles that
+    attempt. Otherwise the node is claimed as a delivery claims it, under a lease,
+    whatever its ETA (the work has run), so that if recording the report fails the
+    node is taken over once the lease expires, by a redelivery or by the sweeper.
+    Returns the claimed node, or None when it is not ready to be claimed.
     """
-    if node.state == State.STARTED:
-        return True
     now = timezone.now()
-    claimed = Node.objects.filter(
-        pk=node.pk, state__in=CLAIMABLE_STATES, pending_parents__lte=0
-    ).update(state=State.STARTED, attempts=node.attempts + 1, started_at=now)
-    if not claimed:
-        return False
-    node.attempts += 1
-    return True
+    if node.state == State.STARTED and node.lease_until is not None and node.lease_until >= now:
+        return node
+    return claim(node.pk, None, None, now, early=True)
 
 
 # -- success ---------------------------------------------------------------------------

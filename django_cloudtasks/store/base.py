@@ -47,8 +47,8 @@ def sql_literal(value: State | NodeKind | InputRule) -> str:
 
 
 #: State, kind and input-rule literals the statements compare with.
-SQL_SUCCESS, SQL_STARTED, SQL_PENDING = (
-    sql_literal(s) for s in (State.SUCCESS, State.STARTED, State.PENDING)
+SQL_SUCCESS, SQL_STARTED, SQL_PENDING, SQL_FAILURE = (
+    sql_literal(s) for s in (State.SUCCESS, State.STARTED, State.PENDING, State.FAILURE)
 )
 SQL_SCHEDULED, SQL_QUEUED = sql_literal(State.SCHEDULED), sql_literal(State.QUEUED)
 SQL_TASK, SQL_PREPEND = sql_literal(NodeKind.TASK), sql_literal(InputRule.PREPEND)
@@ -122,6 +122,10 @@ class Store:
         """``INSERT`` of every row of one JSON-array parameter."""
         raise NotImplementedError
 
+    def due_sql(self) -> str:
+        """True when ``ready_at`` plus ``countdown`` seconds is at or before the parameter."""
+        raise NotImplementedError
+
     # -- claim ------------------------------------------------------------------------
 
     def claim(
@@ -132,12 +136,15 @@ class Store:
         now: datetime,
         lease_until: datetime,
         inline_origin: NodeId | None = None,
+        due_by: datetime | None = None,
     ) -> Node | None:
         """Take the node for a delivery in one statement that also reads it back.
 
-        Only a ready node, or one whose lease has expired, can be taken; the statement
-        refuses a delivery for another task or for an earlier retry. Returns None when
-        it took nothing (or ``node_id`` is not an id).
+        Only a ready node, or a STARTED one whose lease has expired or is missing, can
+        be taken; the statement refuses a delivery for another task or for an earlier
+        retry. With ``due_by``, it also refuses a node whose ETA, or readiness plus
+        countdown, is later than that. Returns None when it took nothing (or
+        ``node_id`` is not an id).
         """
         ops = connection.ops
         table = ops.quote_name(Node._meta.db_table)
@@ -160,10 +167,17 @@ class Store:
             sql += ", inline_origin = %s"
             params.append(Node._meta.pk.get_db_prep_value(inline_origin, connection))  # type: ignore[union-attr]
         sql += (
-            " WHERE id = %s AND pending_parents <= 0 "
-            "AND (state IN (%s, %s, %s) OR (state = %s AND lease_until < %s))"
+            " WHERE id = %s AND pending_parents <= 0 AND (state IN (%s, %s, %s) "
+            "OR (state = %s AND (lease_until IS NULL OR lease_until < %s)))"
         )
         params += [pk, *sorted(CLAIMABLE_STATES), State.STARTED, now_db]
+        if due_by is not None:
+            due_db = moment.get_db_prep_value(due_by, connection)
+            sql += (
+                " AND (eta IS NULL OR eta <= %s) "
+                f"AND (countdown <= 0 OR ready_at IS NULL OR {self.due_sql()})"
+            )
+            params += [due_db, due_db]
         if task_name is not None:
             sql += " AND task_name = %s"
             params.append(task_name)
@@ -196,7 +210,8 @@ class Store:
         ``done`` (only where :attr:`records_in_advance`), it first records that node's
         success and advances nothing unless that applied. With ``take``, the candidate
         child is claimed (STARTED) instead of queued, and returned whole under
-        ``"taken"``. Returns the :data:`~.rows.ADVANCE_COLUMNS` of every row updated.
+        ``"taken"``. A child already FAILURE is left as it is. Returns the
+        :data:`~.rows.ADVANCE_COLUMNS` of every row updated.
         """
         qn = connection.ops.quote_name
         table, index = qn(Node._meta.db_table), qn("index")
@@ -285,7 +300,9 @@ class Store:
             f"WHERE workflow_id = %s AND ({index} IN {ids} OR ", wf_db, json.dumps(list(children))
         )
         st.add(*is_barrier)
-        st.add(")")
+        # A child already failed (another parent failed first) keeps its counter and its
+        # input: only a retry by hand resets it, counting its parents afresh.
+        st.add(f") AND state <> {SQL_FAILURE}")
         if done is not None:
             st.add(" AND EXISTS (SELECT 1 FROM done)")
         st.add(" RETURNING " + ", ".join(_returned(qn(c)) for c in ADVANCE_COLUMNS))

@@ -51,6 +51,10 @@ class PostgresStore(Store):
             done.attempt,
         )
 
+    def due_sql(self) -> str:
+        """``ready_at`` plus ``countdown`` seconds as an interval."""
+        return "ready_at + countdown * INTERVAL '1 second' <= %s"
+
     def insert_sql(self, table: str, fields: Sequence[models.Field[Any, Any]]) -> str:
         """``INSERT ... SELECT ... FROM jsonb_to_recordset(...)``."""
         qn = connection.ops.quote_name

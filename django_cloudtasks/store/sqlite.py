@@ -36,6 +36,10 @@ class SqliteStore(Store):
             members,
         )
 
+    def due_sql(self) -> str:
+        """``ready_at`` plus ``countdown`` seconds, compared as Julian days."""
+        return "julianday(ready_at) + countdown / 86400.0 <= julianday(%s)"
+
     def insert_sql(self, table: str, fields: Sequence[models.Field[Any, Any]]) -> str:
         """``INSERT ... SELECT json_extract(...) FROM json_each(...)``."""
         columns = ", ".join(connection.ops.quote_name(column(f)) for f in fields)

@@ -11,7 +11,8 @@ from typing import Any, ClassVar
 from django_cloudtasks.exceptions import ConfigurationError
 from django_cloudtasks.models import cloud_task_id
 
-#: Runs one delivery of a node: ``deliver(node_id, retries=n)``; the app installs
+#: Runs one delivery of a node: ``deliver(node_id, retries=n, early=True)`` (in-process
+#: transports do not wait for ETAs, so they deliver early); the app installs
 #: :func:`django_cloudtasks.runner.deliver`.
 Deliver = Callable[..., object]
 

@@ -36,6 +36,6 @@ class EagerTransport(Transport):
         try:
             while queue:
                 dispatch = queue.popleft()
-                deliver(dispatch.node_id, retries=dispatch.retries)
+                deliver(dispatch.node_id, retries=dispatch.retries, early=True)
         finally:
             self._local.queue = None

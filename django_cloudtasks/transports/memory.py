@@ -67,7 +67,7 @@ class MemoryTransport(Transport):
             dispatch = self.take()
             if dispatch is None:
                 break
-            deliver(dispatch.node_id, retries=dispatch.retries)
+            deliver(dispatch.node_id, retries=dispatch.retries, early=True)
             done += 1
         return done
 

@@ -7,6 +7,7 @@ import pytest
 from django_cloudtasks import chain, chord, group, task
 from django_cloudtasks.constants import State, WorkflowStatus
 from django_cloudtasks.models import Node
+from django_cloudtasks.runner import deliver
 from django_cloudtasks.transports import get_transport
 from tests.testapp.tasks import CustomError, add, fail, fail_custom, identity, on_error, tsum
 
@@ -302,3 +303,19 @@ def test_task_level_expires_and_dispatch_deadline_apply_to_its_nodes(memory, set
         assert memory.sent[0].dispatch_deadline == 120
     finally:
         registry.unregister("policy_defaults_probe")
+
+
+def test_a_member_finishing_after_its_group_failed_leaves_the_failed_join_as_it_was(memory):
+    result = chord([fail.si(), identity.si(1), identity.si(2)], tsum.s()).apply_async()
+    failing, *others = sorted(memory.pending, key=lambda d: d.task_name != "fail")
+    deliver(failing.node_id)
+    join = Node.objects.get(workflow_id=result.workflow_id, kind="barrier")
+    assert join.state == State.FAILURE and join.pending_parents == 3
+
+    for dispatch in others:
+        deliver(dispatch.node_id)
+
+    join.refresh_from_db()
+    assert join.state == State.FAILURE
+    assert join.pending_parents == 3
+    assert Node.objects.get(workflow_id=result.workflow_id, task_name="tsum").pending_parents == 1

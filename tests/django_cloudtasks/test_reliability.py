@@ -271,3 +271,85 @@ def test_the_sweeper_resends_a_node_whose_runner_died_after_its_lease(memory, ex
     memory.drain()
     assert result.get(timeout=0) == 4
     assert Node.objects.get(pk=result.id).attempts == 2
+
+
+def test_a_report_whose_write_fails_leaves_the_node_to_be_taken_over_after_its_lease(
+    memory, executions, monkeypatch
+):
+    from datetime import timedelta
+
+    from django.db import DatabaseError
+    from django.utils import timezone
+
+    from django_cloudtasks import engine
+    from django_cloudtasks.runner import report
+
+    result = add.s(1, 2).apply_async()
+
+    def broken(*args, **kwargs):
+        raise DatabaseError("the write failed")
+
+    monkeypatch.setattr(engine, "succeed", broken)
+    with pytest.raises(DatabaseError):
+        report(result.id, "success", 3, {})
+    monkeypatch.undo()
+
+    node = Node.objects.get(pk=result.id)
+    assert node.state == State.STARTED
+    assert node.lease_until is not None and node.lease_until > timezone.now()
+    assert deliver(result.id).status == 409  # the report's lease holds it for now
+    assert sweep(grace=0).resent == 0
+
+    Node.objects.filter(pk=result.id).update(lease_until=timezone.now() - timedelta(seconds=1))
+    assert sweep(grace=0).resent == 1
+    assert deliver(result.id).status == 200
+    assert result.get(timeout=0) == 2 + 1
+    assert executions() == {"add": 1}
+
+
+def test_a_report_repeated_after_its_write_failed_records_the_result(memory, monkeypatch):
+    from django.db import DatabaseError
+
+    from django_cloudtasks import engine
+    from django_cloudtasks.runner import report
+
+    result = (add.s(1, 2) | add.s(10)).apply_async()
+    succeed = engine.succeed
+
+    def broken(*args, **kwargs):
+        raise DatabaseError("the write failed")
+
+    monkeypatch.setattr(engine, "succeed", broken)
+    with pytest.raises(DatabaseError):
+        report(result.parent.id, "success", 3, {})
+    monkeypatch.setattr(engine, "succeed", succeed)
+
+    assert report(result.parent.id, "success", 3, {}).state == State.SUCCESS
+    memory.drain()
+    assert result.get(timeout=0) == 13
+
+
+def test_the_sweeper_recovers_a_started_node_with_no_lease(memory, executions):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    result = (add.s(1, 1) | add.s(1)).apply_async()
+    memory.clear()
+    long_ago = timezone.now() - timedelta(minutes=10)
+    Node.objects.filter(pk=result.parent.id).update(
+        state=State.STARTED, attempts=1, started_at=long_ago, lease_until=None
+    )
+    assert deliver(result.parent.id).status == 200  # a redelivery takes it over
+    memory.drain()
+    assert result.get(timeout=0) == 3
+
+    stranded = (add.s(2, 2) | add.s(1)).apply_async()
+    memory.clear()
+    Node.objects.filter(pk=stranded.parent.id).update(
+        state=State.STARTED, attempts=1, started_at=long_ago, lease_until=None
+    )
+    assert sweep().resent == 1
+    memory.drain()
+    assert stranded.get(timeout=0) == 5
+    assert executions() == {"add": 4}

@@ -374,6 +374,32 @@ def test_the_task_never_sees_the_credentials_of_the_request(client, memory):
     assert "cookie" not in seen
 
 
+def test_headers_that_carry_credentials_never_reach_the_task(client, memory):
+    views_test_headers.s().apply_async()
+    credentials = {
+        "X-Serverless-Authorization": "Bearer id-token",
+        "X-Goog-Iap-Jwt-Assertion": "eyJ.jwt.sig",
+        "X-Api-Key": "k-123",
+        "X-Auth-Token": "t-123",
+        "X-Upstream-Access-Token": "t-456",
+        "X-Signing-Key": "s-789",
+        "X-Session-Cookie": "c-1",
+        "X-Client-Secret": "shh",
+    }
+
+    response = post(
+        client,
+        run_url("views_test_headers"),
+        memory.sent[0].body(),
+        headers={**TOKEN, **credentials, "X-CloudTasks-TaskRetryCount": "2"},
+    )
+
+    assert response.status_code == 200
+    seen = {k.lower() for k in Node.objects.get().result}
+    assert "x-cloudtasks-taskretrycount" in seen
+    assert seen.isdisjoint(name.lower() for name in credentials)
+
+
 def test_run_executes_the_task_outside_a_transaction_even_with_atomic_requests(
     client, memory, monkeypatch
 ):
@@ -671,3 +697,56 @@ def test_other_views_of_the_site_keep_their_csrf_protection(memory):
 
     assert response.status_code == 403
     assert b"CSRF" in response.content
+
+
+@task(bind=True)
+def views_test_retry_later(self):
+    """Asks for a retry in ten minutes the first time, then returns its retry number."""
+    if self.request.retries == 0:
+        self.retry(countdown=600)
+    return self.request.retries
+
+
+def test_a_delivery_before_the_countdown_answers_409_and_runs_nothing(client, memory):
+    from freezegun import freeze_time
+
+    result = add.s(1, 2).apply_async(countdown=3600)
+    body = memory.sent[0].body()
+
+    response = post(client, run_url("add"), body)
+
+    assert response.status_code == 409
+    assert "not due until" in response.json()["detail"]
+    assert Execution.objects.count() == 0
+    assert Node.objects.get().state == State.SCHEDULED
+    with freeze_time(timezone.now() + timedelta(seconds=3600)):
+        assert post(client, run_url("add"), body).status_code == 200
+    assert result.get(timeout=0) == 3
+
+
+def test_a_delivery_a_moment_before_its_time_runs_it(client, memory):
+    add.s(1, 2).apply_async(countdown=2)
+
+    response = post(client, run_url("add"), memory.sent[0].body())
+
+    assert response.json() == {"state": "SUCCESS"}
+
+
+def test_a_delivery_before_the_retry_backoff_answers_409(client, memory):
+    from freezegun import freeze_time
+
+    views_test_retry_later.s().apply_async()
+    assert (
+        post(client, run_url("views_test_retry_later"), memory.sent[0].body()).json()["state"]
+        == "RETRY"
+    )
+    retry_body = memory.sent[-1].body()
+
+    early = post(client, run_url("views_test_retry_later"), retry_body)
+
+    assert early.status_code == 409
+    assert Node.objects.get().state == State.RETRY
+    with freeze_time(timezone.now() + timedelta(seconds=600)):
+        late = post(client, run_url("views_test_retry_later"), retry_body)
+    assert late.json() == {"state": "SUCCESS"}
+    assert Node.objects.get().result == 1

@@ -167,3 +167,7 @@ def dies_once(x):
     if first:
         raise ProcessDied
     return x
+
+
+# The chaos run's tasks live in their own module; importing it registers them.
+from tests.testapp import chaos_tasks  # noqa: E402, F401
