@@ -45,7 +45,7 @@ from django_cloudtasks.exceptions import EnqueueError
 from django_cloudtasks.models import Node, Workflow
 from django_cloudtasks.results import WorkflowResult
 from django_cloudtasks.transports import reset_transport
-from tests.django_cloudtasks.test_crash import QUEUE, ROOT, Server, free_port
+from tests.django_cloudtasks.test_crash import ROOT, Server, free_port
 from tests.testapp.chaos_tasks import (
     chaos_errback,
     chaos_fail,
@@ -66,6 +66,7 @@ pytestmark = [
     ),
 ]
 
+QUEUE = "projects/test-project/locations/us-central1/queues/default"
 WORKFLOWS = int(os.environ.get("CLOUDTASKS_CHAOS_WORKFLOWS", "350"))
 SERVERS = 3
 #: Seconds during which faults are injected, and the most the whole run may take.
@@ -335,7 +336,14 @@ def test_workflows_finish_right_while_the_infrastructure_fails(settings, tmp_pat
 
 def start_emulator(port: int) -> CloudTasksEmulator:
     """An emulator on ``port`` whose queue retries quickly and without end."""
-    emu = CloudTasksEmulator(port=port, tombstone_seconds=600)
+    # Testing options: sub-second backoffs as configured, and attempts cut at the
+    # short deadline the leases are computed from (Cloud Tasks' floor is 15 s).
+    emu = CloudTasksEmulator(
+        port=port,
+        tombstone_seconds=600,
+        subsecond_backoffs=True,
+        dispatch_deadline_cap=DISPATCH_DEADLINE,
+    )
     emu.state.create_queue(
         "projects/test-project/locations/us-central1",
         tasks_v2.Queue(
