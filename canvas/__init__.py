@@ -1,7 +1,9 @@
 """Pure-Python canvas: describe work as immutable expressions and compile it to a DAG.
 
 Nothing here imports Django, a database or a network client; running an expression
-is delegated to an executor installed through :mod:`canvas.executor`.
+is delegated to an executor installed through :mod:`canvas.executor`. A compiled
+graph's nodes are :class:`GraphNode` values (``Node`` is their former name, kept as an
+alias; the stored rows are ``django_cloudtasks.models.Node``).
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from canvas.compiler import compile
 from canvas.composition import chain, chord, group, pipe
 from canvas.errors import CanvasError, GraphFormatError, NoEngineError, NoExecutorError
 from canvas.expression import Expression
-from canvas.graph import GRAPH_VERSION, Graph, InputRule, Node
+from canvas.graph import GRAPH_VERSION, Graph, GraphNode, InputRule, Node
 from canvas.options import OPTION_NAMES
 from canvas.signature import Signature, signature
 
@@ -21,10 +23,11 @@ __all__ = [
     "Expression",
     "Graph",
     "GraphFormatError",
+    "GraphNode",
     "InputRule",
     "NoEngineError",
     "NoExecutorError",
-    "Node",
+    "Node",  # the former name of GraphNode
     "Signature",
     "chain",
     "chord",

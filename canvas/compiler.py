@@ -8,18 +8,18 @@ from typing import Any
 from canvas.composition import chain, chord, group
 from canvas.errors import CanvasError
 from canvas.expression import Expression
-from canvas.graph import BARRIER, TASK, Graph, InputRule, Node
+from canvas.graph import BARRIER, TASK, Graph, GraphNode, InputRule
 from canvas.options import merge_options
 from canvas.signature import Signature
 
 
 class _Builder:
     def __init__(self) -> None:
-        self.nodes: list[Node] = []
+        self.nodes: list[GraphNode] = []
 
     def add(self, **fields: Any) -> int:
         node_id = len(self.nodes)
-        self.nodes.append(Node(id=node_id, **fields))
+        self.nodes.append(GraphNode(id=node_id, **fields))
         return node_id
 
     def emit(

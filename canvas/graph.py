@@ -45,7 +45,7 @@ INPUT_RULES = (InputRule.NONE, InputRule.PREPEND, InputRule.LIST)
 
 
 @dataclass(frozen=True, slots=True)
-class Node:
+class GraphNode:
     """One node of a compiled graph (see the module docstring for the fields)."""
 
     id: int
@@ -83,7 +83,7 @@ class Node:
         return data
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Node:
+    def from_dict(cls, data: Mapping[str, Any]) -> GraphNode:
         """Decode a node, with defaults for missing fields and unknown fields ignored."""
         try:
             node = cls(
@@ -106,18 +106,23 @@ class Node:
         return node
 
 
+#: The former name of :class:`GraphNode`, kept so that existing imports keep working. It
+#: is not the model ``django_cloudtasks.models.Node`` (a stored node of a workflow).
+Node = GraphNode
+
+
 @dataclass(frozen=True, slots=True)
 class Graph:
     """A compiled expression: ``nodes`` in topological order and the ``output`` node."""
 
-    nodes: tuple[Node, ...]
+    nodes: tuple[GraphNode, ...]
     output: int
     version: int = GRAPH_VERSION
 
     def __len__(self) -> int:
         return len(self.nodes)
 
-    def __iter__(self) -> Iterator[Node]:
+    def __iter__(self) -> Iterator[GraphNode]:
         return iter(self.nodes)
 
     def edges(self) -> list[tuple[int, int]]:
@@ -157,7 +162,7 @@ class Graph:
         """
         if not isinstance(data, Mapping) or not isinstance(data.get("nodes"), list):
             raise GraphFormatError("a graph is a JSON object with a list of nodes")
-        nodes = tuple(Node.from_dict(n) for n in data["nodes"])
+        nodes = tuple(GraphNode.from_dict(n) for n in data["nodes"])
         for position, node in enumerate(nodes):
             if node.id != position or any(not 0 <= p < position for p in node.parents):
                 raise GraphFormatError(f"graph node {position} is out of topological order")

@@ -247,6 +247,23 @@ def test_every_import_inside_a_function_says_why():
     assert silent == []
 
 
+#: The most lines a module may have: each is small enough to read in one sitting.
+MAX_MODULE_LINES = 450
+
+
+def test_no_module_is_longer_than_one_sitting():
+    modules = {
+        **_modules("canvas"),
+        **_modules("django_cloudtasks", exclude=("django_cloudtasks.migrations",)),
+    }
+    too_long = {
+        name: lines
+        for name, path in modules.items()
+        if (lines := len(path.read_text().splitlines())) > MAX_MODULE_LINES
+    }
+    assert too_long == {}
+
+
 #: Where rows of nodes and workflows may be written, and why.
 WRITERS = {
     "django_cloudtasks.engine": "every change of state",

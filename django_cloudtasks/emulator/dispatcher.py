@@ -20,7 +20,8 @@ import urllib.parse
 from collections.abc import Callable
 
 from .records import AttemptRecord, Dispatch
-from .state import EmulatorState, set_header
+from .state import EmulatorState
+from .task_requests import set_header
 
 logger = logging.getLogger("django_cloudtasks.emulator")
 

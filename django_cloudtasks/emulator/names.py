@@ -39,11 +39,6 @@ def queue_short_id(name: str) -> str:
     return name.rsplit("/", 1)[-1]
 
 
-def queue_location(name: str) -> str:
-    """The ``projects/P/locations/L`` prefix of a queue name."""
-    return name.rsplit("/queues/", 1)[0]
-
-
 def parse_task_name(name: str) -> TaskName | None:
     """Split a task name into queue and id, or return None when it is malformed.
 

@@ -26,55 +26,22 @@ from .queue_config import (
     apply_update,
     copy_message,
     task_retry_policy,
-    validated_retry,
     with_defaults,
 )
 from .records import (
     AttemptRecord,
-    AttemptTimes,
     Dispatch,
     HttpTarget,
     QueueRecord,
     TaskRecord,
     to_datetime,
 )
+from .task_requests import checked_task, start_attempt
 
 logger = logging.getLogger("django_cloudtasks.emulator")
 
-MAX_TASK_SIZE = 100 * 1024
-MAX_HEADERS_SIZE = 80 * 1024
-MAX_SCHEDULE_AHEAD = 30 * 24 * 3600.0
-DEFAULT_DISPATCH_DEADLINE = 600.0
-MIN_DISPATCH_DEADLINE = 15.0
-MAX_DISPATCH_DEADLINE = 1800.0
 MAX_TASKS_PAGE = 1000
 MAX_QUEUES_PAGE = 9800
-
-#: Methods whose requests carry no body: CreateTask refuses a body with them.
-_BODILESS = {
-    tasks_v2.HttpMethod.GET,
-    tasks_v2.HttpMethod.HEAD,
-    tasks_v2.HttpMethod.DELETE,
-    tasks_v2.HttpMethod.OPTIONS,
-}
-
-_HTTP_METHODS = {
-    tasks_v2.HttpMethod.HTTP_METHOD_UNSPECIFIED: "POST",
-    tasks_v2.HttpMethod.POST: "POST",
-    tasks_v2.HttpMethod.GET: "GET",
-    tasks_v2.HttpMethod.HEAD: "HEAD",
-    tasks_v2.HttpMethod.PUT: "PUT",
-    tasks_v2.HttpMethod.DELETE: "DELETE",
-    tasks_v2.HttpMethod.PATCH: "PATCH",
-    tasks_v2.HttpMethod.OPTIONS: "OPTIONS",
-}
-
-
-def set_header(headers: dict[str, str], name: str, value: str) -> None:
-    """Set ``name`` in ``headers``, replacing any spelling of it (headers are caseless)."""
-    for key in [key for key in headers if key.lower() == name.lower()]:
-        del headers[key]
-    headers[name] = value
 
 
 def _page(names: list[str], page_size: int, page_token: str, limit: int) -> tuple[list[str], str]:
@@ -296,49 +263,8 @@ class EmulatorState:
                 UNIMPLEMENTED for App Engine targets; NOT_FOUND for an unknown queue
                 without auto-creation; ALREADY_EXISTS for a live or recent name.
         """
-        if not is_queue_name(parent):
-            raise invalid(f"invalid parent queue name: {parent!r}")
-        pb = tasks_v2.Task.pb(task)  # read through the protobuf: proto-plus reads are slow
-        if pb.HasField("app_engine_http_request"):
-            raise EmulatorError(
-                grpc.StatusCode.UNIMPLEMENTED, "the emulator only dispatches HTTP targets"
-            )
-        if not pb.HasField("http_request"):
-            raise invalid("the task needs an http_request")
-        size = pb.ByteSize()
-        if size > MAX_TASK_SIZE:
-            raise invalid(f"Task size too large: {size} bytes (at most {MAX_TASK_SIZE})")
-        url = pb.http_request.url
-        if not (url.startswith("http://") or url.startswith("https://")) or len(url) > 2083:
-            raise invalid(f"invalid http_request.url: {url!r}")
-        if pb.http_request.body and pb.http_request.http_method in _BODILESS:
-            method = _HTTP_METHODS[pb.http_request.http_method]
-            raise invalid(f"a {method} request cannot have a body")
-        headers_size = sum(len(k) + len(v) for k, v in pb.http_request.headers.items())
-        if headers_size > MAX_HEADERS_SIZE:
-            raise invalid(f"headers too large: {headers_size} bytes (at most {MAX_HEADERS_SIZE})")
-        task_retry = None
-        if pb.HasField("retry_config"):
-            task_retry = validated_retry(task.retry_config, self.subsecond_backoffs)
-        if pb.name:
-            parsed = parse_task_name(pb.name)
-            if parsed is None:
-                raise invalid(f"invalid task name: {pb.name!r}")
-            if parsed.queue != parent:
-                raise invalid(f"task name {pb.name!r} is not a task of queue {parent}")
-        deadline = DEFAULT_DISPATCH_DEADLINE
-        if pb.HasField("dispatch_deadline"):
-            deadline = pb.dispatch_deadline.ToTimedelta().total_seconds()
-            if not MIN_DISPATCH_DEADLINE <= deadline <= MAX_DISPATCH_DEADLINE:
-                raise invalid("dispatch_deadline must be between 15 seconds and 30 minutes")
-        now = self.clock()
-        schedule_time = now
-        if pb.HasField("schedule_time"):
-            schedule_time = max(now, pb.schedule_time.seconds + pb.schedule_time.nanos / 1e9)
-            if schedule_time > now + MAX_SCHEDULE_AHEAD:
-                raise invalid("schedule_time must be at most 30 days in the future")
-        http_request = type(pb.http_request)()
-        http_request.CopyFrom(pb.http_request)
+        new = checked_task(parent, task, self.subsecond_backoffs, self.clock)
+        now = new.create_time
 
         with self.cond:
             queue = self._queues.get(parent)
@@ -346,7 +272,7 @@ class EmulatorState:
                 if not self.auto_create_queues:
                     raise not_found(f"queue {parent} does not exist")
                 queue = self._add_queue(tasks_v2.Queue(name=parent))
-            name = pb.name or f"{parent}/tasks/{new_task_id()}"
+            name = new.name or f"{parent}/tasks/{new_task_id()}"
             if name in self._tasks or self._tombstoned(name, now):
                 raise EmulatorError(
                     grpc.StatusCode.ALREADY_EXISTS, "Requested entity already exists"
@@ -354,12 +280,12 @@ class EmulatorState:
             record = TaskRecord(
                 name=name,
                 queue=queue,
-                http_request=http_request,
-                schedule_time=schedule_time,
+                http_request=new.http_request,
+                schedule_time=new.schedule_time,
                 create_time=now,
-                dispatch_deadline=deadline,
-                target=HttpTarget.of(http_request),
-                retry_config=task_retry,
+                dispatch_deadline=new.dispatch_deadline,
+                target=HttpTarget.of(new.http_request),
+                retry_config=new.retry_config,
             )
             self._tasks[name] = record
             queue.task_names.add(name)
@@ -423,7 +349,7 @@ class EmulatorState:
             while queue.forced and len(jobs) < capacity:
                 task = self._tasks.get(queue.forced.popleft())
                 if task is not None and task.queue is queue:
-                    jobs.append(self._start(task, now))
+                    jobs.append(start_attempt(task, now))
         active = [queue for queue in self._queues.values() if queue.running]
         while active and len(jobs) < capacity:
             still_ready = []
@@ -433,7 +359,7 @@ class EmulatorState:
                 task = self._next_due(queue, now, wake_times)
                 if task is not None:
                     queue.pop()
-                    jobs.append(self._start(task, now))
+                    jobs.append(start_attempt(task, now))
                     still_ready.append(queue)
             active = still_ready
         return jobs, min(wake_times, default=None)
@@ -457,44 +383,6 @@ class EmulatorState:
             wake_times.append(queue.bucket.next_token_at(now))
             return None
         return task
-
-    def _start(self, task: TaskRecord, now: float) -> Dispatch:
-        queue = task.queue
-        target = queue.override.apply(task.target) if queue.override else task.target
-        headers = dict(target.headers)
-        set_header(headers, "User-Agent", "Google-Cloud-Tasks")
-        set_header(headers, "X-CloudTasks-QueueName", queue.short_id)
-        set_header(headers, "X-CloudTasks-TaskName", task.short_id)
-        set_header(headers, "X-CloudTasks-TaskRetryCount", str(task.dispatch_count))
-        set_header(headers, "X-CloudTasks-TaskExecutionCount", str(task.response_count))
-        set_header(headers, "X-CloudTasks-TaskETA", f"{task.schedule_time:.6f}")
-        if task.dispatch_count:
-            if task.previous_response is not None:
-                set_header(
-                    headers, "X-CloudTasks-TaskPreviousResponse", str(task.previous_response)
-                )
-            # Production sends it, empty.
-            set_header(headers, "X-CloudTasks-TaskRetryReason", "")
-        task.running += 1
-        task.dispatch_count += 1
-        if task.first_dispatch_time is None:
-            task.first_dispatch_time = now
-        task.last_attempt = AttemptTimes(schedule_time=task.schedule_time, dispatch_time=now)
-        queue.in_flight += 1
-        method = _HTTP_METHODS.get(target.method, "POST")
-        return Dispatch(
-            task=task,
-            queue=queue,
-            attempt=task.dispatch_count,
-            url=target.url,
-            method=method,
-            headers=headers,
-            body=b"" if target.method in _BODILESS else target.body,
-            timeout=task.dispatch_deadline,
-            oidc_email=target.oidc_email,
-            oidc_audience=target.oidc_audience,
-            oauth_email=target.oauth_email,
-        )
 
     def finish(self, job: Dispatch, record: AttemptRecord, rpc_status: int) -> None:
         """Record an attempt's outcome: complete the task, schedule a retry or give up.

@@ -4,7 +4,18 @@ import json
 
 import pytest
 
-from canvas import CanvasError, Graph, GraphFormatError, chain, chord, compile, group
+import canvas
+import canvas.graph
+from canvas import (
+    CanvasError,
+    Graph,
+    GraphFormatError,
+    GraphNode,
+    chain,
+    chord,
+    compile,
+    group,
+)
 from tests.canvas.interpreter import evaluate, run_graph
 
 
@@ -109,6 +120,12 @@ def test_the_graph_json_carries_a_version_and_reads_back_with_defaults():
     assert graph.nodes[1].input == "none" and graph.nodes[1].args == ()
     newer = {"version": 2, "output": 0, "nodes": [{"id": 0, "task": "t", "colour": "red"}]}
     assert Graph.from_dict(newer).nodes[0].task_name == "t"
+
+
+def test_a_compiled_graph_is_made_of_graph_nodes_still_importable_as_node(add):
+    graph = compile(chain(add.s(1, 1), add.s(2)))
+    assert all(isinstance(node, GraphNode) for node in graph.nodes)
+    assert canvas.Node is canvas.graph.Node is GraphNode
 
 
 @pytest.mark.parametrize(
