@@ -11,6 +11,7 @@ from canvas.composition import chain, chord, group, pipe
 from canvas.errors import CanvasError, GraphFormatError, NoEngineError, NoExecutorError
 from canvas.expression import Expression
 from canvas.graph import GRAPH_VERSION, Graph, InputRule, Node
+from canvas.mapping import chunks, xmap, xstarmap
 from canvas.options import OPTION_NAMES
 from canvas.signature import Signature, signature
 
@@ -28,8 +29,11 @@ __all__ = [
     "Signature",
     "chain",
     "chord",
+    "chunks",
     "compile",
     "group",
     "pipe",
     "signature",
+    "xmap",
+    "xstarmap",
 ]
