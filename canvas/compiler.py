@@ -77,7 +77,7 @@ class _Builder:
                 if not flat:
                     continue
                 if len(flat) == 1:
-                    member, member_defaults, member_path = flat[0]
+                    member, member_defaults, _ = flat[0]
             current = self.emit(member, current, member_defaults, member_path)
         if current is None:  # a chain of empty groups, fed by nothing
             return self.add(kind=BARRIER, input=InputRule.NONE, path=path)
@@ -90,16 +90,21 @@ def _flat_members(
     """The members of ``expr`` with nested groups unrolled into it, as Celery does.
 
     ``options`` are the group's own merged over what it inherits. Each member comes
-    with the options it inherits and its path in the expression.
+    with the options it inherits and its path: its position among the unrolled
+    members, so the stored paths describe the group that runs.
     """
-    members: list[tuple[Expression, Mapping[str, Any], str]] = []
-    for i, member in enumerate(expr.tasks):
+    members: list[tuple[Expression, Mapping[str, Any]]] = []
+    stack: list[tuple[Expression, Mapping[str, Any]]] = [
+        (member, options) for member in reversed(expr.tasks)
+    ]
+    while stack:
+        member, inherited = stack.pop()
         if isinstance(member, group):
-            inner = merge_options(options, member.options) if member.options else options
-            members.extend(_flat_members(member, inner, _join(path, i)))
+            inner = merge_options(inherited, member.options) if member.options else inherited
+            stack.extend((m, inner) for m in reversed(member.tasks))
         else:
-            members.append((member, options, _join(path, i)))
-    return members
+            members.append((member, inherited))
+    return [(member, inherited, _join(path, i)) for i, (member, inherited) in enumerate(members)]
 
 
 def _join(path: str, part: int | str) -> str:

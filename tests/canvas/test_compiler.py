@@ -184,3 +184,10 @@ def test_a_group_of_ten_thousand_compiles_to_one_node_per_member_and_a_barrier(i
     graph = compile(group(identity.si(i) for i in range(10_000)) | identity.s())
     assert len(graph) == 10_002
     assert len(graph.edges()) == 10_001
+
+
+def test_unrolled_groups_are_stored_as_the_group_that_runs(add):
+    nested = compile(group(add.si(1, 1), group(add.si(2, 2), add.si(3, 3))))
+    assert [node.path for node in nested if not node.is_barrier] == ["0", "1", "2"]
+    lone = compile(add.s(1, 1) | group(add.s(1)) | add.s(2))
+    assert [node.path for node in lone] == ["0", "1", "2"]
