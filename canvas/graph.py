@@ -35,9 +35,13 @@ class InputRule(StrEnum):
     NONE = "none"
     PREPEND = "prepend"
     LIST = "list"
+    #: An error callback's: the failure's details, as keyword arguments. Such nodes
+    #: are added when a node fails, never compiled.
+    ERRBACK = "errback"
 
 
-INPUT_RULES = tuple(InputRule)
+#: The input rules a compiled graph may hold.
+INPUT_RULES = (InputRule.NONE, InputRule.PREPEND, InputRule.LIST)
 
 
 @dataclass(frozen=True, slots=True)

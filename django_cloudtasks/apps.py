@@ -16,20 +16,27 @@ class CloudTasksConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        # Imported here, as in every AppConfig: this module is loaded before models are.
         from django.core.signals import setting_changed
         from django.utils.module_loading import autodiscover_modules
 
         import canvas.executor
-        from django_cloudtasks import checks  # noqa: F401 - registers the checks
+        from django_cloudtasks import (
+            checks,  # noqa: F401 - registers the checks
+            store,  # noqa: F401 - registers the database check
+        )
+        from django_cloudtasks.runner import deliver
+        from django_cloudtasks.transports import install_delivery
 
         autodiscover_modules("tasks")
         canvas.executor.install(WorkflowExecutor())
+        install_delivery(deliver)
         setting_changed.connect(_settings_changed, dispatch_uid="django_cloudtasks.settings")
 
 
 def _settings_changed(setting: str, **kwargs: Any) -> None:
     if setting == "CLOUDTASKS":
-        from django_cloudtasks.transports import reset_transport
+        from django_cloudtasks.transports import reset_transport  # not above: see ready()
 
         reset_transport()
 
@@ -39,8 +46,8 @@ class WorkflowExecutor:
 
     def apply_async(self, expression: Any, options: dict[str, Any]) -> Any:
         """Persist ``expression`` and return the result handle of its last step."""
+        # Not above: see ready().
         from django_cloudtasks.engine import persist
         from django_cloudtasks.results import result_for
 
-        workflow = persist(expression, options)
-        return result_for(workflow.output_node)  # type: ignore[attr-defined]
+        return result_for(persist(expression, options).output)

@@ -34,6 +34,7 @@ from django.http import HttpRequest
 from google.auth import jwt
 
 from django_cloudtasks.conf import conf
+from django_cloudtasks.exceptions import CloudTasksError
 
 logger = logging.getLogger("django_cloudtasks.auth")
 
@@ -66,11 +67,11 @@ class Verdict:
     via: str = ""
 
 
-class InvalidToken(ValueError):
+class InvalidToken(CloudTasksError, ValueError):
     """An OIDC token that does not verify; the message says why, briefly."""
 
 
-class CertificatesUnavailable(RuntimeError):
+class CertificatesUnavailable(CloudTasksError, RuntimeError):
     """The OIDC certificates could not be fetched (and no earlier copy is at hand)."""
 
 

@@ -79,7 +79,10 @@ except ImportError:
             "(pip install django-tasks)."
         ) from exc
 
+from canvas import Signature
+from canvas.expression import normalize_options
 from django_cloudtasks import signals
+from django_cloudtasks.conf import conf
 from django_cloudtasks.constants import State
 from django_cloudtasks.registry import TaskPolicy, registry
 
@@ -127,8 +130,6 @@ class CloudTasksBackend(BaseTaskBackend):
     def __init__(self, alias: str, params: dict[str, Any]) -> None:
         super().__init__(alias, params)
         if "QUEUES" not in params:
-            from django_cloudtasks.conf import conf
-
             self.queues = {DEFAULT_TASK_QUEUE_NAME, str(conf.QUEUE), *(conf.QUEUES or {})}
 
     def validate_task(self, task: Task) -> None:
@@ -158,8 +159,8 @@ class CloudTasksBackend(BaseTaskBackend):
             InvalidTask: see :meth:`validate_task`.
             TypeError: when the arguments are not JSON or do not fit the function.
         """
-        from canvas import Signature
-        from canvas.expression import normalize_options
+        # Imported when used, here and below: Django builds task backends while apps are
+        # still loading, before models (and what imports them) can be imported.
         from django_cloudtasks.engine import persist
         from django_cloudtasks.transports import get_transport
 
@@ -175,8 +176,7 @@ class CloudTasksBackend(BaseTaskBackend):
             options["eta"] = run_after
         call = Signature(registry_name(task), args, kwargs)
         with transaction.atomic():
-            workflow = persist(call, normalize_options(options, f"{task.module_path}.enqueue"))
-            node = workflow.output_node  # type: ignore[attr-defined]
+            node = persist(call, normalize_options(options, f"{task.module_path}.enqueue")).output
             result = task_result(task, node, self.alias)
             task_enqueued.send(type(self), task_result=result)
         if get_transport().name == "eager" and not transaction.get_connection().in_atomic_block:
@@ -190,7 +190,7 @@ class CloudTasksBackend(BaseTaskBackend):
         Raises:
             TaskResultDoesNotExist: when no node of a Django task has that id.
         """
-        from django_cloudtasks.models import Node
+        from django_cloudtasks.models import Node  # not above: see enqueue()
 
         try:
             node_id = uuid.UUID(str(result_id))
@@ -350,7 +350,7 @@ def task_result(task: Task, node: Any, alias: str) -> TaskResult:
 
 
 def _result_for_node_id(node_id: Any) -> TaskResult:
-    from django_cloudtasks.models import Node
+    from django_cloudtasks.models import Node  # not above: see CloudTasksBackend.enqueue()
 
     node = Node.objects.get(pk=node_id)
     task = ensure_registered(node.task_name)

@@ -8,13 +8,15 @@ from django.core import checks
 
 from django_cloudtasks.auth import is_configured, oidc_audience, oidc_issuers
 from django_cloudtasks.conf import TRANSPORTS, conf
+from django_cloudtasks.exceptions import ConfigurationError
+from django_cloudtasks.transports import transport_class
 
 
 @checks.register("django_cloudtasks")
 def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
     """Report missing or inconsistent ``CLOUDTASKS`` settings.
 
-    * ``django_cloudtasks.E001``: unknown ``TRANSPORT``.
+    * ``django_cloudtasks.E001``: ``TRANSPORT`` names no transport class.
     * ``django_cloudtasks.E002``: the ``cloudtasks`` transport without ``PROJECT``,
       ``LOCATION`` or ``BASE_URL``.
     * ``django_cloudtasks.E003``: ``BASE_URL`` is not an http(s) URL.
@@ -28,15 +30,19 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
     """
     messages: list[checks.CheckMessage] = []
     transport = conf.TRANSPORT
-    if transport not in TRANSPORTS:
+    try:
+        transport_path = transport_class(transport).__module__
+    except ConfigurationError:
+        transport_path = ""
         messages.append(
             checks.Error(
                 f"CLOUDTASKS['TRANSPORT'] is {transport!r}.",
-                hint=f"Use one of: {', '.join(TRANSPORTS)}.",
+                hint=f"Use one of: {', '.join(TRANSPORTS)}, or the dotted path of a "
+                "django_cloudtasks.transports.Transport subclass.",
                 id="django_cloudtasks.E001",
             )
         )
-    if transport == "cloudtasks":
+    if transport_path == "django_cloudtasks.transports.cloudtasks":
         missing = [k for k in ("PROJECT", "LOCATION", "BASE_URL") if not getattr(conf, k)]
         if missing:
             messages.append(

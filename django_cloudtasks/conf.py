@@ -7,7 +7,12 @@ from typing import Any
 
 from django.conf import settings
 
-TRANSPORTS = ("cloudtasks", "eager", "memory")
+#: The short names of the in-tree transports, with the dotted path each stands for.
+TRANSPORTS = {
+    "cloudtasks": "django_cloudtasks.transports.cloudtasks.CloudTasksTransport",
+    "eager": "django_cloudtasks.transports.eager.EagerTransport",
+    "memory": "django_cloudtasks.transports.memory.MemoryTransport",
+}
 
 #: Each key: (environment variable of the original package or None, default).
 DEFAULTS: dict[str, tuple[str | None, Any]] = {

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+import uuid
+from typing import TypeAlias
+
 from django.db import models
+
+#: A node's id, as a UUID or its string form.
+NodeId: TypeAlias = uuid.UUID | str
+#: A workflow's id, as a UUID or its string form.
+WorkflowId: TypeAlias = uuid.UUID | str
 
 
 class State(models.TextChoices):

@@ -4,12 +4,22 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import NoReturn, Protocol
 
 from django_cloudtasks.exceptions import Retry
+from django_cloudtasks.policy import TaskPolicy
 
-if TYPE_CHECKING:
-    from django_cloudtasks.registry import Task
+
+class TaskLike(Protocol):
+    """What a context knows of its task (a :class:`~django_cloudtasks.registry.Task`)."""
+
+    @property
+    def name(self) -> str:
+        """The registered task name."""
+
+    @property
+    def policy(self) -> TaskPolicy:
+        """The task's run and retry policy."""
 
 
 @dataclass(frozen=True)
@@ -37,12 +47,12 @@ class Request:
 class TaskContext:
     """``self`` of a bound task: ``self.request``, ``self.retry()``, ``self.is_revoked()``."""
 
-    def __init__(self, task: Task, request: Request) -> None:
+    def __init__(self, task: TaskLike, request: Request) -> None:
         self.task = task
         self.request = request
 
     @classmethod
-    def direct(cls, task: Task) -> TaskContext:
+    def direct(cls, task: TaskLike) -> TaskContext:
         """The context of a plain in-process call (no node behind it)."""
         return cls(task, Request(task_name=task.name))
 
@@ -63,22 +73,17 @@ class TaskContext:
             Retry: always; the runner catches it. When retries are exhausted the node
                 fails with ``exc`` (or the ``Retry`` itself).
         """
-        retry = Retry(countdown=countdown, exc=exc)
-        retry.max_retries = max_retries  # type: ignore[attr-defined]
-        raise retry
+        raise Retry(countdown=countdown, exc=exc, max_retries=max_retries)
 
     def is_revoked(self) -> bool:
         """True once this node has been revoked (check it in long-running tasks)."""
         if self.request.id is None:
             return False
-        from django_cloudtasks.engine import is_revoked
+        # Imported here, not above: @task (which imports this module) is used in
+        # modules loaded before Django's app registry is ready to import models.
+        from django_cloudtasks.models import Node
 
-        return is_revoked(self.request.id)
+        return Node.objects.is_revoked(self.request.id)
 
     def __repr__(self) -> str:
         return f"<TaskContext {self.name} id={self.request.id}>"
-
-
-def bound_context(task: Task, **request: Any) -> TaskContext:
-    """Build the context for a delivery."""
-    return TaskContext(task, Request(**request))

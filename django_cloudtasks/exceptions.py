@@ -37,17 +37,38 @@ class NodeNotFound(CloudTasksError, LookupError):
     """No node has that id."""
 
 
+class WorkflowNotFound(NodeNotFound):
+    """No workflow has that id (a lookup like :class:`NodeNotFound`, which it extends)."""
+
+
+class BadRequest(CloudTasksError):
+    """A request body that cannot be used; the endpoints answer 400 (or 413)."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 class WrongTask(CloudTasksError, ValueError):
     """A delivery names a task that is not the node's task."""
 
 
 class Retry(CloudTasksError):
-    """Raised by ``self.retry()`` inside a bound task to ask for another attempt."""
+    """Raised by ``self.retry()`` inside a bound task to ask for another attempt.
 
-    def __init__(self, countdown: float | None = None, exc: BaseException | None = None) -> None:
+    ``max_retries``, when set, overrides the task's limit for this retry.
+    """
+
+    def __init__(
+        self,
+        countdown: float | None = None,
+        exc: BaseException | None = None,
+        max_retries: int | None = None,
+    ) -> None:
         super().__init__(f"retry in {countdown}s" if countdown is not None else "retry")
         self.countdown = countdown
         self.exc = exc
+        self.max_retries = max_retries
 
 
 class TaskRevoked(CloudTasksError):

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Self
 
 from canvas import Expression, Signature, group
 from django_cloudtasks.exceptions import NotRegistered
+from django_cloudtasks.policy import ERRBACK_PARAMETERS
 from django_cloudtasks.registry import Task, registry
 
 if TYPE_CHECKING:
@@ -336,8 +337,6 @@ def _task(name: Any, where: str) -> Task:
 
 
 def _check_error_callback(name: Any, where: str) -> None:
-    from django_cloudtasks.runner import ERRBACK_PARAMETERS
-
     task = _task(name, f"{where} (error_callback)")
     required = [
         p.name

@@ -11,13 +11,8 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
-from django_cloudtasks.constants import (
-    READY_STATES,
-    WAITING_STATES,
-    NodeKind,
-    State,
-    WorkflowStatus,
-)
+from canvas import InputRule
+from django_cloudtasks.constants import READY_STATES, NodeId, NodeKind, State, WorkflowStatus
 
 
 class WorkflowQuerySet(models.QuerySet["Workflow"]):
@@ -68,16 +63,6 @@ class Workflow(models.Model):
     def __str__(self) -> str:
         return f"{self.name or 'workflow'} ({self.status})"
 
-    def finish(self, status: str) -> bool:
-        """Move to a final ``status`` unless already final; True if this call did it."""
-        now = timezone.now()
-        changed = Workflow.objects.filter(pk=self.pk, status=WorkflowStatus.PENDING).update(
-            status=status, finished_at=now
-        )
-        if changed:
-            self.status, self.finished_at = status, now
-        return bool(changed)
-
 
 class NodeQuerySet(models.QuerySet["Node"]):
     """Lookups by lifecycle state."""
@@ -86,9 +71,9 @@ class NodeQuerySet(models.QuerySet["Node"]):
         """Nodes that have not reached a final state."""
         return self.exclude(state__in=READY_STATES)
 
-    def waiting(self) -> NodeQuerySet:
-        """Nodes waiting on parents, on their ETA, or on delivery."""
-        return self.filter(state__in=WAITING_STATES)
+    def is_revoked(self, node_id: NodeId) -> bool:
+        """True when the node ``node_id`` has been revoked."""
+        return self.filter(pk=node_id, state=State.REVOKED).exists()
 
     def stuck(self, older_than: datetime) -> NodeQuerySet:
         """Ready task nodes that should have been delivered by ``older_than``.
@@ -131,7 +116,7 @@ class Node(models.Model):
     args = models.JSONField(default=list, blank=True)
     kwargs = models.JSONField(default=dict, blank=True)
     options = models.JSONField(default=dict, blank=True)
-    input_rule = models.CharField(max_length=8, default="none")
+    input_rule = models.CharField(max_length=8, default=InputRule.NONE)
     input = models.JSONField(null=True, blank=True)
     parents = models.JSONField(default=list, blank=True)
     children = models.JSONField(default=list, blank=True)
@@ -230,7 +215,7 @@ class Node(models.Model):
         keyword named by the ``result_kwarg`` option.
         """
         args, kwargs = list(self.args), dict(self.kwargs)
-        if self.input_rule == "prepend":
+        if self.input_rule == InputRule.PREPEND:
             name = self.options.get("result_kwarg")
             if name:
                 kwargs[name] = self.input

@@ -5,30 +5,25 @@ from __future__ import annotations
 import inspect
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import wrapt
 
 from canvas import Signature
+from django_cloudtasks.context import TaskContext
 from django_cloudtasks.exceptions import AlreadyRegistered, NotRegistered
+from django_cloudtasks.policy import TaskPolicy
 
-
-@dataclass(frozen=True)
-class TaskPolicy:
-    """How a task runs and retries; set by ``@task(...)`` keyword arguments."""
-
-    queue: str | None = None
-    max_retries: int = 3
-    retry_backoff: float | bool = False
-    retry_backoff_max: float = 600
-    retry_jitter: bool = True
-    autoretry_for: tuple[type[BaseException], ...] = ()
-    default_retry_delay: float = 180
-    expires: float | None = None
-    dispatch_deadline: float | None = None
-    bind: bool = False
-    options: Mapping[str, Any] = field(default_factory=dict)
+__all__ = [
+    "Registry",
+    "Task",
+    "TaskPolicy",
+    "get_task",
+    "policy_options",
+    "registry",
+    "task",
+    "task_queue",
+]
 
 
 class Task(wrapt.FunctionWrapper):  # type: ignore[misc]
@@ -106,8 +101,6 @@ def _call_directly(
 ) -> Any:
     task = registry.get_by_function(wrapped)
     if task is not None and task.policy.bind:
-        from django_cloudtasks.context import TaskContext
-
         return wrapped(TaskContext.direct(task), *args, **kwargs)
     return wrapped(*args, **kwargs)
 
@@ -208,3 +201,17 @@ def task(
 def get_task(name: str) -> Task:
     """The task registered as ``name`` (see :meth:`Registry.get`)."""
     return registry.get(name)
+
+
+def policy_options(task_name: str) -> dict[str, Any]:
+    """Options the ``@task(...)`` of ``task_name`` sets for every node that runs it."""
+    if not task_name or task_name not in registry:
+        return {}
+    return registry.get(task_name).policy.node_options()
+
+
+def task_queue(task_name: str) -> str:
+    """The queue ``@task(queue=...)`` of ``task_name`` names, or ``""``."""
+    if not task_name or task_name not in registry:
+        return ""
+    return registry.get(task_name).policy.queue or ""

@@ -9,6 +9,7 @@ import time
 from typing import Any
 
 from django_cloudtasks.constants import READY_STATES, NodeKind, State, WorkflowStatus
+from django_cloudtasks.engine import revoke_node, revoke_workflow
 from django_cloudtasks.exceptions import NodeNotFound, TaskRevoked, TimeoutError, rebuild_exception
 from django_cloudtasks.models import Node, Workflow
 
@@ -94,8 +95,6 @@ class AsyncResult:
 
     def revoke(self) -> list[str]:
         """Revoke this node and everything downstream; returns the revoked node ids."""
-        from django_cloudtasks.engine import revoke_node
-
         return revoke_node(self.id)
 
     @property
@@ -173,8 +172,6 @@ class GroupResult(AsyncResult):
         revoked: list[str] = []
         for member in self.results:
             revoked += member.revoke()
-        from django_cloudtasks.engine import revoke_node
-
         return revoked + revoke_node(self.id)
 
 
@@ -250,8 +247,6 @@ class WorkflowResult:
 
     def revoke(self) -> list[str]:
         """Revoke every unfinished node."""
-        from django_cloudtasks.engine import revoke_workflow
-
         return revoke_workflow(self.id)
 
 

@@ -19,8 +19,14 @@ from django.views.decorators.csrf import csrf_exempt
 from django_cloudtasks import engine, runner
 from django_cloudtasks.auth import authenticate
 from django_cloudtasks.conf import conf
-from django_cloudtasks.exceptions import EnqueueError, NodeNotFound, WrongTask
-from django_cloudtasks.models import Node, Workflow
+from django_cloudtasks.dispatch import sweep as run_sweep
+from django_cloudtasks.exceptions import (
+    BadRequest,
+    EnqueueError,
+    NodeNotFound,
+    WorkflowNotFound,
+    WrongTask,
+)
 from django_cloudtasks.registry import registry
 
 logger = logging.getLogger("django_cloudtasks.views")
@@ -64,14 +70,6 @@ def endpoint(*methods: str) -> Callable[[Callable[..., JsonResponse]], Callable[
         return transaction.non_atomic_requests(csrf_exempt(wrapper))
 
     return decorate
-
-
-class BadRequest(Exception):
-    """A request body that cannot be used; answered with 400 (or 413)."""
-
-    def __init__(self, message: str, status: int = 400) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 def _check_length(request: HttpRequest) -> int:
@@ -222,10 +220,10 @@ def revoke(request: HttpRequest) -> JsonResponse:
             revoked = engine.revoke_workflow(_node_id(chain_id, "chain"))
     except BadRequest as exc:
         return _error(exc.status, str(exc))
-    except Node.DoesNotExist:
-        return _error(404, f"no node has the id {task_id}")
-    except Workflow.DoesNotExist:
+    except WorkflowNotFound:
         return _error(404, f"no workflow has the id {chain_id}")
+    except NodeNotFound:
+        return _error(404, f"no node has the id {task_id}")
     return JsonResponse({"revoked": revoked, "count": len(revoked)})
 
 
@@ -243,8 +241,6 @@ def _revoke_params(request: HttpRequest) -> QueryDict:
 @endpoint("POST")
 def sweep(request: HttpRequest) -> JsonResponse:
     """``POST /cloudtasks/sweep/``: the sweeper, for Cloud Scheduler."""
-    from django_cloudtasks.dispatch import sweep as run_sweep
-
     report = run_sweep()
     return JsonResponse(
         {"resent": report.resent, "unparked": report.unparked, "failed": report.failed}

@@ -3,12 +3,39 @@
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, ClassVar
 
+from django_cloudtasks.exceptions import ConfigurationError
 from django_cloudtasks.models import cloud_task_id
+
+#: Runs one delivery of a node: ``deliver(node_id, retries=n)``; the app installs
+#: :func:`django_cloudtasks.runner.deliver`.
+Deliver = Callable[..., object]
+
+_delivery: list[Deliver] = []
+
+
+def install_delivery(deliver: Deliver) -> None:
+    """Install the function in-process transports call to deliver a node."""
+    _delivery[:] = [deliver]
+
+
+def installed_delivery() -> Deliver:
+    """The function installed by :func:`install_delivery`.
+
+    Raises:
+        ConfigurationError: when none is installed (``django_cloudtasks`` is not an
+            installed app, or Django is not set up).
+    """
+    if not _delivery:
+        raise ConfigurationError(
+            "no delivery function is installed: add 'django_cloudtasks' to INSTALLED_APPS "
+            "and call django.setup()"
+        )
+    return _delivery[0]
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +68,9 @@ class Transport(abc.ABC):
     """
 
     name: str = ""
+    #: True for a transport that runs deliveries itself, in this process; it is built
+    #: as ``cls(deliver=...)`` with the function that delivers a node.
+    delivers_in_process: ClassVar[bool] = False
 
     @abc.abstractmethod
     def send(self, dispatches: Sequence[Dispatch]) -> None:

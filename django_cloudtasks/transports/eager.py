@@ -1,4 +1,4 @@
-"""A transport that runs each ready node at once, in-process, through the real engine."""
+"""A transport that runs each ready node at once, in-process, through the real runner."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import threading
 from collections import deque
 from collections.abc import Sequence
 
-from django_cloudtasks.transports.base import Dispatch, Transport
+from django_cloudtasks.transports.base import Deliver, Dispatch, Transport, installed_delivery
 
 
 class EagerTransport(Transport):
@@ -14,18 +14,20 @@ class EagerTransport(Transport):
 
     The first ``send`` on a thread drains a queue; sends made by the runs it starts
     only append to that queue, so a chain of 10,000 uses constant stack depth.
-    ETAs and countdowns are not waited for.
+    ETAs and countdowns are not waited for. ``deliver`` runs one delivery (default:
+    the function the app installed).
     """
 
     name = "eager"
+    delivers_in_process = True
 
-    def __init__(self) -> None:
+    def __init__(self, deliver: Deliver | None = None) -> None:
+        self._deliver = deliver
         self._local = threading.local()
 
     def send(self, dispatches: Sequence[Dispatch]) -> None:
         """Run ``dispatches`` (and whatever they make ready) before returning."""
-        from django_cloudtasks.runner import deliver
-
+        deliver = self._deliver or installed_delivery()
         queue: deque[Dispatch] | None = getattr(self._local, "queue", None)
         if queue is not None:
             queue.extend(dispatches)

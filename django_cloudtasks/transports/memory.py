@@ -6,7 +6,7 @@ import threading
 from collections import deque
 from collections.abc import Sequence
 
-from django_cloudtasks.transports.base import Dispatch, Transport
+from django_cloudtasks.transports.base import Deliver, Dispatch, Transport, installed_delivery
 
 
 class MemoryTransport(Transport):
@@ -15,11 +15,14 @@ class MemoryTransport(Transport):
     ``drain()`` delivers the pending dispatches through the real run path, including
     those their runs produce, until none is left. ETAs are recorded, not waited for.
     Like Cloud Tasks, a dispatch whose task id was already sent is not queued again.
+    ``deliver`` runs one delivery (default: the function the app installed).
     """
 
     name = "memory"
+    delivers_in_process = True
 
-    def __init__(self) -> None:
+    def __init__(self, deliver: Deliver | None = None) -> None:
+        self._deliver = deliver
         self.sent: list[Dispatch] = []
         self.cancelled: list[Dispatch] = []
         self._pending: deque[Dispatch] = deque()
@@ -58,8 +61,7 @@ class MemoryTransport(Transport):
 
         Returns how many deliveries were made.
         """
-        from django_cloudtasks.runner import deliver
-
+        deliver = self._deliver or installed_delivery()
         done = 0
         while limit is None or done < limit:
             dispatch = self.take()

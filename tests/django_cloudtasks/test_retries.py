@@ -8,8 +8,8 @@ import pytest
 
 from django_cloudtasks.constants import State
 from django_cloudtasks.models import Node
+from django_cloudtasks.policy import backoff
 from django_cloudtasks.registry import Task, TaskPolicy
-from django_cloudtasks.runner import backoff
 from tests.testapp.models import Execution
 from tests.testapp.tasks import always_disconnects, flaky, on_error
 

@@ -1,0 +1,52 @@
+"""The engine: the only writer of node and workflow state.
+
+Everything that moves a node or a workflow from one state to another is a function
+here: :func:`persist` a canvas, :func:`claim` a node for a delivery (and
+:func:`extend_lease`), :func:`succeed` (record and advance), :func:`schedule_retry`,
+:func:`record_failure` (with its error callbacks), :func:`revoke_node` and
+:func:`revoke_workflow`, and :func:`retry_node`, the retry by hand that resumes a
+failed workflow. The SQL they run comes from :mod:`django_cloudtasks.store`.
+"""
+
+from __future__ import annotations
+
+from django_cloudtasks.engine.advance import (
+    Advanced,
+    advance,
+    claim,
+    claim_reported,
+    complete,
+    extend_lease,
+    finish_workflow,
+    settle,
+    succeed,
+)
+from django_cloudtasks.engine.failure import descendants, fail, record_failure, schedule_retry
+from django_cloudtasks.engine.persist import Persisted, persist
+from django_cloudtasks.engine.resume import RetryRefused, RetryReport, retry_node
+from django_cloudtasks.engine.revoke import revoke_node, revoke_workflow
+from django_cloudtasks.store import Take
+
+__all__ = [
+    "Advanced",
+    "Persisted",
+    "RetryRefused",
+    "RetryReport",
+    "Take",
+    "advance",
+    "claim",
+    "claim_reported",
+    "complete",
+    "descendants",
+    "extend_lease",
+    "fail",
+    "finish_workflow",
+    "persist",
+    "record_failure",
+    "retry_node",
+    "revoke_node",
+    "revoke_workflow",
+    "schedule_retry",
+    "settle",
+    "succeed",
+]

@@ -1,0 +1,281 @@
+"""Claiming a node for a delivery, recording its success and advancing its children.
+
+Every transition is a conditional update, so concurrent and repeated deliveries
+settle on one outcome. Advancing a finished node is one atomic statement that
+decrements its children's counters, hands them its result and marks those that
+reached zero as ready; it never looks at siblings, so a group join costs the same
+whatever the size of the group.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from django_cloudtasks import signals
+from django_cloudtasks.conf import conf
+from django_cloudtasks.constants import (
+    CLAIMABLE_STATES,
+    NodeId,
+    NodeKind,
+    State,
+    WorkflowId,
+    WorkflowStatus,
+)
+from django_cloudtasks.dispatch import dispatch_for, enqueue_on_commit
+from django_cloudtasks.models import Node, Workflow
+from django_cloudtasks.policy import lease_seconds
+from django_cloudtasks.store import Done, Take, get_store
+from django_cloudtasks.transports import Dispatch
+
+logger = logging.getLogger("django_cloudtasks.engine")
+
+
+# -- claim -----------------------------------------------------------------------------
+
+
+def claim(
+    node_id: Any,
+    task_name: str | None,
+    retries: int | None,
+    now: datetime,
+    deadline: float | None = None,
+    inline_origin: NodeId | None = None,
+) -> Node | None:
+    """Take the node for this delivery in one statement that also reads it back.
+
+    Only a ready node, or one whose lease has expired, can be taken; the statement
+    refuses a delivery for another task or for an earlier retry. The lease lasts
+    :func:`~django_cloudtasks.policy.lease_seconds` of ``deadline`` (default
+    ``DISPATCH_DEADLINE``). ``inline_origin`` marks a node taken to run inline in the
+    request that delivered that node. Returns None when nothing was taken.
+    """
+    lease = now + timedelta(seconds=lease_seconds(float(deadline or conf.DISPATCH_DEADLINE)))
+    return get_store().claim(node_id, task_name, retries, now, lease, inline_origin)
+
+
+def extend_lease(node: Node, now: datetime) -> None:
+    """Fit a claimed node's lease to its own ``dispatch_deadline`` option, if it has one."""
+    custom = node.options.get("dispatch_deadline")
+    if custom and node.lease_until is not None:
+        lease = now + timedelta(seconds=lease_seconds(float(custom)))
+        if lease != node.lease_until:
+            Node.objects.filter(pk=node.pk, attempts=node.attempts).update(lease_until=lease)
+
+
+def claim_reported(node: Node) -> bool:
+    """Claim a node whose outcome is reported from elsewhere (the tracker endpoint).
+
+    A node already STARTED is left as it is. Returns False when the node is not
+    ready to be claimed.
+    """
+    if node.state == State.STARTED:
+        return True
+    now = timezone.now()
+    claimed = Node.objects.filter(
+        pk=node.pk, state__in=CLAIMABLE_STATES, pending_parents__lte=0
+    ).update(state=State.STARTED, attempts=node.attempts + 1, started_at=now)
+    if not claimed:
+        return False
+    node.attempts += 1
+    return True
+
+
+# -- success ---------------------------------------------------------------------------
+
+
+@dataclass
+class Advanced:
+    """What advancing did: dispatches to send, the successor taken inline, if any."""
+
+    dispatches: list[Dispatch] = field(default_factory=list)
+    taken: Node | None = None
+    done: bool = True
+
+
+def succeed(
+    node: Node, value: Any, attempt: int, inline_origin: NodeId | None = None
+) -> Node | None:
+    """Record ``value`` as ``node``'s result, advance its children, send them after commit.
+
+    With ``inline_origin`` (the node whose delivery runs this request's inline steps),
+    one successor due now on the same queue is claimed in the same transaction and
+    returned, to run next in this request instead of being sent.
+    """
+    with transaction.atomic():
+        take = None
+        if inline_origin is not None and node.children:
+            take = Take(
+                index=node.children[0],
+                queue=node.queue,
+                lease_seconds=lease_seconds(float(conf.DISPATCH_DEADLINE)),
+                origin=inline_origin,
+            )
+        advanced = settle(node, value, attempt, take)
+        dispatches, follow = advanced.dispatches, advanced.taken
+        if inline_origin is not None and follow is None:
+            dispatches, follow = _take_inline(dispatches, node, inline_origin)
+        enqueue_on_commit(dispatches)
+    return follow
+
+
+def complete(node: Node, value: Any, attempt: int) -> list[Dispatch]:
+    """Record ``value`` as ``node``'s result and advance its children.
+
+    Must run inside a transaction; returns the dispatches to send after commit. If the
+    node is no longer the one this attempt claimed (revoked while running, or taken
+    over after its lease expired) the result is kept but nothing downstream starts.
+    """
+    return settle(node, value, attempt).dispatches
+
+
+def settle(node: Node, value: Any, attempt: int, take: Take | None = None) -> Advanced:
+    """:func:`complete`, and with ``take``, claim that successor in the same statement.
+
+    On PostgreSQL recording the result and advancing the children is one statement
+    (the advance only applies if the record did); elsewhere it is two.
+    """
+    now = timezone.now()
+    if node.children and get_store().records_in_advance:
+        done = Done(node.pk, attempt, value)
+        advanced = advance(node.workflow_id, [(node.children, value)], now, done=done, take=take)
+        if not advanced.done:
+            _keep_result_of_revoked(node, value)
+            return Advanced()
+    else:
+        recorded = Node.objects.filter(pk=node.pk, state=State.STARTED, attempts=attempt).update(
+            state=State.SUCCESS, result=value, finished_at=now, lease_until=None
+        )
+        if not recorded:
+            _keep_result_of_revoked(node, value)
+            return Advanced()
+        advanced = Advanced()
+        if node.children:
+            advanced = advance(node.workflow_id, [(node.children, value)], now, take=take)
+    node.state, node.result = State.SUCCESS, value
+    if node.is_output:
+        finish_workflow(node.workflow_id, WorkflowStatus.SUCCESS, now)
+    return advanced
+
+
+def _keep_result_of_revoked(node: Node, value: Any) -> None:
+    Node.objects.filter(pk=node.pk, state=State.REVOKED).update(result=value)
+
+
+def _take_inline(
+    dispatches: list[Dispatch], node: Node, origin: NodeId
+) -> tuple[list[Dispatch], Node | None]:
+    """Claim a successor to run next in this request, saving a Cloud Tasks round trip.
+
+    Only a successor due now, on the same queue, qualifies. It is claimed in the
+    transaction that records its parent, so there is no moment when it is ready but
+    neither sent nor claimed, and it gets no Cloud Task: if this process dies while it
+    runs, the redelivery of ``origin`` takes it over once its lease expires (see
+    ``runner._resume``), and the sweeper resends it if that redelivery never comes.
+
+    The node's first child is usually claimed by the statement that advances it
+    (:class:`~django_cloudtasks.store.Take`); this is for a successor further away,
+    such as the body of a chord whose join this node closed.
+    """
+    now = timezone.now()
+    for position, dispatch in enumerate(dispatches):
+        if (dispatch.eta is None or dispatch.eta <= now) and dispatch.queue == node.queue:
+            deadline = float(dispatch.dispatch_deadline or conf.DISPATCH_DEADLINE)
+            follow = claim(
+                dispatch.node_id,
+                dispatch.task_name,
+                dispatch.retries,
+                now,
+                deadline=deadline,
+                inline_origin=origin,
+            )
+            if follow is None:
+                return dispatches, None
+            return [*dispatches[:position], *dispatches[position + 1 :]], follow
+    return dispatches, None
+
+
+def advance(
+    workflow_id: WorkflowId,
+    work: Iterable[tuple[Sequence[int], Any]],
+    now: datetime,
+    barriers: Iterable[Mapping[str, Any]] = (),
+    *,
+    done: Done | None = None,
+    take: Take | None = None,
+) -> Advanced:
+    """Hand each ``(children, value)`` to those children; return the ready dispatches.
+
+    ``barriers`` are group joins ready to close. Joins that become ready on the way
+    are closed too, iteratively: one statement each, whatever the size of the group.
+    ``done`` records that node's success in the first statement, which then applies
+    only if it did (PostgreSQL); ``take`` claims a successor there instead of
+    dispatching it.
+    """
+    store = get_store()
+    queue: deque[tuple[Sequence[int], Any, Mapping[str, Any] | None]] = deque(
+        (children, value, None) for children, value in work
+    )
+    queue.extend((b["children"], None, b) for b in barriers)
+    advanced = Advanced()
+    first = True
+    while queue:
+        children, value, barrier = queue.popleft()
+        rows = store.advance(
+            workflow_id,
+            children,
+            value,
+            barrier,
+            now,
+            done=done if first else None,
+            take=take if first else None,
+        )
+        if first and done is not None and not rows:
+            advanced.done = False
+            return advanced
+        first = False
+        for row in rows:
+            if barrier is not None and row["id"] == barrier["id"]:
+                if row["is_output"]:
+                    finish_workflow(workflow_id, WorkflowStatus.SUCCESS, now)
+            elif row["pending_parents"] != 0:
+                continue
+            elif row["state"] == State.STARTED and "taken" in row:
+                advanced.taken = row["taken"]
+            elif row["kind"] == NodeKind.TASK and row["state"] in (State.QUEUED, State.SCHEDULED):
+                advanced.dispatches.append(_dispatch_from_row(row, now))
+            elif row["kind"] == NodeKind.BARRIER and row["state"] == State.PENDING:
+                queue.append((row["children"], None, row))
+    return advanced
+
+
+def _dispatch_from_row(row: Mapping[str, Any], now: datetime) -> Dispatch:
+    node = Node(
+        id=row["id"],
+        workflow_id=row["workflow_id"],
+        task_name=row["task_name"],
+        retries=row["retries"],
+        queue=row["queue"],
+        countdown=row["countdown"],
+        eta=row["eta"],
+        ready_at=now,
+        options=row["options"],
+    )
+    return dispatch_for(node)
+
+
+def finish_workflow(workflow_id: WorkflowId, status: str, now: datetime) -> None:
+    """Move a running workflow to its final ``status``; sends ``workflow_finished`` once."""
+    changed = Workflow.objects.filter(pk=workflow_id, status=WorkflowStatus.PENDING).update(
+        status=status, finished_at=now
+    )
+    if changed:
+        signals.workflow_finished.send(Workflow, workflow_id=workflow_id, status=status)
+        logger.info("workflow %s", status.lower(), extra={"workflow_id": str(workflow_id)})

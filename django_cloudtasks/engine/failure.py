@@ -1,0 +1,166 @@
+"""A node that fails: a retry by its task's policy, or failure for good and its errbacks."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
+
+from django.db import transaction
+from django.utils import timezone
+
+from canvas import Expression, InputRule, Signature
+from django_cloudtasks import signals
+from django_cloudtasks.constants import (
+    READY_STATES,
+    WAITING_STATES,
+    NodeKind,
+    State,
+    WorkflowId,
+    WorkflowStatus,
+)
+from django_cloudtasks.dispatch import dispatch_for, enqueue_on_commit
+from django_cloudtasks.engine.advance import finish_workflow
+from django_cloudtasks.models import Node, Workflow
+from django_cloudtasks.registry import registry, task_queue
+from django_cloudtasks.store import chunks
+from django_cloudtasks.transports import Dispatch
+
+logger = logging.getLogger("django_cloudtasks.engine")
+
+
+def schedule_retry(node: Node, countdown: float, error: Mapping[str, str], attempt: int) -> None:
+    """Put a running node back to RETRY, to be delivered again in ``countdown`` seconds.
+
+    Applies only if ``attempt`` still holds the node; the new delivery is sent after
+    commit. ``node`` is updated in place (``retries`` counts the new retry).
+    """
+    now = timezone.now()
+    with transaction.atomic():
+        moved = Node.objects.filter(pk=node.pk, state=State.STARTED, attempts=attempt).update(
+            state=State.RETRY,
+            retries=node.retries + 1,
+            ready_at=now,
+            eta=now + timedelta(seconds=countdown),
+            countdown=0,
+            lease_until=None,
+            error_type=error["type"],
+            error_module=error["module"],
+            error_message=error["message"],
+            error_traceback=error["traceback"],
+        )
+        if moved:
+            node.retries += 1
+            node.state, node.ready_at, node.countdown = State.RETRY, now, 0
+            node.eta = now + timedelta(seconds=countdown)
+            enqueue_on_commit([dispatch_for(node)])
+
+
+def record_failure(node: Node, error: Mapping[str, str], attempt: int | None) -> None:
+    """:func:`fail` in its own transaction, sending the error callbacks after commit."""
+    with transaction.atomic():
+        dispatches = fail(node, error, attempt)
+        enqueue_on_commit(dispatches)
+
+
+def fail(node: Node, error: Mapping[str, str], attempt: int | None) -> list[Dispatch]:
+    """Record that ``node`` failed for good; fail everything downstream; run errbacks.
+
+    Must run inside a transaction. Only the call that moves the node to FAILURE
+    propagates and creates the error callbacks, so they run exactly once.
+    """
+    now = timezone.now()
+    fields = {
+        "error_type": error.get("type", "")[:200],
+        "error_module": error.get("module", "")[:200],
+        "error_message": error.get("message", ""),
+        "error_traceback": error.get("traceback", ""),
+    }
+    claimed = Node.objects.filter(pk=node.pk)
+    claimed = claimed.filter(attempts=attempt) if attempt is not None else claimed
+    done = claimed.exclude(state__in=READY_STATES).update(
+        state=State.FAILURE, finished_at=now, lease_until=None, **fields
+    )
+    if not done:
+        return []
+    downstream = descendants(node.workflow_id, node.children)
+    if downstream:
+        for chunk in chunks(sorted(downstream)):
+            Node.objects.filter(
+                workflow_id=node.workflow_id, index__in=chunk, state__in=WAITING_STATES
+            ).update(state=State.FAILURE, finished_at=now, **fields)
+    finish_workflow(node.workflow_id, WorkflowStatus.FAILURE, now)
+    signals.node_failed.send(Node, node=node, error=error)
+    return _create_errbacks(node, error, now)
+
+
+def _create_errbacks(node: Node, error: Mapping[str, str], now: datetime) -> list[Dispatch]:
+    callbacks = node.options.get("link_error") or []
+    if not callbacks:
+        return []
+    workflow = Workflow.objects.select_for_update().get(pk=node.workflow_id)
+    args, kwargs = node.call_arguments()
+    payload = dict(kwargs)
+    if node.task_name in registry:
+        try:
+            signature = registry.get(node.task_name).call_signature()
+            payload = dict(signature.bind_partial(*args, **kwargs).arguments)
+        except TypeError:
+            pass
+    info = {
+        "original_task_id": str(node.pk),
+        "original_task_name": node.task_name,
+        "error": f"{error.get('type', 'Error')}: {error.get('message', '')}",
+        "payload": payload,
+    }
+    rows = []
+    for position, data in enumerate(callbacks):
+        sig = Expression.from_dict(data)
+        if not isinstance(sig, Signature):
+            logger.warning("ignoring an error callback that is not a signature: %r", sig)
+            continue
+        rows.append(
+            Node(
+                id=uuid.uuid4(),
+                workflow_id=node.workflow_id,
+                index=workflow.size + position,
+                kind=NodeKind.ERRBACK,
+                task_name=sig.task_name,
+                path=f"errback of {node.path or node.index}"[:200],
+                args=list(sig.args),
+                kwargs=dict(sig.kwargs),
+                options=dict(sig.options),
+                input_rule=InputRule.NONE if sig.immutable else InputRule.ERRBACK,
+                input=info,
+                errback_of=node,
+                state=State.QUEUED,
+                queue=sig.options.get("queue") or task_queue(sig.task_name),
+                ready_at=now,
+                created_at=now,
+            )
+        )
+    if rows:
+        Workflow.objects.filter(pk=workflow.pk).update(size=workflow.size + len(callbacks))
+        Node.objects.bulk_create(rows)
+    return [dispatch_for(row) for row in rows]
+
+
+def descendants(workflow_id: WorkflowId, children: Sequence[int]) -> set[int]:
+    """Indices of every node reachable from ``children`` (inclusive)."""
+    if not children:
+        return set()
+    edges = dict(
+        Node.objects.filter(workflow_id=workflow_id)
+        .exclude(kind=NodeKind.ERRBACK)
+        .values_list("index", "children")
+    )
+    seen: set[int] = set()
+    stack = list(children)
+    while stack:
+        index = stack.pop()
+        if index in seen:
+            continue
+        seen.add(index)
+        stack.extend(edges.get(index) or ())
+    return seen

@@ -1,0 +1,82 @@
+"""Revoking a node and what depends on it, or a whole workflow."""
+
+from __future__ import annotations
+
+from django.db import transaction
+from django.utils import timezone
+
+from django_cloudtasks import signals
+from django_cloudtasks.constants import NodeId, NodeKind, State, WorkflowId, WorkflowStatus
+from django_cloudtasks.dispatch import cancel_on_commit, dispatch_for
+from django_cloudtasks.engine.advance import finish_workflow
+from django_cloudtasks.engine.failure import descendants
+from django_cloudtasks.exceptions import NodeNotFound, WorkflowNotFound
+from django_cloudtasks.models import Node, Workflow
+from django_cloudtasks.store import chunks
+
+
+def revoke_node(node_id: NodeId) -> list[str]:
+    """Revoke a node and everything downstream of it; returns the revoked node ids.
+
+    A node already running is marked REVOKED too: its result is kept when it ends,
+    but nothing downstream starts. Waiting Cloud Tasks are deleted after commit.
+
+    Raises:
+        NodeNotFound: when no node has that id.
+    """
+    with transaction.atomic():
+        try:
+            node = Node.objects.select_for_update().get(pk=node_id)
+        except Node.DoesNotExist:
+            raise NodeNotFound(f"no node has the id {node_id}") from None
+        indices = {node.index}
+        if node.kind != NodeKind.ERRBACK:
+            indices |= descendants(node.workflow_id, node.children)
+        return _revoke(node.workflow_id, indices)
+
+
+def revoke_workflow(workflow_id: WorkflowId) -> list[str]:
+    """Revoke every unfinished node of a workflow; returns the revoked node ids.
+
+    Raises:
+        WorkflowNotFound: when no workflow has that id.
+    """
+    with transaction.atomic():
+        try:
+            Workflow.objects.select_for_update().get(pk=workflow_id)
+        except Workflow.DoesNotExist:
+            raise WorkflowNotFound(f"no workflow has the id {workflow_id}") from None
+        return _revoke(workflow_id, None)
+
+
+def _revoke(workflow_id: WorkflowId, indices: set[int] | None) -> list[str]:
+    now = timezone.now()
+    nodes = Node.objects.filter(workflow_id=workflow_id).unfinished()
+    if indices is not None:
+        nodes = nodes.filter(index__in=sorted(indices))
+    # Lock in index order, the order in which completions lock a node and then its
+    # successors: taking the rows in any other order can deadlock with a completion
+    # that holds a group's join and waits for the join's successor.
+    victims = list(
+        nodes.order_by("index")
+        .select_for_update()
+        .only("id", "workflow_id", "task_name", "retries", "queue", "state", "is_output")
+    )
+    if not victims:
+        return []
+    ids = [v.pk for v in victims]
+    for chunk in chunks(ids):
+        Node.objects.filter(pk__in=chunk).unfinished().update(
+            state=State.REVOKED, finished_at=now, lease_until=None
+        )
+    if indices is None or any(v.is_output for v in victims):
+        finish_workflow(workflow_id, WorkflowStatus.REVOKED, now)
+    cancel_on_commit(
+        [
+            dispatch_for(v)
+            for v in victims
+            if v.state in (State.QUEUED, State.SCHEDULED, State.RETRY) and v.task_name
+        ]
+    )
+    signals.nodes_revoked.send(Node, workflow_id=workflow_id, node_ids=[str(i) for i in ids])
+    return [str(i) for i in ids]

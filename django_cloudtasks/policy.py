@@ -1,0 +1,179 @@
+"""How a task may be run: its policy, the checks on its arguments, delays and retries.
+
+:class:`TaskPolicy` is what ``@task(...)`` sets. The functions here turn it, with a
+node's options, into the numbers the engine and the runner act on: the options every
+node of a task gets, when a node is due, whether it expired, how long a delivery's
+lease lasts and how long to wait before a retry.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import random
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from canvas import InputRule
+from django_cloudtasks.conf import conf
+
+
+@dataclass(frozen=True)
+class TaskPolicy:
+    """How a task runs and retries; set by ``@task(...)`` keyword arguments."""
+
+    queue: str | None = None
+    max_retries: int = 3
+    retry_backoff: float | bool = False
+    retry_backoff_max: float = 600
+    retry_jitter: bool = True
+    autoretry_for: tuple[type[BaseException], ...] = ()
+    default_retry_delay: float = 180
+    expires: float | None = None
+    dispatch_deadline: float | None = None
+    bind: bool = False
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    def node_options(self) -> dict[str, Any]:
+        """Options this policy sets for every node that runs the task."""
+        options = dict(self.options)
+        if self.expires is not None:
+            options["expires"] = self.expires
+        if self.dispatch_deadline is not None:
+            options["dispatch_deadline"] = self.dispatch_deadline
+        return options
+
+
+#: The keyword arguments an error callback receives about the failure it reports.
+ERRBACK_PARAMETERS = ("original_task_id", "original_task_name", "error", "payload")
+
+
+class HasPolicy(Protocol):
+    """Anything carrying a :class:`TaskPolicy` (a registered task)."""
+
+    @property
+    def policy(self) -> TaskPolicy:
+        """The task's policy."""
+
+
+# -- arguments -------------------------------------------------------------------------
+
+
+def check_binding(
+    task_name: str,
+    signature: inspect.Signature,
+    args: Sequence[Any],
+    kwargs: Mapping[str, Any],
+    input_rule: str,
+    options: Mapping[str, Any],
+) -> None:
+    """Check that a node's arguments bind to ``signature``, counting its injected input.
+
+    Raises:
+        TypeError: naming the task and what is wrong with the arguments.
+    """
+    call_args, call_kwargs = list(args), dict(kwargs)
+    injected = input_rule == InputRule.PREPEND
+    if injected:
+        name = options.get("result_kwarg")
+        if name:
+            call_kwargs[name] = None
+        else:
+            call_args.insert(0, None)
+    try:
+        signature.bind(*call_args, **call_kwargs)
+    except TypeError as exc:
+        hint = " (it receives its parent's result as first argument)" if injected else ""
+        raise TypeError(f"{task_name}{tuple(args)!r}{hint}: {exc}") from None
+
+
+def check_size(task_name: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> None:
+    """Refuse arguments over ``MAX_ARGS_BYTES`` once encoded as JSON (0 or None: no limit).
+
+    Raises:
+        ValueError: naming the task, the size and the limit.
+    """
+    limit = conf.MAX_ARGS_BYTES
+    if not limit:
+        return
+    encoded = json.dumps([list(args), dict(kwargs)], separators=(",", ":"), ensure_ascii=False)
+    size = len(encoded.encode())
+    if size > int(limit):
+        raise ValueError(
+            f"the arguments of {task_name!r} are {size} bytes of JSON, over MAX_ARGS_BYTES "
+            f"({int(limit)}); store large data elsewhere and pass a reference"
+        )
+
+
+# -- time ------------------------------------------------------------------------------
+
+
+def parse_moment(value: Any) -> datetime | None:
+    """A datetime from a datetime or an ISO 8601 string; None for an empty value."""
+    if not value:
+        return None
+    if isinstance(value, datetime):
+        return value
+    return datetime.fromisoformat(str(value))
+
+
+def start_time(options: Mapping[str, Any], now: datetime) -> datetime | None:
+    """When a run with ``options`` may start: the later of its countdown and its ETA."""
+    moments = []
+    if options.get("countdown"):
+        moments.append(now + timedelta(seconds=float(options["countdown"])))
+    eta = parse_moment(options.get("eta"))
+    if eta is not None:
+        moments.append(eta)
+    return max(moments, default=None)
+
+
+def is_expired(expires: Any, ready_at: datetime, now: datetime) -> bool:
+    """Whether a node with the ``expires`` option, ready since ``ready_at``, expired."""
+    if expires is None:
+        return False
+    if isinstance(expires, int | float):
+        return bool(now > ready_at + timedelta(seconds=expires))
+    return bool(now > parse_moment(expires))  # type: ignore[operator]
+
+
+def lease_seconds(deadline: float) -> float:
+    """How long a claimed node is protected from other deliveries.
+
+    Cloud Tasks gives up on an attempt after its dispatch deadline and may deliver
+    again; the lease outlasts the deadline a little, so a slow run is not started
+    twice, while a run whose process died is taken over soon after.
+    """
+    return deadline + min(30.0, deadline)
+
+
+# -- retries ---------------------------------------------------------------------------
+
+
+def retry_limit(asked: int | None, options: Mapping[str, Any], policy: TaskPolicy) -> int | None:
+    """How many retries a node may have: ``asked`` by ``self.retry()``, its option, its task's."""
+    if asked is not None:
+        return asked
+    limit: int | None = options.get("max_retries", policy.max_retries)
+    return limit
+
+
+def backoff(retries: int, task: HasPolicy, options: Mapping[str, Any]) -> float:
+    """Seconds to wait before retry number ``retries + 1``.
+
+    With ``retry_backoff`` the delay is ``base * 2**retries`` capped at
+    ``retry_backoff_max``, and with ``retry_jitter`` a random value between 0 and that
+    delay; without it, ``default_retry_delay``.
+    """
+    policy = task.policy
+    base = options.get("retry_backoff", policy.retry_backoff)
+    if not base:
+        return float(policy.default_retry_delay)
+    base = 1.0 if base is True else float(base)
+    cap = float(options.get("retry_backoff_max", policy.retry_backoff_max))
+    delay = min(base * (2**retries), cap)
+    if options.get("retry_jitter", policy.retry_jitter):
+        delay = random.uniform(0, delay)
+    return float(delay)

@@ -1,0 +1,76 @@
+"""The PostgreSQL store: JSON parameters unpacked with ``jsonb`` functions."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from django.db import connection, models
+
+from django_cloudtasks.models import Node
+from django_cloudtasks.store.base import SQL_STARTED, SQL_SUCCESS, Done, Statement, Store, column
+
+
+class PostgresStore(Store):
+    """Records a node's success in the statement that advances its children."""
+
+    vendor = "postgresql"
+    records_in_advance = True
+
+    def ids(self) -> str:
+        """``jsonb_array_elements_text`` of the parameter, as integers."""
+        return "(SELECT CAST(jsonb_array_elements_text(CAST(%s AS jsonb)) AS integer))"
+
+    def json_value(self) -> str:
+        """The parameter cast to ``jsonb``."""
+        return "CAST(%s AS jsonb)"
+
+    def add_member_results(
+        self, st: Statement, table: str, index: str, wf_db: Any, members: str
+    ) -> None:
+        """``jsonb_agg`` of the members' results, in index order (``[]`` for none)."""
+        ids = self.ids()
+        st.add(
+            "(SELECT COALESCE(jsonb_agg(p.result ORDER BY p."
+            f"{index}), CAST('[]' AS jsonb)) FROM {table} p "
+            f"WHERE p.workflow_id = %s AND p.{index} IN {ids})",
+            wf_db,
+            members,
+        )
+
+    def add_done(self, st: Statement, table: str, now_db: Any, done: Done) -> None:
+        """A ``WITH done AS (UPDATE ... RETURNING id)`` that records the success."""
+        st.add(
+            f"WITH done AS (UPDATE {table} SET state = {SQL_SUCCESS}, result = CAST(%s AS jsonb), "
+            f"finished_at = %s, lease_until = NULL WHERE id = %s AND state = {SQL_STARTED} "
+            "AND attempts = %s RETURNING id) ",
+            json.dumps(done.result),
+            now_db,
+            Node._meta.pk.get_db_prep_value(done.node_id, connection),  # type: ignore[union-attr]
+            done.attempt,
+        )
+
+    def insert_sql(self, table: str, fields: Sequence[models.Field[Any, Any]]) -> str:
+        """``INSERT ... SELECT ... FROM jsonb_to_recordset(...)``."""
+        qn = connection.ops.quote_name
+        columns = ", ".join(qn(column(f)) for f in fields)
+        typed = ", ".join(f"{qn(column(f))} {_pg_type(f)}" for f in fields)
+        values = ", ".join(
+            f"CAST(x.{qn(column(f))} AS jsonb)"
+            if isinstance(f, models.JSONField)
+            else f"x.{qn(column(f))}"
+            for f in fields
+        )
+        return (
+            f"INSERT INTO {table} ({columns}) SELECT {values} "
+            f"FROM jsonb_to_recordset(CAST(%s AS jsonb)) AS x({typed})"
+        )
+
+
+def _pg_type(field: models.Field[Any, Any]) -> str:
+    if isinstance(field, models.JSONField):
+        return "text"
+    if isinstance(field, models.ForeignKey):
+        return str(field.target_field.rel_db_type(connection))
+    return str(field.db_type(connection))

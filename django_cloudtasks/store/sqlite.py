@@ -1,0 +1,43 @@
+"""The SQLite store: JSON parameters unpacked with ``json_each``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from django.db import connection, models
+
+from django_cloudtasks.store.base import Statement, Store, column
+
+
+class SqliteStore(Store):
+    """Records a node's success in its own statement, before advancing its children."""
+
+    vendor = "sqlite"
+    records_in_advance = False
+
+    def ids(self) -> str:
+        """``json_each`` of the parameter."""
+        return "(SELECT value FROM json_each(%s))"
+
+    def json_value(self) -> str:
+        """The JSON text itself (SQLite stores JSON as text)."""
+        return "%s"
+
+    def add_member_results(
+        self, st: Statement, table: str, index: str, wf_db: Any, members: str
+    ) -> None:
+        """``json_group_array`` of the members' results, in index order."""
+        ids = self.ids()
+        st.add(
+            f"(SELECT json_group_array(json(p.result)) FROM (SELECT result FROM {table} "
+            f"WHERE workflow_id = %s AND {index} IN {ids} ORDER BY {index}) p)",
+            wf_db,
+            members,
+        )
+
+    def insert_sql(self, table: str, fields: Sequence[models.Field[Any, Any]]) -> str:
+        """``INSERT ... SELECT json_extract(...) FROM json_each(...)``."""
+        columns = ", ".join(connection.ops.quote_name(column(f)) for f in fields)
+        values = ", ".join(f"json_extract(value, '$.{column(f)}')" for f in fields)
+        return f"INSERT INTO {table} ({columns}) SELECT {values} FROM json_each(%s)"
