@@ -51,3 +51,9 @@ class WorkflowExecutor:
         from django_cloudtasks.results import result_for
 
         return result_for(persist(expression, options).output)
+
+    def call(self, signature: Any) -> Any:
+        """Call ``signature``'s function in this process (Celery's ``sig()``)."""
+        from django_cloudtasks.registry import call  # not above: see ready()
+
+        return call(signature)

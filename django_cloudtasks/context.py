@@ -32,6 +32,7 @@ class Request:
     retries: int = 0
     attempt: int = 0
     headers: Mapping[str, str] = field(default_factory=dict)
+    called_directly: bool = False
 
     @property
     def cloud_tasks_retry_count(self) -> int:
@@ -54,7 +55,7 @@ class TaskContext:
     @classmethod
     def direct(cls, task: TaskLike) -> TaskContext:
         """The context of a plain in-process call (no node behind it)."""
-        return cls(task, Request(task_name=task.name))
+        return cls(task, Request(task_name=task.name, called_directly=True))
 
     @property
     def name(self) -> str:

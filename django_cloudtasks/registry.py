@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import inspect
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import wrapt
 
-from canvas import Signature
+from canvas import Signature, signature, xmap, xstarmap
+from canvas import chunks as chunks_of
+from canvas.mapping import MAP_TASK, STARMAP_TASK
 from django_cloudtasks.context import TaskContext
 from django_cloudtasks.exceptions import AlreadyRegistered, NotRegistered
 from django_cloudtasks.policy import TaskPolicy
@@ -77,6 +79,18 @@ class Task(wrapt.FunctionWrapper):  # type: ignore[misc]
     ) -> Any:
         """Run one call asynchronously with run options (``countdown``, ``eta``...)."""
         return Signature(self.name, args or (), kwargs).apply_async(**options)
+
+    def map(self, it: Iterable[Any]) -> Signature:
+        """Celery's ``task.map(it)``: one task returning ``[task(item) for item in it]``."""
+        return xmap(self.s(), it)
+
+    def starmap(self, it: Iterable[Any]) -> Signature:
+        """Celery's ``task.starmap(it)``: one task returning ``[task(*item) for item in it]``."""
+        return xstarmap(self.s(), it)
+
+    def chunks(self, it: Iterable[Any], n: int) -> chunks_of:
+        """Celery's ``task.chunks(it, n)``: parts of ``n`` argument tuples run as a group."""
+        return chunks_of(self.s(), it, n)
 
     def call_signature(self) -> inspect.Signature:
         """The parameters a node's arguments must bind to (without ``self`` if bound)."""
@@ -215,3 +229,33 @@ def task_queue(task_name: str) -> str:
     if not task_name or task_name not in registry:
         return ""
     return registry.get(task_name).policy.queue or ""
+
+
+def call(sig: Signature) -> Any:
+    """Call ``sig``'s registered function in this process, as Celery's ``sig()`` does.
+
+    A bound task gets a context whose ``request.called_directly`` is true.
+
+    Raises:
+        NotRegistered: when no task has the signature's name.
+    """
+    return registry.get(sig.task_name)(*sig.args, **sig.kwargs)
+
+
+def _run_map(task: Mapping[str, Any], it: Iterable[Any]) -> list[Any]:
+    sig = signature(dict(task))
+    if not isinstance(sig, Signature):
+        raise TypeError(f"{MAP_TASK} runs one task signature, got {sig!r}")
+    return [call(sig.clone((item,))) for item in it]
+
+
+def _run_starmap(task: Mapping[str, Any], it: Iterable[Any]) -> list[Any]:
+    sig = signature(dict(task))
+    if not isinstance(sig, Signature):
+        raise TypeError(f"{STARMAP_TASK} runs one task signature, got {sig!r}")
+    return [call(sig.clone(tuple(item))) for item in it]
+
+
+# Celery's built-in map tasks, which canvas.xmap, xstarmap and chunks name.
+registry.register(_run_map, MAP_TASK, TaskPolicy())
+registry.register(_run_starmap, STARMAP_TASK, TaskPolicy())

@@ -167,3 +167,9 @@ def dies_once(x):
     if first:
         raise ProcessDied
     return x
+
+
+@task(bind=True)
+def bound_called_directly(self):
+    """Return whether this call ran in-process rather than as a delivery."""
+    return self.request.called_directly
