@@ -255,10 +255,11 @@ def pipe(left: Expression, right: Expression) -> Expression:
         if isinstance(right, group) and not right.tasks and not right.options:
             return left
         return chord(left, right)
-    if isinstance(left, chord) and left.body is None:
-        return chord(left.header, right, left.options)
-    if isinstance(left, chord) and not left.options:
-        return chord(left.header, pipe(left.body, right))
+    if isinstance(left, chord):
+        if left.body is None:
+            return chord(left.header, right, left.options)
+        if not left.options:
+            return chord(left.header, pipe(left.body, right))
     return chain(left, right)
 
 

@@ -181,7 +181,7 @@ def from_celery_dict(data: Mapping[str, Any]) -> Expression:
     if kind == "group":
         return group([from_celery_dict(t) for t in inner.get("tasks", ())], options=options)
     if kind == "chord":
-        header = inner.get("header") or ()
+        header: Any = inner.get("header") or ()
         members = header.get("kwargs", {}).get("tasks", ()) if "task" in header else header
         body = inner.get("body")
         return chord(

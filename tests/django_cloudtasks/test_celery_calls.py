@@ -39,12 +39,12 @@ def test_calling_a_signature_of_an_unknown_task_raises_not_registered():
 
 
 def test_chunks_give_a_list_of_lists(transport):
-    result = run(add.chunks(zip(range(10), range(10)), 3))
+    result = run(add.chunks(zip(range(10), range(10), strict=True), 3))
     assert result.get(timeout=5) == [[0, 2, 4], [6, 8, 10], [12, 14, 16], [18]]
 
 
 def test_chunks_delay_gives_a_list_of_lists(eager):
-    assert add.chunks(zip(range(10), range(10)), 3).delay().get(timeout=5) == [
+    assert add.chunks(zip(range(10), range(10), strict=True), 3).delay().get(timeout=5) == [
         [0, 2, 4],
         [6, 8, 10],
         [12, 14, 16],
