@@ -56,7 +56,10 @@ class _Builder:
                     f"{expr.describe()} cannot run: give it a body, as chord(header, body) "
                     "or chord(header)(body)"
                 )
-            header = self.emit(expr.header, incoming, options, _join(path, "header"))
+            # As in Celery, a chord's error callbacks (its own and those it inherits)
+            # belong to its body, which fails once whichever members fail.
+            header_options = {k: v for k, v in options.items() if k != "link_error"}
+            header = self.emit(expr.header, incoming, header_options, _join(path, "header"))
             return self.emit(expr.body, header, options, _join(path, "body"))
         raise CanvasError(f"cannot compile {expr!r}: not a canvas expression")
 

@@ -33,6 +33,7 @@ DEFAULTS: dict[str, tuple[str | None, Any]] = {
     "MAX_BODY_BYTES": (None, 1_048_576),
     "MAX_ARGS_BYTES": (None, 100_000),
     "QUEUES": (None, {}),
+    "EAGER_PROPAGATES": (None, False),
 }
 
 

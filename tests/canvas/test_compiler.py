@@ -191,3 +191,12 @@ def test_unrolled_groups_are_stored_as_the_group_that_runs(add):
     assert [node.path for node in nested if not node.is_barrier] == ["0", "1", "2"]
     lone = compile(add.s(1, 1) | group(add.s(1)) | add.s(2))
     assert [node.path for node in lone] == ["0", "1", "2"]
+
+
+def test_a_chords_error_callbacks_go_to_its_body_only(add, tsum, identity):
+    expr = chord([add.s(1, 1).on_error(identity.si("own")), add.s(2, 2)], tsum.s())
+    expr = expr.on_error(identity.si("chord failed"))
+    nodes = {n.path: n for n in compile(expr) if not n.is_barrier}
+    assert [len(nodes[p].options.get("link_error", ())) for p in sorted(nodes)] == [1, 1, 0]
+    body = next(n for n in nodes.values() if n.task_name == "tsum")
+    assert body.options["link_error"][0]["args"] == ["chord failed"]
