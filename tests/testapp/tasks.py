@@ -305,3 +305,42 @@ def reports_progress(self):
     self.update_state(state="PROGRESS", meta={"done": 1})
     result = AsyncResult(self.request.id)
     return [result.state, result.info]
+
+
+@task(
+    autoretry_for=(LookupError,),
+    dont_autoretry_for=(KeyError,),
+    retry_kwargs={"max_retries": 1, "countdown": 0},
+)
+def looks_up(kind):
+    _record("looks_up", kind)
+    raise KeyError(kind) if kind == "key" else IndexError(kind)
+
+
+@task(soft_time_limit=0.2)
+def overruns():
+    import time
+
+    from django_cloudtasks.exceptions import SoftTimeLimitExceeded
+
+    try:
+        for _ in range(100):
+            time.sleep(0.05)
+    except SoftTimeLimitExceeded:
+        return "stopped"
+    return "ran to the end"
+
+
+@task(ignore_result=True)
+def forgets(x):
+    return x
+
+
+@task(typing=False)
+def untyped(x):
+    return x
+
+
+@task(throws=(KeyError,))
+def expected_failure():
+    raise KeyError("expected")
