@@ -103,13 +103,14 @@ def soft_time_limit(seconds: float | None) -> Iterator[None]:
         yield
         return
     target = threading.get_ident()
-    done = threading.Event()
+    lock = threading.Lock()
+    state = {"done": False, "fired": False}
 
     def expire() -> None:
-        if not done.is_set():
-            ctypes.pythonapi.PyThreadState_SetAsyncExc(
-                ctypes.c_ulong(target), ctypes.py_object(SoftTimeLimitExceeded)
-            )
+        with lock:
+            if not state["done"]:
+                state["fired"] = True
+                _set_async_exc(target, SoftTimeLimitExceeded)
 
     timer = threading.Timer(seconds, expire)
     timer.daemon = True
@@ -117,8 +118,17 @@ def soft_time_limit(seconds: float | None) -> Iterator[None]:
     try:
         yield
     finally:
-        done.set()
+        with lock:
+            state["done"] = True
+            if state["fired"]:
+                _set_async_exc(target, None)  # clear it, if it is still pending
         timer.cancel()
+
+
+def _set_async_exc(thread_id: int, exc: type[BaseException] | None) -> None:
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(
+        ctypes.c_ulong(thread_id), ctypes.py_object(exc) if exc is not None else None
+    )
 
 
 def running_depth() -> int:
