@@ -364,7 +364,7 @@ def _fail(node: Node, error: dict[str, Any], attempt: int) -> Outcome:
     if signals.task_failure.has_listeners():
         args, kwargs = node.call_arguments()
         signals.task_failure.send(
-            node.task_name,
+            registry.get(node.task_name) if node.task_name in registry else node.task_name,
             task_id=str(node.pk),
             exception=rebuild_exception(error["type"], error["message"], error["module"]),
             args=args,

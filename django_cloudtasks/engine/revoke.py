@@ -12,6 +12,7 @@ from django_cloudtasks.engine.advance import finish_workflow
 from django_cloudtasks.engine.failure import descendants
 from django_cloudtasks.exceptions import NodeNotFound, WorkflowNotFound
 from django_cloudtasks.models import Node, Workflow
+from django_cloudtasks.registry import registry
 from django_cloudtasks.store import chunks
 
 
@@ -82,8 +83,9 @@ def _revoke(workflow_id: WorkflowId, indices: set[int] | None, expired: bool = F
     signals.nodes_revoked.send(Node, workflow_id=workflow_id, node_ids=[str(i) for i in ids])
     if signals.task_revoked.has_listeners():
         for victim in victims:
+            name = victim.task_name
             signals.task_revoked.send(
-                victim.task_name or None,
+                registry.get(name) if name in registry else name or None,
                 request=None,
                 task_id=str(victim.pk),
                 terminated=False,

@@ -116,7 +116,7 @@ def test_celerys_signals_are_sent_with_celerys_arguments(memory):
     seen = []
 
     def receiver(signal, sender, **kwargs):
-        seen.append((signal, kwargs))
+        seen.append((signal, {**kwargs, "sender": sender}))
 
     names = [
         "before_task_publish",
@@ -148,11 +148,13 @@ def test_celerys_signals_are_sent_with_celerys_arguments(memory):
     assert by_signal[signals.task_prerun][0]["args"] == [1, 1]
     assert by_signal[signals.task_postrun][0]["retval"] == 2
     assert by_signal[signals.task_postrun][0]["state"] == State.SUCCESS
-    assert by_signal[signals.task_success] == [{"result": 2}]
+    assert by_signal[signals.task_success] == [{"result": 2, "sender": add}]
     [failure] = by_signal[signals.task_failure]
     assert isinstance(failure["exception"], ValueError) and failure["args"] == [1]
+    assert failure["sender"] is fail
     [revoked] = by_signal[signals.task_revoked]
     assert revoked["task_id"] == later.id and revoked["expired"] is False
+    assert revoked["sender"] is add
 
 
 def test_task_retry_signal_carries_the_request_and_reason(memory):
