@@ -10,7 +10,8 @@ workflow_created = Signal()
 workflow_finished = Signal()
 #: A node is about to run: ``node``.
 node_started = Signal()
-#: A node finished its run: ``node``, ``state`` (SUCCESS, RETRY or FAILURE).
+#: A node finished its run: ``node``, ``state`` (SUCCESS, RETRY or FAILURE; REVOKED
+#: when the task raised ``Ignore``).
 node_finished = Signal()
 #: A node failed for good: ``node``, ``error``.
 node_failed = Signal()
