@@ -104,13 +104,14 @@ def soft_time_limit(seconds: float | None) -> Iterator[None]:
         return
     target = threading.get_ident()
     lock = threading.Lock()
-    state = {"done": False, "fired": False}
+    done = False
 
     def expire() -> None:
         with lock:
-            if not state["done"]:
-                state["fired"] = True
-                _set_async_exc(target, SoftTimeLimitExceeded)
+            if not done:
+                ctypes.pythonapi.PyThreadState_SetAsyncExc(
+                    ctypes.c_ulong(target), ctypes.py_object(SoftTimeLimitExceeded)
+                )
 
     timer = threading.Timer(seconds, expire)
     timer.daemon = True
@@ -118,17 +119,13 @@ def soft_time_limit(seconds: float | None) -> Iterator[None]:
     try:
         yield
     finally:
+        # After this, the timer sets nothing. One that fired just before is raised
+        # here, at the latest, so it fails this task and nothing else. (It is not
+        # cleared: clearing with PyThreadState_SetAsyncExc(id, NULL) leaves the
+        # interpreter checking for it on every instruction.)
         with lock:
-            state["done"] = True
-            if state["fired"]:
-                _set_async_exc(target, None)  # clear it, if it is still pending
+            done = True
         timer.cancel()
-
-
-def _set_async_exc(thread_id: int, exc: type[BaseException] | None) -> None:
-    ctypes.pythonapi.PyThreadState_SetAsyncExc(
-        ctypes.c_ulong(thread_id), ctypes.py_object(exc) if exc is not None else None
-    )
 
 
 def running_depth() -> int:
