@@ -13,6 +13,7 @@ from canvas.composition import chain, chord, group, pipe
 from canvas.errors import CanvasError, GraphFormatError, NoEngineError, NoExecutorError
 from canvas.expression import Expression
 from canvas.graph import GRAPH_VERSION, Graph, GraphNode, InputRule, Node
+from canvas.mapping import chunks, xmap, xstarmap
 from canvas.options import OPTION_NAMES
 from canvas.signature import Signature, signature
 
@@ -31,8 +32,11 @@ __all__ = [
     "Signature",
     "chain",
     "chord",
+    "chunks",
     "compile",
     "group",
     "pipe",
     "signature",
+    "xmap",
+    "xstarmap",
 ]

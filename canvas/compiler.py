@@ -40,24 +40,74 @@ class _Builder:
                 path=path,
             )
         if isinstance(expr, chain):
-            current = incoming
-            for i, member in enumerate(expr.tasks):
-                current = self.emit(member, current, options, _join(path, i))
-            assert current is not None
-            return current
+            return self.emit_chain(expr, incoming, options, path)
         if isinstance(expr, group):
             outputs = tuple(
-                self.emit(member, incoming, options, _join(path, i))
-                for i, member in enumerate(expr.tasks)
+                self.emit(member, incoming, member_defaults, member_path)
+                for member, member_defaults, member_path in _flat_members(expr, options, path)
             )
             if outputs:
                 return self.add(kind=BARRIER, parents=outputs, input=InputRule.LIST, path=path)
             parents = () if incoming is None else (incoming,)
             return self.add(kind=BARRIER, parents=parents, input=InputRule.NONE, path=path)
         if isinstance(expr, chord):
-            header = self.emit(expr.header, incoming, options, _join(path, "header"))
+            if expr.body is None:
+                raise CanvasError(
+                    f"{expr.describe()} cannot run: give it a body, as chord(header, body) "
+                    "or chord(header)(body)"
+                )
+            # As in Celery, a chord's error callbacks (its own and those it inherits)
+            # belong to its body, which fails once whichever members fail.
+            header_options = {k: v for k, v in options.items() if k != "link_error"}
+            header = self.emit(expr.header, incoming, header_options, _join(path, "header"))
             return self.emit(expr.body, header, options, _join(path, "body"))
         raise CanvasError(f"cannot compile {expr!r}: not a canvas expression")
+
+    def emit_chain(
+        self, expr: chain, incoming: int | None, options: Mapping[str, Any], path: str
+    ) -> int:
+        """Add a chain's members one after the other, unrolling groups as Celery does.
+
+        Between other members, a group of one member runs as that member (its result
+        is not wrapped in a list) and an empty group is skipped.
+        """
+        current = incoming
+        for i, member in enumerate(expr.tasks):
+            member_defaults, member_path = options, _join(path, i)
+            if isinstance(member, group) and len(expr.tasks) > 1:
+                inherited = merge_options(options, member.options) if member.options else options
+                flat = _flat_members(member, inherited, member_path)
+                if not flat:
+                    continue
+                if len(flat) == 1:
+                    member, member_defaults, _ = flat[0]
+            current = self.emit(member, current, member_defaults, member_path)
+        if current is None:  # a chain of empty groups, fed by nothing
+            return self.add(kind=BARRIER, input=InputRule.NONE, path=path)
+        return current
+
+
+def _flat_members(
+    expr: group, options: Mapping[str, Any], path: str
+) -> list[tuple[Expression, Mapping[str, Any], str]]:
+    """The members of ``expr`` with nested groups unrolled into it, as Celery does.
+
+    ``options`` are the group's own merged over what it inherits. Each member comes
+    with the options it inherits and its path: its position among the unrolled
+    members, so the stored paths describe the group that runs.
+    """
+    members: list[tuple[Expression, Mapping[str, Any]]] = []
+    stack: list[tuple[Expression, Mapping[str, Any]]] = [
+        (member, options) for member in reversed(expr.tasks)
+    ]
+    while stack:
+        member, inherited = stack.pop()
+        if isinstance(member, group):
+            inner = merge_options(inherited, member.options) if member.options else inherited
+            stack.extend((m, inner) for m in reversed(member.tasks))
+        else:
+            members.append((member, inherited))
+    return [(member, inherited, _join(path, i)) for i, (member, inherited) in enumerate(members)]
 
 
 def _join(path: str, part: int | str) -> str:

@@ -7,8 +7,12 @@ members' results, in member order; a chord runs its body on that list.
 The rules of ``|``:
 
 * ``a | b`` with neither a group nor a chord on the left is a flat chain;
-* ``group | x`` is ``chord(group, x)``;
+* ``group | x`` is ``chord(group, x)`` (and ``group | group()`` is the group itself);
 * ``chord(h, b) | x`` is ``chord(h, b | x)``.
+
+Groups unroll as Celery's do: a group nested directly in a group contributes its
+members (``group(a, group(b, c))`` gives ``[ra, rb, rc]``), and between other members
+of a chain a group of one runs as its single member while an empty group is skipped.
 """
 
 from __future__ import annotations
@@ -63,6 +67,10 @@ class chain(Expression):
     def __repr__(self) -> str:
         return " | ".join(_paren(t) for t in self.tasks)
 
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Apply the chain, as Celery's ``chain(...)()`` does: ``apply_async(args, kwargs)``."""
+        return self.apply_async(args, kwargs)
+
     def __or__(self, other: Expression) -> Expression:
         """``self | other``, by the rules of :func:`pipe`."""
         return pipe(self, other)
@@ -94,7 +102,9 @@ class group(Expression):
     """Members run in parallel on the same input; the result is their results' list.
 
     ``group()`` with no members is allowed and gives ``[]``. A member that is itself a
-    group contributes its list as one element (``[1, [2, 3]]``).
+    group is unrolled into this one, as in Celery: ``group(a, group(b, c))`` gives
+    ``[ra, rb, rc]``. (A chain that ends in a group still contributes that group's list
+    as one element.)
     """
 
     __slots__ = ("options", "tasks")
@@ -111,6 +121,24 @@ class group(Expression):
 
     def __len__(self) -> int:
         return len(self.tasks)
+
+    def __call__(self, *args: Any, **options: Any) -> Any:
+        """Apply the group with ``args`` given to every member, as Celery's ``group()()``."""
+        return self.apply_async(args, **options)
+
+    def skew(self, start: float = 1.0, stop: float | None = None, step: float = 1.0) -> group:
+        """Return a copy whose members start ``start``, ``start + step``... seconds apart.
+
+        Member ``i`` gets ``countdown = start + i * step``, capped at ``stop`` when given
+        (later members then all wait ``stop``), as Celery's ``group.skew()`` does.
+        """
+        members = []
+        for i, member in enumerate(self.tasks):
+            countdown = start + i * step
+            if stop is not None:
+                countdown = min(countdown, stop)
+            members.append(member.set(countdown=countdown))
+        return self._evolve(tasks=tuple(members))
 
     def __or__(self, other: Expression) -> Expression:
         """``self | other``, by the rules of :func:`pipe`."""
@@ -143,27 +171,45 @@ class chord(Expression):
 
     ``header`` may be a group or any iterable of expressions; an empty header gives
     the body ``[]``. The result of a chord is the result of its body.
+
+    As in Celery, the body may be given later: ``chord(header)(body)`` applies the
+    chord. A chord without a body cannot be run until one is given.
     """
 
     __slots__ = ("body", "header", "options")
     _fields: ClassVar[tuple[str, ...]] = ("header", "body", "options")
     kind: ClassVar[str] = "chord"
     header: group
-    body: Expression
+    body: Expression | None
 
     def __init__(
-        self, header: Any, body: Expression, options: Mapping[str, Any] | None = None
+        self,
+        header: Any,
+        body: Expression | None = None,
+        options: Mapping[str, Any] | None = None,
     ) -> None:
         if not isinstance(header, group):
             header = group(header)
-        if not isinstance(body, Expression):
+        if body is not None and not isinstance(body, Expression):
             raise TypeError(f"the body of a chord must be an expression, got {body!r}")
         object.__setattr__(self, "header", header)
         object.__setattr__(self, "body", body)
         object.__setattr__(self, "options", normalize_options(options or {}, "a chord"))
 
     def __repr__(self) -> str:
+        if self.body is None:
+            return f"chord({self.header!r})"
         return f"chord({self.header!r}, {self.body!r})"
+
+    def __call__(self, body: Expression | None = None, **options: Any) -> Any:
+        """Apply the chord, with ``body`` as its body when given (Celery's ``chord(h)(b)``).
+
+        Raises:
+            TypeError: when ``body`` is not an expression.
+            canvas.errors.CanvasError: when the chord has no body.
+        """
+        target = self if body is None else chord(self.header, body, self.options)
+        return target.apply_async(**options)
 
     def __or__(self, other: Expression) -> Expression:
         """``self | other``, by the rules of :func:`pipe`."""
@@ -171,6 +217,8 @@ class chord(Expression):
 
     def describe(self) -> str:
         """``"a chord of N into <body>"``."""
+        if self.body is None:
+            return f"a chord of {len(self.header)} without a body"
         return f"a chord of {len(self.header)} into {self.body.describe()}"
 
     def partial(self, args: Sequence[Any] = (), kwargs: Mapping[str, Any] | None = None) -> chord:
@@ -182,14 +230,17 @@ class chord(Expression):
         return {
             "type": self.kind,
             "header": self.header.to_dict(),
-            "body": self.body.to_dict(),
+            "body": None if self.body is None else self.body.to_dict(),
             "options": dict(self.options),
         }
 
     @classmethod
     def _from_dict(cls, data: Mapping[str, Any]) -> chord:
         header = Expression.from_dict(data["header"])
-        return cls(header, Expression.from_dict(data["body"]), data.get("options"))
+        body = data.get("body")
+        return cls(
+            header, None if body is None else Expression.from_dict(body), data.get("options")
+        )
 
 
 def pipe(left: Expression, right: Expression) -> Expression:
@@ -201,9 +252,14 @@ def pipe(left: Expression, right: Expression) -> Expression:
     if not isinstance(left, Expression) or not isinstance(right, Expression):
         return NotImplemented  # type: ignore[no-any-return]
     if isinstance(left, group):
+        if isinstance(right, group) and not right.tasks and not right.options:
+            return left
         return chord(left, right)
-    if isinstance(left, chord) and not left.options:
-        return chord(left.header, pipe(left.body, right))
+    if isinstance(left, chord):
+        if left.body is None:
+            return chord(left.header, right, left.options)
+        if not left.options:
+            return chord(left.header, pipe(left.body, right))
     return chain(left, right)
 
 

@@ -21,6 +21,9 @@ class Executor(Protocol):
     def apply_async(self, expression: Any, options: dict[str, Any]) -> Any:
         """Start running ``expression``; ``options`` apply to the whole run."""
 
+    def call(self, signature: Any) -> Any:
+        """Call ``signature``'s function in this process and return its result."""
+
 
 _executor: Executor | None = None
 

@@ -82,6 +82,45 @@ class Expression:
         """Return a copy whose first task(s) receive ``args``/``kwargs`` in addition."""
         raise NotImplementedError
 
+    def clone(
+        self,
+        args: Sequence[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> Self:
+        """Return a copy given ``args``/``kwargs`` as :meth:`partial` does, and ``options``.
+
+        Values are immutable, so a copy is only needed when something changes; Celery
+        code that clones before changing keeps working.
+        """
+        new = self.partial(args, kwargs) if (args or kwargs) else self
+        return new.set(**options) if options else new
+
+    # Celery's in-place methods. An immutable value cannot honour them, and returning a
+    # changed copy would silently drop the callback of code that ignores the result.
+
+    def link(self, callback: Any) -> None:
+        """Not supported: Celery adds a success callback in place.
+
+        Raises:
+            AttributeError: always, naming the rewrite (``sig | callback``).
+        """
+        raise AttributeError(
+            f"{self.describe()} is immutable, so .link() cannot add a callback in place; "
+            "compose it instead: sig = sig | callback (or chain(sig, callback))"
+        )
+
+    def link_error(self, errback: Any) -> None:
+        """Not supported: Celery adds an error callback in place.
+
+        Raises:
+            AttributeError: always, naming the rewrite (``sig = sig.on_error(errback)``).
+        """
+        raise AttributeError(
+            f"{self.describe()} is immutable, so .link_error() cannot add a callback in "
+            "place; use the copy it returns: sig = sig.on_error(errback)"
+        )
+
     def describe(self) -> str:
         """A short human description, used in error messages."""
         raise NotImplementedError

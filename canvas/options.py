@@ -25,6 +25,17 @@ OPTION_NAMES: dict[str, str] = {
 }
 
 
+#: Celery options with no counterpart here, and the rewrite each error names.
+UNSUPPORTED_OPTIONS: dict[str, str] = {
+    "priority": "Cloud Tasks queues have no priorities; send urgent work to its own queue "
+    "(queue=...)",
+    "routing_key": "name the Cloud Tasks queue with queue=...",
+    "exchange": "name the Cloud Tasks queue with queue=...",
+    "link": "compose with |: (sig | callback).apply_async()",
+    "task_id": "ids are chosen by the engine; read result.id",
+}
+
+
 def normalize_option(name: str, value: Any, where: str) -> Any:
     """Validate one option of ``where`` and return it as plain JSON data.
 
@@ -36,6 +47,8 @@ def normalize_option(name: str, value: Any, where: str) -> Any:
         TypeError: for an unknown option or a value of the wrong type.
         ValueError: for a value of the right type that is out of range.
     """
+    if name in UNSUPPORTED_OPTIONS:
+        raise TypeError(f"option {name!r} of {where} is not supported: {UNSUPPORTED_OPTIONS[name]}")
     if name not in OPTION_NAMES:
         known = ", ".join(sorted(OPTION_NAMES))
         raise TypeError(f"unknown option {name!r} for {where}; known options: {known}")

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
-from canvas.composition import pipe
+from canvas import executor
+from canvas.composition import chain, chord, group, pipe
 from canvas.expression import Expression, normalize_options
 from canvas.values import check_json, to_json_data
 
@@ -101,6 +102,17 @@ class Signature(Expression):
         """Same as :meth:`clone` with no options."""
         return self.clone(args, kwargs)
 
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Call the task's function here and now, as Celery does (nothing is queued).
+
+        ``args`` are prepended and ``kwargs`` merged, unless the signature is immutable.
+
+        Raises:
+            canvas.errors.NoExecutorError: when no executor is installed to find the
+                function by its task name.
+        """
+        return executor.current().call(self.clone(args, kwargs))
+
     def to_dict(self) -> dict[str, Any]:
         """``{"type": "signature", "task", "args", "kwargs", "options", "immutable"}``."""
         return {
@@ -124,11 +136,61 @@ class Signature(Expression):
 
 
 def signature(
-    task_name: str,
+    varies: str | Expression | Mapping[str, Any],
     args: Sequence[Any] = (),
     kwargs: Mapping[str, Any] | None = None,
     immutable: bool = False,
     **options: Any,
-) -> Signature:
-    """Build a :class:`Signature` by task name, as Celery's ``signature()`` does."""
-    return Signature(task_name, args, kwargs, options, immutable)
+) -> Expression:
+    """Build an expression as Celery's ``signature()`` does.
+
+    ``varies`` is a task name (a :class:`Signature` is built from it and the other
+    arguments), an expression (returned, with ``args``/``kwargs``/``options`` applied as
+    :meth:`~canvas.expression.Expression.clone` does), or a dict: the form
+    :meth:`~canvas.expression.Expression.to_dict` gives, or Celery's own dict form of a
+    signature, chain, group or chord (``{"task": ..., "subtask_type": ...}``).
+
+    Raises:
+        TypeError: for anything else, or a dict in neither form.
+    """
+    if isinstance(varies, Expression):
+        return varies.clone(args, kwargs, **options)
+    if isinstance(varies, Mapping):
+        return from_celery_dict(varies).clone(args, kwargs, **options)
+    return Signature(varies, args, kwargs, options, immutable)
+
+
+def from_celery_dict(data: Mapping[str, Any]) -> Expression:
+    """Rebuild an expression from its dict form, ours or Celery's.
+
+    Raises:
+        TypeError: when ``data`` is neither.
+    """
+    if "type" in data:
+        return Expression.from_dict(data)
+    if "task" not in data:
+        raise TypeError(
+            f"not a signature dict (no 'task' or 'type' key): {dict(data)!r}; pass a task "
+            "name, an expression, or the dict form of one"
+        )
+    kind = data.get("subtask_type")
+    options = dict(data.get("options") or {})
+    inner = data.get("kwargs") or {}
+    if kind == "chain":
+        return chain(*(from_celery_dict(t) for t in inner.get("tasks", ())), options=options)
+    if kind == "group":
+        return group([from_celery_dict(t) for t in inner.get("tasks", ())], options=options)
+    if kind == "chord":
+        header: Any = inner.get("header") or ()
+        members = header.get("kwargs", {}).get("tasks", ()) if "task" in header else header
+        body = inner.get("body")
+        return chord(
+            [from_celery_dict(t) for t in members],
+            None if body is None else from_celery_dict(body),
+            options,
+        )
+    if kind is not None:
+        raise TypeError(f"unsupported Celery signature type {kind!r} in {dict(data)!r}")
+    return Signature(
+        data["task"], data.get("args") or (), inner, options, bool(data.get("immutable"))
+    )

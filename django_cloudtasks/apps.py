@@ -23,13 +23,16 @@ class CloudTasksConfig(AppConfig):
         import canvas.executor
         from django_cloudtasks import (
             checks,  # noqa: F401 - registers the checks
+            registry,
             store,  # noqa: F401 - registers the database check
         )
+        from django_cloudtasks.results import AsyncResult
         from django_cloudtasks.runner import deliver
         from django_cloudtasks.transports import install_delivery
 
         autodiscover_modules("tasks")
         canvas.executor.install(WorkflowExecutor())
+        registry.result_type = AsyncResult
         install_delivery(deliver)
         setting_changed.connect(_settings_changed, dispatch_uid="django_cloudtasks.settings")
 
@@ -47,7 +50,18 @@ class WorkflowExecutor:
     def apply_async(self, expression: Any, options: dict[str, Any]) -> Any:
         """Persist ``expression`` and return the result handle of its last step."""
         # Not above: see ready().
+        from django_cloudtasks.conf import conf
         from django_cloudtasks.engine import persist
         from django_cloudtasks.results import result_for
+        from django_cloudtasks.transports import get_transport
 
-        return result_for(persist(expression, options).output)
+        result = result_for(persist(expression, options).output)
+        if conf.EAGER_PROPAGATES and get_transport().name == "eager" and result.failed():
+            result.get(timeout=0)  # raises the task's exception (task_eager_propagates)
+        return result
+
+    def call(self, signature: Any) -> Any:
+        """Call ``signature``'s function in this process (Celery's ``sig()``)."""
+        from django_cloudtasks.registry import call  # not above: see ready()
+
+        return call(signature)

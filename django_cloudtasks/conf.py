@@ -38,6 +38,7 @@ DEFAULTS: dict[str, tuple[str | None, Any]] = {
     "SCHEDULER_LOCATION": (None, None),
     "SCHEDULE_JOB_PREFIX": (None, "cloudtasks-schedule-"),
     "SCHEDULE_GRACE": (None, 120),
+    "EAGER_PROPAGATES": (None, False),
 }
 
 

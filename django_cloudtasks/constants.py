@@ -30,6 +30,9 @@ class State(models.TextChoices):
 READY_STATES = frozenset({State.SUCCESS, State.FAILURE, State.REVOKED})
 #: States in which a node is waiting to be delivered.
 WAITING_STATES = frozenset({State.PENDING, State.SCHEDULED, State.QUEUED, State.RETRY})
+#: The state Celery would report for each node state (a queued or scheduled task is
+#: PENDING in Celery's vocabulary); the others are the same.
+CELERY_STATES: dict[str, str] = {State.SCHEDULED: State.PENDING, State.QUEUED: State.PENDING}
 #: States from which a delivery may claim a node.
 CLAIMABLE_STATES = frozenset({State.SCHEDULED, State.QUEUED, State.RETRY})
 

@@ -1,13 +1,19 @@
-"""What a bound task (``@task(bind=True)``) receives as ``self``."""
+"""What a bound task (``@task(bind=True)``) receives as ``self``, and the running task."""
 
 from __future__ import annotations
 
+import ctypes
 import re
-from collections.abc import Mapping
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import NoReturn, Protocol
+from datetime import datetime, timedelta
+from typing import Any, Protocol
 
-from django_cloudtasks.exceptions import Retry
+from django.utils import timezone
+
+from django_cloudtasks.exceptions import Retry, SoftTimeLimitExceeded, rebuild_exception
 from django_cloudtasks.policy import TaskPolicy
 
 #: Request headers that carry credentials by name, never handed to task code.
@@ -54,7 +60,12 @@ class TaskLike(Protocol):
 
 @dataclass(frozen=True)
 class Request:
-    """The current delivery: ids, attempt counters and Cloud Tasks' headers."""
+    """The current delivery, with Celery's ``self.request`` names where they apply.
+
+    ``id`` is the node id; ``root_id`` the id of the workflow's first node is not
+    kept, so ``root_id`` is the workflow id; ``group`` is the id of the group join a
+    member feeds, ``group_index`` its position; ``chord`` the id of the body it feeds.
+    """
 
     id: str | None = None
     workflow_id: str | None = None
@@ -62,6 +73,28 @@ class Request:
     retries: int = 0
     attempt: int = 0
     headers: Mapping[str, str] = field(default_factory=dict)
+    called_directly: bool = False
+    args: tuple[Any, ...] = ()
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+    parent_id: str | None = None
+    group: str | None = None
+    group_index: int | None = None
+    chord: str | None = None
+    eta: str | None = None
+    expires: str | None = None
+    is_eager: bool = False
+    hostname: str = ""
+    delivery_info: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def task(self) -> str:
+        """Celery's name for :attr:`task_name`."""
+        return self.task_name
+
+    @property
+    def root_id(self) -> str | None:
+        """The workflow this delivery belongs to (Celery's ``root_id``)."""
+        return self.workflow_id
 
     @property
     def cloud_tasks_retry_count(self) -> int:
@@ -74,36 +107,142 @@ class Request:
         return int(self.headers.get("X-Cloudtasks-Taskexecutioncount", 0) or 0)
 
 
+_local = threading.local()
+
+
+@contextmanager
+def running(request: Request) -> Iterator[None]:
+    """Mark ``request``'s task function as running on this thread while in the block."""
+    stack: list[Request] = _local.__dict__.setdefault("stack", [])
+    stack.append(request)
+    try:
+        yield
+    finally:
+        stack.pop()
+
+
+@contextmanager
+def soft_time_limit(seconds: float | None) -> Iterator[None]:
+    """Raise :class:`SoftTimeLimitExceeded` in this thread after ``seconds``.
+
+    A timer thread sets the exception asynchronously (CPython's
+    ``PyThreadState_SetAsyncExc``): it is raised at the task's next Python bytecode,
+    so a task blocked in a C call (a socket read...) sees it only when that returns.
+    """
+    if not seconds:
+        yield
+        return
+    target = threading.get_ident()
+    lock = threading.Lock()
+    done = False
+
+    def expire() -> None:
+        with lock:
+            if not done:
+                ctypes.pythonapi.PyThreadState_SetAsyncExc(
+                    ctypes.c_ulong(target), ctypes.py_object(SoftTimeLimitExceeded)
+                )
+
+    timer = threading.Timer(seconds, expire)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        # After this, the timer sets nothing. One that fired just before is raised
+        # here, at the latest, so it fails this task and nothing else. (It is not
+        # cleared: clearing with PyThreadState_SetAsyncExc(id, NULL) leaves the
+        # interpreter checking for it on every instruction.)
+        with lock:
+            done = True
+        timer.cancel()
+
+
+def running_depth() -> int:
+    """How many task functions are running on this thread (nested eager runs)."""
+    return len(_local.__dict__.get("stack") or ())
+
+
+def current_request() -> Request | None:
+    """The request of the task function running on this thread, if any."""
+    stack: list[Request] = _local.__dict__.get("stack") or []
+    return stack[-1] if stack else None
+
+
 class TaskContext:
     """``self`` of a bound task: ``self.request``, ``self.retry()``, ``self.is_revoked()``."""
 
-    def __init__(self, task: TaskLike, request: Request) -> None:
+    def __init__(
+        self,
+        task: TaskLike,
+        request: Request,
+        record_progress: Callable[[str, str, Any], None] | None = None,
+    ) -> None:
         self.task = task
         self.request = request
+        self.pending_retry: Retry | None = None  # self.retry(throw=False)
+        # The runner hands the engine's writer in: this layer sits below the engine.
+        self._record_progress = record_progress
 
     @classmethod
     def direct(cls, task: TaskLike) -> TaskContext:
         """The context of a plain in-process call (no node behind it)."""
-        return cls(task, Request(task_name=task.name))
+        return cls(task, Request(task_name=task.name, called_directly=True))
 
     @property
     def name(self) -> str:
         """The task's registered name."""
         return self.task.name
 
+    @property
+    def max_retries(self) -> int | None:
+        """The task's retry limit."""
+        return self.task.policy.max_retries
+
     def retry(
         self,
-        countdown: float | None = None,
+        args: Any = None,
+        kwargs: Any = None,
         exc: BaseException | None = None,
+        throw: bool = True,
+        eta: datetime | None = None,
+        countdown: float | None = None,
         max_retries: int | None = None,
-    ) -> NoReturn:
-        """Ask for another attempt in ``countdown`` seconds (default: the task's backoff).
+        queue: str | None = None,
+    ) -> Retry:
+        """Ask for another attempt in ``countdown`` seconds or at ``eta`` (default: backoff).
+
+        ``args``/``kwargs`` replace the call's arguments for the next attempts and
+        ``queue`` its queue. Called directly (not in a delivery), it raises ``exc``,
+        as Celery does. With ``throw=False`` the retry is recorded and the function
+        goes on; its return value is ignored.
 
         Raises:
-            Retry: always; the runner catches it. When retries are exhausted the node
-                fails with ``exc`` (or the ``Retry`` itself).
+            Retry: the runner catches it. When retries are exhausted the node fails
+                with ``exc``, or ``MaxRetriesExceededError`` without one.
         """
-        raise Retry(countdown=countdown, exc=exc, max_retries=max_retries)
+        if self.request.called_directly:
+            raise exc if exc is not None else Retry("Task can be retried")
+        if eta is not None and countdown is None:
+            countdown = max(0.0, (eta - timezone.now()) / timedelta(seconds=1))
+        retry = Retry(
+            exc=exc,
+            countdown=countdown,
+            max_retries=max_retries,
+            args=args,
+            kwargs=kwargs,
+            queue=queue,
+        )
+        if not throw:
+            self.pending_retry = retry
+            return retry
+        raise retry
+
+    def update_state(self, state: str = "PROGRESS", meta: Any = None) -> None:
+        """Record a custom state and ``meta`` (JSON data) for ``.state``/``.info`` to show
+        while the task runs (one UPDATE; nothing when called directly)."""
+        if self.request.id is not None and self._record_progress is not None:
+            self._record_progress(self.request.id, str(state), meta)
 
     def is_revoked(self) -> bool:
         """True once this node has been revoked (check it in long-running tasks)."""
@@ -117,3 +256,27 @@ class TaskContext:
 
     def __repr__(self) -> str:
         return f"<TaskContext {self.name} id={self.request.id}>"
+
+
+def celery_errback_arguments(info: Mapping[str, Any]) -> tuple[Any, Any, Any]:
+    """Celery's ``(request, exc, traceback)`` for the failure ``info`` reports."""
+    request = dict(info.get("request") or {})
+    exc = dict(info.get("exc") or {})
+    rebuilt = rebuild_exception(
+        str(exc.get("type") or "Exception"),
+        str(exc.get("message") or ""),
+        str(exc.get("module") or ""),
+        exc.get("args") if isinstance(exc.get("args"), list) else None,
+    )
+    return (
+        Request(
+            id=request.get("id"),
+            workflow_id=request.get("workflow_id"),
+            task_name=str(request.get("task_name") or ""),
+            retries=int(request.get("retries") or 0),
+            args=tuple(request.get("args") or ()),
+            kwargs=dict(request.get("kwargs") or {}),
+        ),
+        rebuilt,
+        str(info.get("traceback") or ""),
+    )

@@ -9,8 +9,10 @@ from datetime import datetime, timedelta
 from functools import partial
 
 from django.db import transaction
+from django.dispatch import Signal
 from django.utils import timezone
 
+from django_cloudtasks import signals
 from django_cloudtasks.conf import conf
 from django_cloudtasks.constants import MAX_SCHEDULE_AHEAD_SECONDS
 from django_cloudtasks.exceptions import EnqueueError
@@ -69,6 +71,8 @@ def send_now(dispatches: Sequence[Dispatch], now: datetime | None = None) -> Non
         logger.info("parked %d nodes beyond the 30-day horizon", len(far))
     if not near:
         return
+    if signals.before_task_publish.has_listeners():
+        _publish(signals.before_task_publish, near)
     try:
         get_transport().send(near)
     except Exception as exc:
@@ -84,6 +88,25 @@ def send_now(dispatches: Sequence[Dispatch], now: datetime | None = None) -> Non
             f"could not send {len(near)} ready nodes ({exc}); they are saved and "
             "`manage.py cloudtasks_sweep` will send them"
         ) from exc
+    if signals.after_task_publish.has_listeners():
+        _publish(signals.after_task_publish, near)
+
+
+def _publish(signal: Signal, dispatches: Sequence[Dispatch]) -> None:
+    """Send Celery's ``before_task_publish`` or ``after_task_publish`` per dispatch."""
+    for d in dispatches:
+        body = {"id": d.node_id, "task": d.task_name, "retries": d.retries}
+        body["eta"] = d.eta.isoformat() if d.eta else None
+        signal.send(
+            d.task_name,
+            body=body,
+            exchange=d.queue,
+            routing_key=d.queue,
+            headers={"id": d.node_id, "task": d.task_name, "root_id": d.workflow_id},
+            properties={},
+            declare=[],
+            retry_policy=None,
+        )
 
 
 def cancel_on_commit(dispatches: Sequence[Dispatch]) -> None:

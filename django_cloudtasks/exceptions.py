@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import builtins
+import sys
+from collections.abc import Sequence
 from typing import Any
 
 
@@ -56,27 +58,68 @@ class WrongTask(CloudTasksError, ValueError):
 class Retry(CloudTasksError):
     """Raised by ``self.retry()`` inside a bound task to ask for another attempt.
 
-    ``max_retries``, when set, overrides the task's limit for this retry.
+    ``max_retries``, when set, overrides the task's limit for this retry; ``args``,
+    ``kwargs`` and ``queue``, when set, replace the node's for the next attempts.
     """
 
     def __init__(
         self,
-        countdown: float | None = None,
+        message: str | None = None,
         exc: BaseException | None = None,
+        *,
+        countdown: float | None = None,
         max_retries: int | None = None,
+        args: Any = None,
+        kwargs: Any = None,
+        queue: str | None = None,
     ) -> None:
-        super().__init__(f"retry in {countdown}s" if countdown is not None else "retry")
+        if message is None:
+            message = f"Retry in {countdown:g}s" if countdown is not None else "Retry"
+            if exc is not None:
+                message += f": {exc!r}"
+        super().__init__(message)
         self.countdown = countdown
         self.exc = exc
         self.max_retries = max_retries
+        self.call_args = args
+        self.call_kwargs = kwargs
+        self.queue = queue
 
 
-class TaskRevoked(CloudTasksError):
-    """Raised by ``get()`` when the node was revoked."""
+class MaxRetriesExceededError(CloudTasksError):
+    """A task asked for a retry (``self.retry()`` without ``exc``) after its last one."""
+
+
+class TaskRevokedError(CloudTasksError):
+    """The node was revoked: raised by ``get()``, and the ``result`` of a revoked node."""
+
+
+TaskRevoked = TaskRevokedError  # the former name
+
+
+class ChordError(CloudTasksError):
+    """A node failed because a node upstream of it (a chord member...) failed."""
+
+
+class Reject(CloudTasksError):
+    """Raised in a task: it fails for good, without a retry."""
+
+    def __init__(self, reason: Any = None, requeue: bool = False) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.requeue = requeue
+
+
+class Ignore(CloudTasksError):
+    """Raised in a task: it ends with no result and nothing downstream of it runs."""
+
+
+class SoftTimeLimitExceeded(CloudTasksError):
+    """Raised inside a task whose ``soft_time_limit`` has passed."""
 
 
 class RemoteTaskError(CloudTasksError):
-    """A task failed with an exception that is not a Python builtin.
+    """A task failed with an exception whose class cannot be found in this process.
 
     Its class is created with the original exception's name (and module in
     ``original_module``), so ``type(exc).__name__`` reads as the original; nothing is
@@ -89,27 +132,51 @@ class RemoteTaskError(CloudTasksError):
 _remote_classes: dict[tuple[str, str], type[RemoteTaskError]] = {}
 
 
-def rebuild_exception(exc_type: str, message: str, module: str = "") -> BaseException:
+def exception_class(exc_type: str, module: str = "") -> type[BaseException] | None:
+    """The exception class named by ``module`` and ``exc_type``, if this process has it.
+
+    Only modules that are already imported are looked in: stored data never makes
+    this process import anything.
+    """
+    if module in ("", "builtins"):
+        found: Any = getattr(builtins, exc_type, None)
+    else:
+        found = sys.modules.get(module)
+        for part in exc_type.split("."):
+            found = getattr(found, part, None) if part.isidentifier() else None
+    if isinstance(found, type) and issubclass(found, BaseException):
+        return found
+    return None
+
+
+def rebuild_exception(
+    exc_type: str, message: str, module: str = "", args: Sequence[Any] | None = None
+) -> BaseException:
     """Return an exception standing for a recorded failure.
 
-    Builtin exception types (``ValueError``...) are rebuilt as themselves; any other
-    type becomes a :class:`RemoteTaskError` subclass of the same name.
+    A class this process has (a builtin, or a class of an imported module) is rebuilt
+    as itself with the original ``args``; any other becomes a :class:`RemoteTaskError`
+    subclass of the same name.
     """
-    builtin: Any = getattr(builtins, exc_type, None)
-    if (
-        module in ("", "builtins")
-        and isinstance(builtin, type)
-        and issubclass(builtin, Exception)
-        and builtin.__module__ == "builtins"
-    ):
+    call_args = tuple(args) if args is not None else (message,)
+    cls = exception_class(exc_type, module)
+    if cls is not None:
         try:
-            return builtin(message)  # type: ignore[no-any-return]
-        except Exception:  # a builtin with a different constructor
-            pass
+            return cls(*call_args)
+        except Exception:  # a constructor that wants other arguments
+            try:
+                # Built without its __init__ (json.JSONDecodeError wants the document):
+                # its class and args are the original's, other attributes are not set.
+                rebuilt = cls.__new__(cls, *call_args)
+                rebuilt.args = call_args
+                return rebuilt
+            except Exception:
+                pass
     key = (module, exc_type)
-    cls = _remote_classes.get(key)
-    if cls is None:
-        safe = exc_type if exc_type.isidentifier() else "RemoteTaskError"
-        cls = type(safe, (RemoteTaskError,), {"original_module": module})
-        _remote_classes[key] = cls
-    return cls(message)
+    remote = _remote_classes.get(key)
+    if remote is None:
+        name = exc_type.rpartition(".")[2]
+        safe = name if name.isidentifier() else "RemoteTaskError"
+        remote = type(safe, (RemoteTaskError,), {"original_module": module})
+        _remote_classes[key] = remote
+    return remote(*call_args)

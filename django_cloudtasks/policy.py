@@ -14,6 +14,7 @@ import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from enum import StrEnum
 from typing import Any, Protocol
 
 from canvas import InputRule
@@ -35,6 +36,12 @@ class TaskPolicy:
     dispatch_deadline: float | None = None
     bind: bool = False
     options: Mapping[str, Any] = field(default_factory=dict)
+    dont_autoretry_for: tuple[type[BaseException], ...] = ()
+    retry_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    ignore_result: bool = False
+    soft_time_limit: float | None = None
+    throws: tuple[type[BaseException], ...] = ()
+    typing: bool = True
 
     def node_options(self) -> dict[str, Any]:
         """Options this policy sets for every node that runs the task."""
@@ -48,6 +55,64 @@ class TaskPolicy:
 
 #: The keyword arguments an error callback receives about the failure it reports.
 ERRBACK_PARAMETERS = ("original_task_id", "original_task_name", "error", "payload")
+
+
+class ErrbackForm(StrEnum):
+    """How an error callback is called, read from its function's parameters.
+
+    ``KEYWORDS`` (this package's form): it names some of :data:`ERRBACK_PARAMETERS`,
+    or takes only ``**kwargs``. ``CELERY``: it takes more than one positional argument,
+    and is called as Celery calls it, ``(request, exc, traceback, *args)``.
+    ``TASK_ID``: Celery's old form, ``(task_id, *args)``.
+    """
+
+    KEYWORDS = "keywords"
+    CELERY = "celery"
+    TASK_ID = "task_id"
+
+
+def errback_form(signature: inspect.Signature) -> ErrbackForm:
+    """The form in which the function of ``signature`` is called as an error callback."""
+    params = signature.parameters
+    if any(name in params for name in ERRBACK_PARAMETERS):
+        return ErrbackForm.KEYWORDS
+    kinds = [p.kind for p in params.values()]
+    positional = sum(k in (_POSITIONAL_ONLY, _POSITIONAL_OR_KEYWORD) for k in kinds)
+    if positional > 1 or inspect.Parameter.VAR_POSITIONAL in kinds:
+        return ErrbackForm.CELERY
+    if positional == 1:
+        return ErrbackForm.TASK_ID
+    return ErrbackForm.KEYWORDS
+
+
+_POSITIONAL_ONLY = inspect.Parameter.POSITIONAL_ONLY
+_POSITIONAL_OR_KEYWORD = inspect.Parameter.POSITIONAL_OR_KEYWORD
+
+
+def errback_arguments(
+    signature: inspect.Signature,
+    args: Sequence[Any],
+    kwargs: Mapping[str, Any],
+    info: Mapping[str, Any],
+    celery: tuple[Any, Any, Any],
+) -> tuple[list[Any], dict[str, Any]]:
+    """The arguments of a mutable error callback, given what it reports.
+
+    ``info`` holds :data:`ERRBACK_PARAMETERS`; ``celery`` is ``(request, exc,
+    traceback)`` for the Celery form.
+    """
+    form = errback_form(signature)
+    if form == ErrbackForm.CELERY:
+        return [*celery, *args], dict(kwargs)
+    if form == ErrbackForm.TASK_ID:
+        return [info.get("original_task_id"), *args], dict(kwargs)
+    params = signature.parameters
+    takes_any = any(p.kind == p.VAR_KEYWORD for p in params.values())
+    call_kwargs = dict(kwargs)
+    for key in ERRBACK_PARAMETERS:
+        if (takes_any or key in params) and key not in call_kwargs:
+            call_kwargs[key] = info.get(key)
+    return list(args), call_kwargs
 
 
 class HasPolicy(Protocol):

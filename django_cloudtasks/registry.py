@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import inspect
 import threading
-from collections.abc import Callable, Mapping, Sequence
+import traceback
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import wrapt
 
-from canvas import Signature
-from django_cloudtasks.context import TaskContext
+from canvas import Signature, signature, xmap, xstarmap
+from canvas import chunks as chunks_of
+from canvas.mapping import MAP_TASK, STARMAP_TASK
+from django_cloudtasks.context import Request, TaskContext, running
 from django_cloudtasks.exceptions import AlreadyRegistered, NotRegistered
 from django_cloudtasks.policy import TaskPolicy
 
@@ -78,6 +83,47 @@ class Task(wrapt.FunctionWrapper):  # type: ignore[misc]
         """Run one call asynchronously with run options (``countdown``, ``eta``...)."""
         return Signature(self.name, args or (), kwargs).apply_async(**options)
 
+    def map(self, it: Iterable[Any]) -> Signature:
+        """Celery's ``task.map(it)``: one task returning ``[task(item) for item in it]``."""
+        return xmap(self.s(), it)
+
+    def starmap(self, it: Iterable[Any]) -> Signature:
+        """Celery's ``task.starmap(it)``: one task returning ``[task(*item) for item in it]``."""
+        return xstarmap(self.s(), it)
+
+    def chunks(self, it: Iterable[Any], n: int) -> chunks_of:
+        """Celery's ``task.chunks(it, n)``: parts of ``n`` argument tuples run as a group."""
+        return chunks_of(self.s(), it, n)
+
+    def apply(
+        self, args: Sequence[Any] | None = None, kwargs: Mapping[str, Any] | None = None
+    ) -> EagerResult:
+        """Run the function now, in this process, as Celery's ``task.apply()`` does.
+
+        Nothing is stored or sent. A bound task's ``self.request.is_eager`` is true.
+        Returns an :class:`EagerResult`; an exception is kept in it, not raised.
+        """
+        call_args, call_kwargs = tuple(args or ()), dict(kwargs or {})
+        task_id = str(uuid.uuid4())
+        request = Request(
+            id=task_id, task_name=self.name, args=call_args, kwargs=call_kwargs, is_eager=True
+        )
+        try:
+            with running(request):
+                if self.policy.bind:
+                    value = self.__wrapped__(TaskContext(self, request), *call_args, **call_kwargs)
+                else:
+                    value = self.__wrapped__(*call_args, **call_kwargs)
+        except Exception as exc:
+            return EagerResult(task_id, "FAILURE", exc, "".join(traceback.format_exception(exc)))
+        return EagerResult(task_id, "SUCCESS", value)
+
+    def AsyncResult(self, task_id: Any) -> Any:
+        """The result handle of node ``task_id`` (Celery's ``task.AsyncResult(id)``)."""
+        if result_type is None:
+            raise RuntimeError("django_cloudtasks is not ready: add it to INSTALLED_APPS")
+        return result_type(task_id)
+
     def call_signature(self) -> inspect.Signature:
         """The parameters a node's arguments must bind to (without ``self`` if bound)."""
         sig = self._self_call_signature
@@ -94,6 +140,77 @@ class Task(wrapt.FunctionWrapper):  # type: ignore[misc]
 
     def __reduce_ex__(self, protocol: Any) -> Any:
         return (get_task, (self.name,))
+
+
+@dataclass(frozen=True)
+class EagerResult:
+    """The outcome of :meth:`Task.apply`: Celery's ``EagerResult``."""
+
+    id: str
+    state: str
+    result: Any
+    traceback: str | None = None
+
+    @property
+    def status(self) -> str:
+        """The same as :attr:`state`."""
+        return self.state
+
+    @property
+    def info(self) -> Any:
+        """The same as :attr:`result`."""
+        return self.result
+
+    def ready(self) -> bool:
+        """Always true: the function has run."""
+        return True
+
+    def successful(self) -> bool:
+        """True when the function returned."""
+        return self.state == "SUCCESS"
+
+    def failed(self) -> bool:
+        """True when the function raised."""
+        return self.state == "FAILURE"
+
+    def get(self, timeout: float | None = None, propagate: bool = True, **_: Any) -> Any:
+        """The return value; the exception is raised when ``propagate`` is true."""
+        if self.failed() and propagate:
+            raise self.result
+        return self.result
+
+
+#: The result handle class ``Task.AsyncResult`` builds; the app installs it when ready
+#: (``django_cloudtasks.results.AsyncResult``, which sits above this module).
+result_type: Callable[[Any], Any] | None = None
+
+
+def _policy_attribute(name: str) -> property:
+    def read(self: Task) -> Any:
+        return getattr(self.policy, name)
+
+    return property(read, doc=f"The task's ``{name}`` (from its policy).")
+
+
+for _name in (
+    "max_retries",
+    "default_retry_delay",
+    "autoretry_for",
+    "dont_autoretry_for",
+    "retry_backoff",
+    "retry_backoff_max",
+    "retry_jitter",
+    "retry_kwargs",
+    "queue",
+    "expires",
+    "dispatch_deadline",
+    "ignore_result",
+    "soft_time_limit",
+    "throws",
+    "typing",
+):
+    setattr(Task, _name, _policy_attribute(_name))
+Task.time_limit = _policy_attribute("dispatch_deadline")  # type: ignore[attr-defined]
 
 
 def _call_directly(
@@ -178,17 +295,32 @@ def task(
     Keyword arguments: ``name`` (default: the function's name), ``queue``,
     ``max_retries``, ``retry_backoff``, ``retry_backoff_max``, ``retry_jitter``,
     ``autoretry_for``, ``default_retry_delay``, ``expires``, ``dispatch_deadline``,
-    ``bind`` (pass a :class:`~django_cloudtasks.context.TaskContext` as ``self``).
+    ``bind`` (pass a :class:`~django_cloudtasks.context.TaskContext` as ``self``), and
+    Celery's ``time_limit`` (as ``dispatch_deadline``), ``soft_time_limit``,
+    ``retry_kwargs``, ``dont_autoretry_for``, ``ignore_result``, ``throws``, ``typing``.
 
     Raises:
         AlreadyRegistered: when another function already has the name.
         TypeError: for an unknown keyword argument.
     """
+    for option, rewrite in _UNSUPPORTED.items():
+        if option in policy:
+            raise TypeError(f"@task does not support {option}=: {rewrite}")
+    if "time_limit" in policy:
+        if policy.get("dispatch_deadline") is not None:
+            raise TypeError("@task got both time_limit and dispatch_deadline; pass one")
+        policy["dispatch_deadline"] = policy.pop("time_limit")
     unknown = set(policy) - set(TaskPolicy.__dataclass_fields__)
     if unknown:
         raise TypeError(f"@task got unknown arguments: {', '.join(sorted(unknown))}")
-    if "autoretry_for" in policy:
-        policy["autoretry_for"] = tuple(policy["autoretry_for"])
+    for option in ("autoretry_for", "dont_autoretry_for", "throws"):
+        if option in policy:
+            policy[option] = tuple(policy[option])
+    retry_kwargs = dict(policy.get("retry_kwargs") or {})
+    if set(retry_kwargs) - {"max_retries", "countdown"}:
+        raise TypeError(f"retry_kwargs takes max_retries and countdown, got {retry_kwargs!r}")
+    if "max_retries" in retry_kwargs:
+        policy["max_retries"] = retry_kwargs["max_retries"]
 
     def decorate(function: Callable[..., Any]) -> Task:
         if not callable(function):
@@ -196,6 +328,16 @@ def task(
         return registry.register(function, name or function.__name__, TaskPolicy(**policy))
 
     return decorate(func) if func is not None else decorate
+
+
+#: Celery's @task arguments that have no counterpart here, with the rewrite.
+_UNSUPPORTED = {
+    "priority": "Cloud Tasks queues have no priorities; send urgent work to its own queue "
+    "(queue=...)",
+    "routing_key": "name the Cloud Tasks queue with queue=...",
+    "rate_limit": "set the queue's max_dispatches_per_second in CLOUDTASKS['QUEUES']",
+    "link": "compose with |: (task.s() | callback.s())",
+}
 
 
 def get_task(name: str) -> Task:
@@ -215,3 +357,33 @@ def task_queue(task_name: str) -> str:
     if not task_name or task_name not in registry:
         return ""
     return registry.get(task_name).policy.queue or ""
+
+
+def call(sig: Signature) -> Any:
+    """Call ``sig``'s registered function in this process, as Celery's ``sig()`` does.
+
+    A bound task gets a context whose ``request.called_directly`` is true.
+
+    Raises:
+        NotRegistered: when no task has the signature's name.
+    """
+    return registry.get(sig.task_name)(*sig.args, **sig.kwargs)
+
+
+def _run_map(task: Mapping[str, Any], it: Iterable[Any]) -> list[Any]:
+    sig = signature(dict(task))
+    if not isinstance(sig, Signature):
+        raise TypeError(f"{MAP_TASK} runs one task signature, got {sig!r}")
+    return [call(sig.clone((item,))) for item in it]
+
+
+def _run_starmap(task: Mapping[str, Any], it: Iterable[Any]) -> list[Any]:
+    sig = signature(dict(task))
+    if not isinstance(sig, Signature):
+        raise TypeError(f"{STARMAP_TASK} runs one task signature, got {sig!r}")
+    return [call(sig.clone(tuple(item))) for item in it]
+
+
+# Celery's built-in map tasks, which canvas.xmap, xstarmap and chunks name.
+registry.register(_run_map, MAP_TASK, TaskPolicy())
+registry.register(_run_starmap, STARMAP_TASK, TaskPolicy())

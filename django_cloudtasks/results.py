@@ -6,19 +6,34 @@ Every property reads the database afresh; ``get()`` polls it.
 from __future__ import annotations
 
 import time
+import uuid
 from typing import Any
 
-from django_cloudtasks.constants import READY_STATES, NodeKind, State, WorkflowStatus
-from django_cloudtasks.engine import revoke_node, revoke_workflow
-from django_cloudtasks.exceptions import NodeNotFound, TaskRevoked, TimeoutError, rebuild_exception
+from django_cloudtasks.constants import CELERY_STATES, READY_STATES, NodeKind, State, WorkflowStatus
+from django_cloudtasks.context import current_request
+from django_cloudtasks.engine import progress_of, revoke_node, revoke_workflow
+from django_cloudtasks.exceptions import (
+    NodeNotFound,
+    TaskRevokedError,
+    TimeoutError,
+    rebuild_exception,
+)
 from django_cloudtasks.models import Node, Workflow
+from django_cloudtasks.transports import get_transport
 
 
 class AsyncResult:
-    """The state and result of one node, by id (Celery's ``AsyncResult``)."""
+    """The state and result of one node, by id (Celery's ``AsyncResult``).
+
+    Raises:
+        ValueError: when ``id`` is not a node id (a UUID).
+    """
 
     def __init__(self, id: Any) -> None:
-        self.id = str(id)
+        try:
+            self.id = str(uuid.UUID(str(id)))
+        except ValueError:
+            raise ValueError(f"{id!r} is not a task id (a UUID)") from None
 
     def __repr__(self) -> str:
         return f"<AsyncResult {self.id}>"
@@ -37,12 +52,28 @@ class AsyncResult:
 
     @property
     def state(self) -> str:
-        """PENDING, SCHEDULED, QUEUED, STARTED, RETRY, SUCCESS, FAILURE or REVOKED."""
-        return str(
-            Node.objects.filter(pk=self.id).values_list("state", flat=True).first() or State.PENDING
-        )
+        """Celery's state: PENDING (also while queued or scheduled), STARTED, RETRY,
+        SUCCESS, FAILURE or REVOKED, or the state a running task set with
+        ``self.update_state()``. An unknown id is PENDING."""
+        row = Node.objects.filter(pk=self.id).values_list("state", "result").first()
+        if row is None:
+            return str(State.PENDING)
+        state, result = row
+        if state == State.STARTED:
+            progress = progress_of(result)
+            if progress is not None:
+                return progress[0]
+        return str(CELERY_STATES.get(state, state))
 
     status = state
+
+    @property
+    def detailed_state(self) -> str:
+        """The node's own state, finer than Celery's: PENDING (waiting on its parents),
+        SCHEDULED (sent, waiting for its ETA), QUEUED (sent), STARTED, RETRY, SUCCESS,
+        FAILURE or REVOKED. An unknown id is PENDING."""
+        state = Node.objects.filter(pk=self.id).values_list("state", flat=True).first()
+        return str(state or State.PENDING)
 
     @property
     def workflow_id(self) -> str:
@@ -56,39 +87,53 @@ class AsyncResult:
 
     @property
     def result(self) -> Any:
-        """The return value on SUCCESS, the exception on FAILURE, else None."""
-        return _value(self._node())
+        """The return value on SUCCESS, the exception on FAILURE, a
+        :class:`TaskRevokedError` on REVOKED, the retry reason in RETRY, the meta of
+        ``self.update_state()`` while running; else (and for an unknown id) None."""
+        node = Node.objects.filter(pk=self.id).first()
+        return None if node is None else _value(node)
 
     info = result
 
     @property
     def traceback(self) -> str | None:
         """The formatted traceback of a failure, else None."""
-        return self._node().error_traceback or None
+        node = Node.objects.filter(pk=self.id).first()
+        return None if node is None else node.error_traceback or None
 
     def ready(self) -> bool:
         """True once SUCCESS, FAILURE or REVOKED."""
-        return self.state in READY_STATES
+        return self.detailed_state in READY_STATES
 
     def successful(self) -> bool:
         """True on SUCCESS."""
-        return self.state == State.SUCCESS
+        return self.detailed_state == State.SUCCESS
 
     def failed(self) -> bool:
         """True on FAILURE."""
-        return self.state == State.FAILURE
+        return self.detailed_state == State.FAILURE
 
     def get(
         self, timeout: float | None = None, interval: float = 0.2, propagate: bool = True
     ) -> Any:
         """Wait until ready and return the result.
 
+        An id no node has yet is waited for, as Celery waits for a PENDING task.
+
         Raises:
             TimeoutError: after ``timeout`` seconds without a final state.
-            The task's exception (rebuilt) on FAILURE, and :class:`TaskRevoked` on
-            REVOKED, when ``propagate`` is true.
+            RuntimeError: when called inside a running task (except under the eager
+                transport), where waiting could hang: compose with ``|`` instead.
+            The task's exception (rebuilt) on FAILURE, and :class:`TaskRevokedError`
+                on REVOKED, when ``propagate`` is true.
         """
-        node = _wait(lambda: self._node(), lambda n: n.state in READY_STATES, timeout, interval)
+        _assert_will_not_block()
+        node = _wait(
+            lambda: Node.objects.filter(pk=self.id).first(),
+            lambda n: n is not None and n.state in READY_STATES,
+            timeout,
+            interval,
+        )
         return _outcome(node, propagate)
 
     wait = get
@@ -266,16 +311,36 @@ def _wait(fetch: Any, done: Any, timeout: float | None, interval: float) -> Any:
         time.sleep(interval)
 
 
+def _assert_will_not_block() -> None:
+    if current_request() is not None and get_transport().name != "eager":
+        raise RuntimeError(
+            "Never call result.get() within a task: it waits for a delivery that may "
+            "need this very worker. Compose the work with | (a chain or a chord) instead."
+        )
+
+
 def _value(node: Node) -> Any:
     if node.state == State.SUCCESS:
         return node.result
-    if node.state == State.FAILURE:
+    if node.state in (State.FAILURE, State.RETRY):
         return _exception(node)
+    if node.state == State.REVOKED:
+        return _revoked(node)
+    if node.state == State.STARTED:
+        progress = progress_of(node.result)
+        return progress[1] if progress is not None else None
     return None
 
 
 def _exception(node: Node) -> BaseException:
-    return rebuild_exception(node.error_type or "Exception", node.error_message, node.error_module)
+    args = node.result if isinstance(node.result, list) else None
+    return rebuild_exception(
+        node.error_type or "Exception", node.error_message, node.error_module, args
+    )
+
+
+def _revoked(node: Node) -> TaskRevokedError:
+    return TaskRevokedError(f"node {node.pk} ({node.task_name or node.kind}) was revoked")
 
 
 def _outcome(node: Node, propagate: bool) -> Any:
@@ -285,4 +350,4 @@ def _outcome(node: Node, propagate: bool) -> Any:
         return _value(node)
     if node.state == State.FAILURE:
         raise _exception(node)
-    raise TaskRevoked(f"node {node.pk} ({node.task_name or node.kind}) was revoked")
+    raise _revoked(node)

@@ -23,11 +23,33 @@ from canvas import InputRule
 from django_cloudtasks import engine, signals
 from django_cloudtasks.conf import conf
 from django_cloudtasks.constants import CLAIMABLE_STATES, READY_STATES, NodeId, State
-from django_cloudtasks.context import Request, TaskContext
-from django_cloudtasks.exceptions import NodeNotFound, NotRegistered, Retry, WrongTask
+from django_cloudtasks.context import (
+    Request,
+    TaskContext,
+    celery_errback_arguments,
+    running,
+    soft_time_limit,
+)
+from django_cloudtasks.exceptions import (
+    Ignore,
+    MaxRetriesExceededError,
+    NodeNotFound,
+    NotRegistered,
+    Reject,
+    Retry,
+    WrongTask,
+    rebuild_exception,
+)
 from django_cloudtasks.models import Node
-from django_cloudtasks.policy import ERRBACK_PARAMETERS, backoff, due_by, is_expired, retry_limit
+from django_cloudtasks.policy import (
+    backoff,
+    due_by,
+    errback_arguments,
+    is_expired,
+    retry_limit,
+)
 from django_cloudtasks.registry import Task, registry
+from django_cloudtasks.transports import get_transport
 
 logger = logging.getLogger("django_cloudtasks.runner")
 
@@ -104,7 +126,7 @@ def _start(node: Node, headers: Mapping[str, str], inline: _Inline | None) -> Ou
     now = node.started_at or timezone.now()
     engine.extend_lease(node, now)
     if is_expired(node.options.get("expires"), node.ready_at or node.created_at, now):
-        engine.revoke_node(node.pk)
+        engine.revoke_node(node.pk, expired=True)
         return Outcome(200, State.REVOKED, "expired")
     return _run(node, headers, inline if inline is not None and inline.open() else None)
 
@@ -172,34 +194,104 @@ def _run(node: Node, headers: Mapping[str, str], inline: _Inline | None = None) 
     except TypeError as exc:
         return _fail(node, _error_from(exc, with_traceback=False), attempt)
     signals.node_started.send(Node, node=node)
+    request = _request(node, attempt, args, kwargs, headers)
+    signals.task_prerun.send(task, task_id=request.id, task=task, args=args, kwargs=kwargs)
+    outcome = _call(node, task, request, args, kwargs, attempt, inline)
+    if signals.task_postrun.has_listeners():
+        value = node.result if outcome.state == State.SUCCESS else None
+        signals.task_postrun.send(
+            task,
+            task_id=request.id,
+            task=task,
+            args=args,
+            kwargs=kwargs,
+            retval=value,
+            state=outcome.state,
+        )
+    return outcome
+
+
+def _call(
+    node: Node,
+    task: Task,
+    request: Request,
+    args: list[Any],
+    kwargs: dict[str, Any],
+    attempt: int,
+    inline: _Inline | None,
+) -> Outcome:
+    """Call the task's function and settle the node by what it did."""
+    context = TaskContext(task, request, engine.record_progress) if task.policy.bind else None
     try:
-        if task.policy.bind:
-            context = TaskContext(
-                task,
-                Request(
-                    id=str(node.pk),
-                    workflow_id=str(node.workflow_id),
-                    task_name=node.task_name,
-                    retries=node.retries,
-                    attempt=attempt,
-                    headers=dict(headers),
-                ),
-            )
-            value = task.__wrapped__(context, *args, **kwargs)
-        else:
-            value = task.__wrapped__(*args, **kwargs)
+        with running(request), soft_time_limit(task.policy.soft_time_limit):
+            if context is not None:
+                value = task.__wrapped__(context, *args, **kwargs)
+            else:
+                value = task.__wrapped__(*args, **kwargs)
+        if context is not None and context.pending_retry is not None:
+            raise context.pending_retry
         _check_result(value)
     except Retry as retry:
-        return _retry_or_fail(node, task, retry, retry.exc or retry, attempt, explicit=True)
+        return _retry_or_fail(node, task, retry, retry.exc, attempt, request)
+    except Ignore:
+        engine.revoke_node(node.pk)
+        signals.node_finished.send(Node, node=node, state=State.REVOKED)
+        return Outcome(200, State.REVOKED, "ignored")
+    except Reject as exc:
+        return _fail(node, _error_from(exc), attempt)
     except Exception as exc:
         if isinstance(exc, TypeError) and _is_json_error(exc):
             return _fail(node, _error_from(exc), attempt)
-        if task.policy.autoretry_for and isinstance(exc, task.policy.autoretry_for):
-            return _retry_or_fail(node, task, None, exc, attempt, explicit=False)
-        return _fail(node, _error_from(exc), attempt)
+        if _autoretries(task, exc):
+            return _retry_or_fail(node, task, _autoretry(task), exc, attempt, request)
+        return _fail(node, _error_from(exc, expected=isinstance(exc, task.policy.throws)), attempt)
+    if task.policy.ignore_result and not node.children:
+        value = None
     follow = engine.succeed(node, value, attempt, inline.origin if inline is not None else None)
+    node.result = value
     signals.node_finished.send(Node, node=node, state=State.SUCCESS)
+    signals.task_success.send(task, result=value)
     return Outcome(200, State.SUCCESS, follow=follow)
+
+
+def _autoretry(task: Task) -> Retry | None:
+    """The retry ``retry_kwargs`` asks for on an ``autoretry_for`` exception."""
+    options = task.policy.retry_kwargs
+    if not options:
+        return None
+    return Retry(countdown=options.get("countdown"), max_retries=options.get("max_retries"))
+
+
+def _autoretries(task: Task, exc: Exception) -> bool:
+    policy = task.policy
+    if not policy.autoretry_for or not isinstance(exc, policy.autoretry_for):
+        return False
+    return not (policy.dont_autoretry_for and isinstance(exc, policy.dont_autoretry_for))
+
+
+def _request(
+    node: Node, attempt: int, args: list[Any], kwargs: dict[str, Any], headers: Mapping[str, str]
+) -> Request:
+    """The request a task sees as ``self.request``, from the claimed row alone."""
+    options = node.options
+    return Request(
+        id=str(node.pk),
+        workflow_id=str(node.workflow_id),
+        task_name=node.task_name,
+        retries=node.retries,
+        attempt=attempt,
+        headers=dict(headers),
+        args=tuple(args),
+        kwargs=kwargs,
+        eta=node.eta.isoformat() if node.eta else None,
+        expires=str(options["expires"]) if options.get("expires") is not None else None,
+        is_eager=_transport_name() == "eager",
+        delivery_info={"queue": node.queue},
+    )
+
+
+def _transport_name() -> str:
+    return get_transport().name
 
 
 def _is_json_error(exc: TypeError) -> bool:
@@ -217,11 +309,9 @@ def _check_result(value: Any) -> None:
 def _call_arguments(node: Node, task: Task) -> tuple[list[Any], dict[str, Any]]:
     args, kwargs = node.call_arguments()
     if node.input_rule == InputRule.ERRBACK and isinstance(node.input, dict):
-        params = task.call_signature().parameters
-        takes_any = any(p.kind == p.VAR_KEYWORD for p in params.values())
-        for key in ERRBACK_PARAMETERS:
-            if (takes_any or key in params) and key not in kwargs:
-                kwargs[key] = node.input.get(key)
+        args, kwargs = errback_arguments(
+            task.call_signature(), args, kwargs, node.input, celery_errback_arguments(node.input)
+        )
     try:
         task.call_signature().bind(*args, **kwargs)
     except TypeError as exc:
@@ -233,25 +323,58 @@ def _retry_or_fail(
     node: Node,
     task: Task,
     retry: Retry | None,
-    exc: BaseException,
+    exc: BaseException | None,
     attempt: int,
-    explicit: bool,
+    request: Request,
 ) -> Outcome:
+    """Schedule the retry ``self.retry()`` or ``autoretry_for`` asked for, or fail.
+
+    Out of retries, the node fails with ``exc``, or with ``MaxRetriesExceededError``
+    when ``self.retry()`` gave none (as in Celery).
+    """
     options = node.options
     limit = retry_limit(retry.max_retries if retry is not None else None, options, task.policy)
     if limit is not None and node.retries >= limit:
+        if exc is None:
+            exc = MaxRetriesExceededError(
+                f"Can't retry {node.task_name}[{node.pk}] args:{list(node.args)} "
+                f"kwargs:{dict(node.kwargs)}"
+            )
         return _fail(node, _error_from(exc), attempt)
     countdown = retry.countdown if retry is not None and retry.countdown is not None else None
     if countdown is None:
         countdown = backoff(node.retries, task, options)
-    engine.schedule_retry(node, countdown, _error_from(exc), attempt)
+    changes: dict[str, Any] = {}
+    if retry is not None:
+        if retry.call_args is not None:
+            changes["args"] = list(retry.call_args)
+        if retry.call_kwargs is not None:
+            changes["kwargs"] = dict(retry.call_kwargs)
+        if retry.queue:
+            changes["queue"] = retry.queue
+    reason = exc if exc is not None else retry
+    assert reason is not None
+    error = _error_from(reason)
+    engine.schedule_retry(node, countdown, error, attempt, changes)
     signals.node_finished.send(Node, node=node, state=State.RETRY)
+    signals.task_retry.send(task, request=request, reason=reason, einfo=error["traceback"])
     return Outcome(200, State.RETRY, f"retry {node.retries} in {countdown:.3g}s")
 
 
-def _fail(node: Node, error: dict[str, str], attempt: int) -> Outcome:
+def _fail(node: Node, error: dict[str, Any], attempt: int) -> Outcome:
     engine.record_failure(node, error, attempt)
     signals.node_finished.send(Node, node=node, state=State.FAILURE)
+    if signals.task_failure.has_listeners():
+        args, kwargs = node.call_arguments()
+        signals.task_failure.send(
+            registry.get(node.task_name) if node.task_name in registry else node.task_name,
+            task_id=str(node.pk),
+            exception=rebuild_exception(error["type"], error["message"], error["module"]),
+            args=args,
+            kwargs=kwargs,
+            traceback=error["traceback"],
+            einfo=error["traceback"],
+        )
     logger.info(
         "node failed: %s: %s",
         error["type"],
@@ -261,14 +384,27 @@ def _fail(node: Node, error: dict[str, str], attempt: int) -> Outcome:
     return Outcome(200, State.FAILURE, f"{error['type']}: {error['message']}")
 
 
-def _error_from(exc: BaseException, with_traceback: bool = True) -> dict[str, str]:
+def _error_from(
+    exc: BaseException, with_traceback: bool = True, expected: bool = False
+) -> dict[str, Any]:
+    """The error to record; an ``expected`` one (``@task(throws=...)``) keeps no traceback."""
+    with_traceback = with_traceback and not expected
     cls = type(exc)
     return {
-        "type": cls.__name__,
+        "type": cls.__qualname__,
         "module": "" if cls.__module__ == "builtins" else cls.__module__,
         "message": str(exc),
         "traceback": "".join(traceback.format_exception(exc)) if with_traceback else "",
+        "args": _json_args(exc),
     }
+
+
+def _json_args(exc: BaseException) -> list[Any] | None:
+    """``exc.args`` when they are JSON data (so ``get()`` can rebuild the exception)."""
+    try:
+        return json.loads(json.dumps(list(exc.args)))  # type: ignore[no-any-return]
+    except (TypeError, ValueError):
+        return None
 
 
 def report(node_id: Any, status: str, value: Any, error: Mapping[str, Any]) -> Outcome:

@@ -23,6 +23,7 @@ from django_cloudtasks.engine.advance import (
 )
 from django_cloudtasks.engine.failure import descendants, fail, record_failure, schedule_retry
 from django_cloudtasks.engine.persist import Persisted, persist
+from django_cloudtasks.engine.progress import progress_of, record_progress
 from django_cloudtasks.engine.resume import RetryRefused, RetryReport, retry_node
 from django_cloudtasks.engine.revoke import revoke_node, revoke_workflow
 from django_cloudtasks.store import Take
@@ -42,7 +43,9 @@ __all__ = [
     "fail",
     "finish_workflow",
     "persist",
+    "progress_of",
     "record_failure",
+    "record_progress",
     "retry_node",
     "revoke_node",
     "revoke_workflow",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import uuid
 from collections.abc import Mapping
@@ -13,13 +14,21 @@ from django.db import transaction
 from django.utils import timezone
 
 import canvas
-from canvas import Expression
+from canvas import Expression, Signature
+from canvas.options import merge_options
 from django_cloudtasks import signals
 from django_cloudtasks.constants import NodeKind, State
 from django_cloudtasks.dispatch import dispatch_for, enqueue_on_commit
 from django_cloudtasks.engine.advance import advance
 from django_cloudtasks.models import Node, Workflow
-from django_cloudtasks.policy import check_binding, check_size, parse_moment, start_time
+from django_cloudtasks.policy import (
+    ERRBACK_PARAMETERS,
+    check_binding,
+    check_size,
+    errback_arguments,
+    parse_moment,
+    start_time,
+)
 from django_cloudtasks.registry import policy_options, registry, task_queue
 from django_cloudtasks.store import as_row, get_store
 
@@ -45,13 +54,24 @@ def persist(expression: Expression, options: Mapping[str, Any]) -> Persisted:
         TypeError: when a node's arguments cannot bind to its function.
     """
     graph = canvas.compile(expression)
+    errbacks: dict[str, Any] = {}
     for node in graph:
         if not node.is_barrier:
-            signature = registry.get(node.task_name).call_signature()
-            check_binding(
-                node.task_name, signature, node.args, node.kwargs, node.input, node.options
-            )
+            task = registry.get(node.task_name)
+            if task.policy.typing:
+                check_binding(
+                    node.task_name,
+                    task.call_signature(),
+                    node.args,
+                    node.kwargs,
+                    node.input,
+                    node.options,
+                )
             check_size(node.task_name, node.args, node.kwargs)
+            errbacks.update((json.dumps(d, sort_keys=True), d) for d in _errbacks(node.options))
+    errbacks.update((json.dumps(d, sort_keys=True), d) for d in _errbacks(options))
+    for data in errbacks.values():
+        _check_errback(data)
     now = timezone.now()
     run_options = dict(options)
     not_before = start_time(run_options, now)
@@ -70,7 +90,8 @@ def persist(expression: Expression, options: Mapping[str, Any]) -> Persisted:
     rows: list[Node] = []
     ready: list[Node] = []
     for gnode in graph:
-        node_options = {**policy_options(gnode.task_name), **defaults, **gnode.options}
+        # Celery: the options given to apply_async() take precedence over the node's.
+        node_options = {**policy_options(gnode.task_name), **merge_options(gnode.options, defaults)}
         row = Node(
             id=uuid.uuid4(),
             workflow=workflow,
@@ -116,6 +137,32 @@ def persist(expression: Expression, options: Mapping[str, Any]) -> Persisted:
         },
     )
     return Persisted(workflow, rows[graph.output])
+
+
+def _errbacks(options: Mapping[str, Any]) -> list[Any]:
+    return list(options.get("link_error") or ())
+
+
+def _check_errback(data: Any) -> None:
+    """Refuse an error callback that is not a registered task's signature, or whose
+    arguments would not bind in the form it is called in.
+
+    Raises:
+        TypeError: naming the callback.
+        NotRegistered: for an unregistered task name.
+    """
+    sig = Expression.from_dict(data)
+    if not isinstance(sig, Signature):
+        raise TypeError(f"an error callback must be a task signature, got {sig.describe()}")
+    signature = registry.get(sig.task_name).call_signature()
+    args, kwargs = list(sig.args), dict(sig.kwargs)
+    if not sig.immutable:
+        info = dict.fromkeys(ERRBACK_PARAMETERS)
+        args, kwargs = errback_arguments(signature, args, kwargs, info, (None, None, None))
+    try:
+        signature.bind(*args, **kwargs)
+    except TypeError as exc:
+        raise TypeError(f"error callback {sig!r}: {exc}") from None
 
 
 def _due(node: Node, now: datetime) -> datetime:

@@ -12,14 +12,16 @@ from django_cloudtasks.engine.advance import finish_workflow
 from django_cloudtasks.engine.failure import descendants
 from django_cloudtasks.exceptions import NodeNotFound, WorkflowNotFound
 from django_cloudtasks.models import Node, Workflow
+from django_cloudtasks.registry import registry
 from django_cloudtasks.store import chunks
 
 
-def revoke_node(node_id: NodeId) -> list[str]:
+def revoke_node(node_id: NodeId, expired: bool = False) -> list[str]:
     """Revoke a node and everything downstream of it; returns the revoked node ids.
 
     A node already running is marked REVOKED too: its result is kept when it ends,
     but nothing downstream starts. Waiting Cloud Tasks are deleted after commit.
+    ``expired`` is passed on to the ``task_revoked`` signal.
 
     Raises:
         NodeNotFound: when no node has that id.
@@ -32,7 +34,7 @@ def revoke_node(node_id: NodeId) -> list[str]:
         indices = {node.index}
         if node.kind != NodeKind.ERRBACK:
             indices |= descendants(node.workflow_id, node.children)
-        return _revoke(node.workflow_id, indices)
+        return _revoke(node.workflow_id, indices, expired)
 
 
 def revoke_workflow(workflow_id: WorkflowId) -> list[str]:
@@ -49,7 +51,7 @@ def revoke_workflow(workflow_id: WorkflowId) -> list[str]:
         return _revoke(workflow_id, None)
 
 
-def _revoke(workflow_id: WorkflowId, indices: set[int] | None) -> list[str]:
+def _revoke(workflow_id: WorkflowId, indices: set[int] | None, expired: bool = False) -> list[str]:
     now = timezone.now()
     nodes = Node.objects.filter(workflow_id=workflow_id).unfinished()
     if indices is not None:
@@ -79,4 +81,15 @@ def _revoke(workflow_id: WorkflowId, indices: set[int] | None) -> list[str]:
         ]
     )
     signals.nodes_revoked.send(Node, workflow_id=workflow_id, node_ids=[str(i) for i in ids])
+    if signals.task_revoked.has_listeners():
+        for victim in victims:
+            name = victim.task_name
+            signals.task_revoked.send(
+                registry.get(name) if name in registry else name or None,
+                request=None,
+                task_id=str(victim.pk),
+                terminated=False,
+                signum=None,
+                expired=expired,
+            )
     return [str(i) for i in ids]

@@ -6,6 +6,7 @@ import threading
 from collections import deque
 from collections.abc import Sequence
 
+from django_cloudtasks.context import running_depth
 from django_cloudtasks.transports.base import Deliver, Dispatch, Transport, installed_delivery
 
 
@@ -26,16 +27,21 @@ class EagerTransport(Transport):
         self._local = threading.local()
 
     def send(self, dispatches: Sequence[Dispatch]) -> None:
-        """Run ``dispatches`` (and whatever they make ready) before returning."""
+        """Run ``dispatches`` (and whatever they make ready) before returning.
+
+        Work sent from inside a running task function (a nested ``delay()``) runs at
+        once, before that function goes on, as Celery's ``task_always_eager`` does.
+        """
         deliver = self._deliver or installed_delivery()
         queue: deque[Dispatch] | None = getattr(self._local, "queue", None)
-        if queue is not None:
+        depth = getattr(self._local, "depth", 0)
+        if queue is not None and running_depth() <= depth:
             queue.extend(dispatches)
             return
-        queue = self._local.queue = deque(dispatches)
+        self._local.queue, self._local.depth = deque(dispatches), running_depth()
         try:
-            while queue:
-                dispatch = queue.popleft()
+            while self._local.queue:
+                dispatch = self._local.queue.popleft()
                 deliver(dispatch.node_id, retries=dispatch.retries, early=True)
         finally:
-            self._local.queue = None
+            self._local.queue, self._local.depth = queue, depth

@@ -36,10 +36,25 @@ def evaluate(expr: Expression, tasks: Tasks, incoming: Any = NOTHING) -> Any:
     if isinstance(expr, chain):
         value = incoming
         for member in expr.tasks:
+            if isinstance(member, group) and len(expr.tasks) > 1:
+                # Celery unrolls a group of one and skips an empty group in a chain.
+                members = flatten(member)
+                if not members:
+                    continue
+                if len(members) == 1:
+                    member = members[0]
             value = evaluate(member, tasks, value)
-        return value
+        return [] if value is NOTHING else value
     if isinstance(expr, group):
-        return [evaluate(member, tasks, incoming) for member in expr.tasks]
+        return [evaluate(member, tasks, incoming) for member in flatten(expr)]
     if isinstance(expr, chord):
         return evaluate(expr.body, tasks, evaluate(expr.header, tasks, incoming))
     raise TypeError(expr)
+
+
+def flatten(expr: group) -> list[Expression]:
+    """A group's members with directly nested groups unrolled, as Celery's group does."""
+    members: list[Expression] = []
+    for member in expr.tasks:
+        members.extend(flatten(member) if isinstance(member, group) else [member])
+    return members

@@ -59,9 +59,55 @@ def test_a_one_member_group_gives_a_one_element_list(identity, functions):
     assert run(group(identity.si(7)), functions) == [7]
 
 
-def test_an_empty_group_gives_an_empty_list(add, identity, functions):
+def test_an_empty_group_gives_an_empty_list(functions):
     assert run(group(), functions) == []
-    assert run(add.s(1, 1) | group() | identity.s(), functions) == []
+
+
+def test_an_empty_group_in_the_middle_of_a_chain_is_skipped(add, functions):
+    # Celery's chain skips it: add(1, 1) feeds add(1) directly.
+    assert run(add.s(1, 1) | group() | add.s(1), functions) == 3
+    assert run(chain(add.s(1, 1), group(), add.s(1)), functions) == 3
+
+
+def test_a_group_of_one_in_a_chain_runs_as_its_single_task(add, functions):
+    assert run(chain(add.s(2, 2), group(add.s(1)), add.s(1)), functions) == 6
+    assert run(add.s(2, 2) | group(add.s(1)) | add.s(1), functions) == 6
+    # At the end of a chain too: the result is not wrapped in a list.
+    assert run(add.s(2, 2) | group(add.s(1)), functions) == 5
+
+
+def test_a_group_of_one_on_its_own_or_as_a_chord_header_still_gives_a_list(add, tsum, functions):
+    assert run(group(add.si(1, 1)), functions) == [2]
+    assert run(group(add.si(1, 1)) | tsum.s(), functions) == 2
+    assert run(chord([add.si(1, 1)], tsum.s()), functions) == 2
+
+
+def test_nested_groups_unroll_into_one_flat_list(identity, functions):
+    expr = group(identity.si("a"), group(identity.si("b"), group(identity.si("c"))))
+    assert run(expr, functions) == ["a", "b", "c"]
+
+
+def test_a_chord_header_with_a_nested_group_passes_the_flat_list(identity, functions):
+    expr = chord([identity.si(1), group(identity.si(2), identity.si(3))], identity.s())
+    assert run(expr, functions) == [1, 2, 3]
+
+
+def test_a_nested_group_keeps_its_options_for_its_own_members(add):
+    inner = group(add.si(1, 1), add.si(2, 2)).set(queue="inner")
+    graph = compile(group(add.si(0, 0), inner).set(countdown=5))
+    tasks = [node for node in graph if not node.is_barrier]
+    assert [node.options.get("queue") for node in tasks] == [None, "inner", "inner"]
+    assert {node.options["countdown"] for node in tasks} == {5}
+    assert sum(node.is_barrier for node in graph) == 1
+
+
+def test_a_chain_of_only_empty_groups_gives_an_empty_list(functions):
+    assert run(chain(group(), group()), functions) == []
+
+
+def test_a_chord_without_a_body_cannot_be_compiled(add):
+    with pytest.raises(CanvasError, match=r"chord\(header\)\(body\)"):
+        compile(chord([add.si(1, 1)]))
 
 
 def test_a_chord_with_an_empty_header_gives_the_body_an_empty_list(tsum, functions):
@@ -75,7 +121,8 @@ def test_an_immutable_signature_ignores_its_parent_result(add, functions):
 def test_chord_of_chords_and_group_inside_a_chord_header(add, tsum, identity, functions):
     inner = chord([add.si(1, 1), add.si(2, 2)], tsum.s())
     expr = chord([inner, inner, group(identity.si(1), identity.si(2))], identity.s())
-    assert run(expr, functions) == [6, 6, [1, 2]]
+    # The group inside the header unrolls into it, as Celery's does.
+    assert run(expr, functions) == [6, 6, 1, 2]
 
 
 def test_barrier_nodes_keep_group_after_group_at_n_plus_m_edges(identity, tsum):
@@ -154,3 +201,19 @@ def test_a_group_of_ten_thousand_compiles_to_one_node_per_member_and_a_barrier(i
     graph = compile(group(identity.si(i) for i in range(10_000)) | identity.s())
     assert len(graph) == 10_002
     assert len(graph.edges()) == 10_001
+
+
+def test_unrolled_groups_are_stored_as_the_group_that_runs(add):
+    nested = compile(group(add.si(1, 1), group(add.si(2, 2), add.si(3, 3))))
+    assert [node.path for node in nested if not node.is_barrier] == ["0", "1", "2"]
+    lone = compile(add.s(1, 1) | group(add.s(1)) | add.s(2))
+    assert [node.path for node in lone] == ["0", "1", "2"]
+
+
+def test_a_chords_error_callbacks_go_to_its_body_only(add, tsum, identity):
+    expr = chord([add.s(1, 1).on_error(identity.si("own")), add.s(2, 2)], tsum.s())
+    expr = expr.on_error(identity.si("chord failed"))
+    nodes = {n.path: n for n in compile(expr) if not n.is_barrier}
+    assert [len(nodes[p].options.get("link_error", ())) for p in sorted(nodes)] == [1, 1, 0]
+    body = next(n for n in nodes.values() if n.task_name == "tsum")
+    assert body.options["link_error"][0]["args"] == ["chord failed"]

@@ -163,7 +163,7 @@ def test_the_delay_example_sends_the_task_with_an_eta_300_seconds_ahead(memory, 
     res = readme_delay().run()
     after = timezone.now()
 
-    assert res.state == State.SCHEDULED
+    assert res.state == State.PENDING and res.detailed_state == State.SCHEDULED
     assert len(memory.sent) == 1
     eta = memory.sent[0].eta
     assert eta is not None

@@ -27,6 +27,15 @@ def test_the_eager_fixture_finishes_workflows_inside_delay(cloudtasks_eager):
     assert (add.s(1, 2) | add.s(3)).delay().get(timeout=0) == 6
 
 
+@pytest.mark.django_db
+def test_eager_propagates_as_the_testing_page_shows(cloudtasks_eager, settings):
+    from tests.testapp.tasks import fail
+
+    settings.CLOUDTASKS = {**settings.CLOUDTASKS, "EAGER_PROPAGATES": True}
+    with pytest.raises(ValueError, match="failing on purpose"):
+        fail.delay(0)
+
+
 class CaptureTasksInATestCase(TestCase):
     def test_capture_tasks_runs_workflows_in_a_testcase(self):
         with capture_tasks() as tasks:

@@ -169,5 +169,182 @@ def dies_once(x):
     return x
 
 
+@task(bind=True)
+def bound_called_directly(self):
+    """Return whether this call ran in-process rather than as a delivery."""
+    return self.request.called_directly
+
+
+@task
+def celery_errback(request, exc, traceback):
+    """An error callback in Celery's form: the failed task's request, exc, traceback."""
+    from django_cloudtasks.exceptions import ChordError
+
+    _record(
+        "celery_errback",
+        {
+            "id": request.id,
+            "task": request.task_name,
+            "args": list(request.args),
+            "exc": type(exc).__name__,
+            "exc_args": [str(a) for a in exc.args],
+            "chord_error": isinstance(exc, ChordError),
+            "traceback": traceback,
+        },
+    )
+
+
+@task
+def old_errback(task_id, *, note="old"):
+    """An error callback in Celery's old form: the failed task's id."""
+    _record("old_errback", {"id": task_id, "note": note})
+
+
+@task
+def show_queue(x):
+    return x
+
+
+@task
+def nested_delay(x):
+    """Record before, delay a child, record after (eager order)."""
+    _record("nested", "before")
+    identity.delay(x)
+    _record("nested", "after")
+    return x
+
+
+@task
+def waits_on_child(x):
+    """Call get() on a result inside a task (Celery forbids it)."""
+    return identity.delay(x).get(timeout=1)
+
+
+class PaymentDeclined(Exception):
+    """A custom exception with several arguments."""
+
+    def __init__(self, code, amount):
+        super().__init__(code, amount)
+        self.code, self.amount = code, amount
+
+
+@task
+def declines(code, amount):
+    raise PaymentDeclined(code, amount)
+
+
+@task
+def bad_json():
+    import json
+
+    return json.loads("{not json")
+
+
+@task(bind=True, max_retries=1)
+def retries_without_exc(self):
+    _record("retries_without_exc", self.request.retries)
+    raise self.retry(countdown=0)
+
+
+@task(bind=True, max_retries=3)
+def retries_with_new_args(self, x):
+    _record("retries_with_new_args", x)
+    if x < 3:
+        raise self.retry(args=[x + 1], countdown=0, queue="other")
+    return x
+
+
+@task(bind=True, max_retries=5)
+def retry_directly(self, fail_with):
+    try:
+        raise ValueError(fail_with)
+    except ValueError as exc:
+        raise self.retry(exc=exc) from exc
+
+
+@task(bind=True, max_retries=5, default_retry_delay=0)
+def retry_later(self):
+    raise self.retry(exc=KeyError("not yet"), countdown=3600)
+
+
+@task
+def ignores():
+    from django_cloudtasks.exceptions import Ignore
+
+    _record("ignores")
+    raise Ignore()
+
+
+@task(autoretry_for=(ValueError,), max_retries=3)
+def rejects():
+    from django_cloudtasks.exceptions import Reject
+
+    _record("rejects")
+    raise Reject("bad input")
+
+
+@task(bind=True)
+def request_info(self, x, y=0):
+    r = self.request
+    return {
+        "id": r.id,
+        "args": list(r.args),
+        "kwargs": dict(r.kwargs),
+        "retries": r.retries,
+        "root_id": r.root_id,
+        "called_directly": r.called_directly,
+        "is_eager": r.is_eager,
+        "task": r.task,
+    }
+
+
+@task(bind=True)
+def reports_progress(self):
+    from django_cloudtasks.results import AsyncResult
+
+    self.update_state(state="PROGRESS", meta={"done": 1})
+    result = AsyncResult(self.request.id)
+    return [result.state, result.info]
+
+
+@task(
+    autoretry_for=(LookupError,),
+    dont_autoretry_for=(KeyError,),
+    retry_kwargs={"max_retries": 1, "countdown": 0},
+)
+def looks_up(kind):
+    _record("looks_up", kind)
+    raise KeyError(kind) if kind == "key" else IndexError(kind)
+
+
+@task(soft_time_limit=0.2)
+def overruns():
+    import time
+
+    from django_cloudtasks.exceptions import SoftTimeLimitExceeded
+
+    try:
+        for _ in range(100):
+            time.sleep(0.05)
+    except SoftTimeLimitExceeded:
+        return "stopped"
+    return "ran to the end"
+
+
+@task(ignore_result=True)
+def forgets(x):
+    return x
+
+
+@task(typing=False)
+def untyped(x):
+    return x
+
+
+@task(throws=(KeyError,))
+def expected_failure():
+    raise KeyError("expected")
+
+
 # The chaos run's tasks live in their own module; importing it registers them.
 from tests.testapp import chaos_tasks  # noqa: E402, F401
