@@ -52,10 +52,16 @@ class WorkflowExecutor:
         # Not above: see ready().
         from django_cloudtasks.conf import conf
         from django_cloudtasks.engine import persist
+        from django_cloudtasks.exceptions import EnqueueError
         from django_cloudtasks.results import result_for
         from django_cloudtasks.transports import get_transport
 
-        result = result_for(persist(expression, options).output)
+        try:
+            result = result_for(persist(expression, options).output)
+        except EnqueueError as exc:
+            if exc.output is not None:  # saved: hand back its handle with the error
+                exc.result = result_for(exc.output)
+            raise
         if conf.EAGER_PROPAGATES and get_transport().name == "eager" and result.failed():
             result.get(timeout=0)  # raises the task's exception (task_eager_propagates)
         return result

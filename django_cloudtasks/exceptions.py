@@ -28,7 +28,20 @@ class AlreadyRegistered(CloudTasksError, ValueError):
 
 
 class EnqueueError(CloudTasksError):
-    """Sending nodes to the transport failed; the nodes are kept for the sweeper."""
+    """Sending nodes to the transport failed; the nodes are kept for the sweeper.
+
+    When ``apply_async()`` raises it, the workflow was saved all the same: ``result``
+    is its result handle (as ``apply_async()`` would have returned it), so the caller
+    can keep its id, wait on it or revoke it, and ``workflow_id`` is its id. Elsewhere
+    (a send at the commit of an outer transaction, a sweep) both are None.
+    """
+
+    #: The saved workflow's id, when persisting it raised this error.
+    workflow_id: str | None = None
+    #: The saved workflow's output node (a ``Node``), when persisting it raised this error.
+    output: Any = None
+    #: The saved workflow's result handle, when ``apply_async()`` raised this error.
+    result: Any = None
 
 
 class TimeoutError(CloudTasksError, builtins.TimeoutError):

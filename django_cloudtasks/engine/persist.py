@@ -20,6 +20,7 @@ from django_cloudtasks import signals
 from django_cloudtasks.constants import NodeKind, State
 from django_cloudtasks.dispatch import dispatch_for, enqueue_on_commit
 from django_cloudtasks.engine.advance import advance
+from django_cloudtasks.exceptions import EnqueueError
 from django_cloudtasks.models import Node, Workflow
 from django_cloudtasks.policy import (
     ERRBACK_PARAMETERS,
@@ -52,6 +53,8 @@ def persist(expression: Expression, options: Mapping[str, Any]) -> Persisted:
     Raises:
         NotRegistered: for a task name no ``@task`` registered.
         TypeError: when a node's arguments cannot bind to its function.
+        EnqueueError: when the roots could not be sent; the workflow is saved (its id is
+            the error's ``workflow_id``) and the sweeper sends them.
     """
     graph = canvas.compile(expression)
     errbacks: dict[str, Any] = {}
@@ -119,24 +122,30 @@ def persist(expression: Expression, options: Mapping[str, Any]) -> Persisted:
                 row.state = State.SCHEDULED if _due(row, now) > now else State.QUEUED
                 ready.append(row)
         rows.append(row)
-    with transaction.atomic():
-        workflow.save(force_insert=True)
-        get_store().insert(Node, rows)
-        dispatches = [dispatch_for(row) for row in ready]
-        barriers = [as_row(r) for r in rows if r.kind == NodeKind.BARRIER and not r.parents]
-        if barriers:
-            dispatches += advance(workflow.pk, [], now, barriers).dispatches
-        enqueue_on_commit(dispatches)
+    try:
+        with transaction.atomic():
+            workflow.save(force_insert=True)
+            get_store().insert(Node, rows)
+            dispatches = [dispatch_for(row) for row in ready]
+            barriers = [as_row(r) for r in rows if r.kind == NodeKind.BARRIER and not r.parents]
+            if barriers:
+                dispatches += advance(workflow.pk, [], now, barriers).dispatches
+            enqueue_on_commit(dispatches)
+    except EnqueueError as exc:
+        # Committed, but the send failed: the sweeper sends the roots later.
+        exc.workflow_id, exc.output = str(workflow.pk), rows[graph.output]
+        _created(workflow, len(rows))
+        raise
+    _created(workflow, len(rows))
+    return Persisted(workflow, rows[graph.output])
+
+
+def _created(workflow: Workflow, size: int) -> None:
     signals.workflow_created.send(Workflow, workflow=workflow)
     logger.info(
         "workflow created",
-        extra={
-            "workflow_id": str(workflow.pk),
-            "nodes": len(rows),
-            "workflow_name": workflow.name,
-        },
+        extra={"workflow_id": str(workflow.pk), "nodes": size, "workflow_name": workflow.name},
     )
-    return Persisted(workflow, rows[graph.output])
 
 
 def _errbacks(options: Mapping[str, Any]) -> list[Any]:

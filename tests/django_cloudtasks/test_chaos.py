@@ -246,34 +246,40 @@ class Submitted:
 
 
 def submit(kind: str, i: int) -> Submitted:
+    """Start one workflow of ``kind``; a failed send still counts, as the sweeper sends it."""
     now = time.time()
+    expr, expected, countdown = workflow_of(kind, i)
+    try:
+        r = expr.apply_async()
+    except EnqueueError as exc:  # saved all the same: the error carries its handle
+        assert exc.result is not None, f"no handle on {exc!r}"
+        r = exc.result
+    if kind == "revoke":
+        WorkflowResult(r.workflow_id).revoke()
+    return Submitted(kind, r.workflow_id, expected, now, countdown)
+
+
+def workflow_of(kind: str, i: int) -> tuple[Any, Any, float]:
+    """The expression of a workflow of ``kind``, its expected outcome and its countdown."""
     if kind == "chain":
-        r = (chaos_step.si(i) | chaos_step.s(2) | chaos_step.s(3)).apply_async()
-        return Submitted(kind, r.workflow_id, i + 6, now)
+        return chaos_step.si(i) | chaos_step.s(2) | chaos_step.s(3), i + 6, 0
     if kind == "chord":
-        r = chord([chaos_step.si(i, k) for k in range(4)], chaos_sum.s()).apply_async()
-        return Submitted(kind, r.workflow_id, 4 * i + 6, now)
+        return chord([chaos_step.si(i, k) for k in range(4)], chaos_sum.s()), 4 * i + 6, 0
     if kind == "nested groups":
         expr = group(
             chaos_step.si(i),
             chain(chaos_step.si(i), group(chaos_step.s(), chaos_step.s(10))),
         )
-        r = expr.apply_async()
-        return Submitted(kind, r.workflow_id, [i + 1, [i + 2, i + 11]], now)
+        return expr, [i + 1, [i + 2, i + 11]], 0
     if kind == "countdown":
-        r = (chaos_step.si(i).set(countdown=8) | chaos_step.s()).apply_async()
-        return Submitted(kind, r.workflow_id, i + 2, now, countdown=8)
+        return chaos_step.si(i).set(countdown=8) | chaos_step.s(), i + 2, 8
     if kind == "retries":
-        r = (chaos_flaky.si(i) | chaos_step.s()).apply_async()
-        return Submitted(kind, r.workflow_id, i + 1, now)
+        return chaos_flaky.si(i) | chaos_step.s(), i + 1, 0
     if kind == "error callback":
         failing = chaos_fail.s().on_error(chaos_errback.s())
-        r = (chaos_step.si(i) | failing | chaos_step.s()).apply_async()
-        return Submitted(kind, r.workflow_id, "ValueError", now)
+        return chaos_step.si(i) | failing | chaos_step.s(), "ValueError", 0
     assert kind == "revoke"
-    r = (chaos_step.si(i).set(countdown=30) | chaos_step.s()).apply_async()
-    WorkflowResult(r.workflow_id).revoke()
-    return Submitted(kind, r.workflow_id, None, now)
+    return chaos_step.si(i).set(countdown=30) | chaos_step.s(), None, 0
 
 
 KINDS = ["chain", "chord", "nested groups", "countdown", "retries", "error callback", "revoke"]
@@ -387,8 +393,7 @@ def run_with_faults(
     while time.monotonic() < until or kinds:
         if kinds:
             kind = kinds.pop()
-            with suppress(EnqueueError):  # saved; the sweeper sends it
-                submitted.append(submit(kind, len(submitted)))
+            submitted.append(submit(kind, len(submitted)))
             time.sleep(spacing)
         else:
             time.sleep(0.2)

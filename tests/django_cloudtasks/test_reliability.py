@@ -151,6 +151,28 @@ def test_an_unreliable_transport_loses_nothing_once_the_sweeper_runs(settings, s
     assert Execution.objects.filter(task="add").count() == 3 + 30 + 20 + 1
 
 
+def test_a_failed_send_at_apply_async_hands_back_the_saved_workflow(settings, monkeypatch):
+    from django_cloudtasks import transports
+
+    class Down(MemoryTransport):
+        def send(self, dispatches: list[Dispatch]) -> None:
+            raise EnqueueError("the transport is down")
+
+    settings.CLOUDTASKS = {**settings.CLOUDTASKS, "TRANSPORT": "memory"}
+    monkeypatch.setitem(transports._instances, "memory", Down())
+    with pytest.raises(EnqueueError) as raised:
+        (add.s(1, 1) | add.s(2)).apply_async()
+    result = raised.value.result
+    workflow = Workflow.objects.get()
+    assert raised.value.workflow_id == str(workflow.pk) == result.workflow_id
+    assert result.state == "PENDING"
+    up = MemoryTransport()
+    monkeypatch.setitem(transports._instances, "memory", up)
+    assert sweep(grace=0).resent == 1
+    up.drain()
+    assert result.get(timeout=0) == 4
+
+
 def test_a_repeated_delivery_of_a_finished_node_answers_200_and_runs_nothing(memory, executions):
     result = add.s(1, 2).apply_async()
     memory.drain()
