@@ -18,6 +18,7 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 from canvas import InputRule
+from canvas.values import check_json
 from django_cloudtasks.conf import conf
 
 
@@ -233,6 +234,25 @@ def retry_limit(asked: int | None, options: Mapping[str, Any], policy: TaskPolic
         return asked
     limit: int | None = options.get("max_retries", policy.max_retries)
     return limit
+
+
+def check_retry(task_name: str, countdown: float, args: Any = None, kwargs: Any = None) -> None:
+    """Refuse a retry the database cannot store: replacement ``args``/``kwargs`` that are
+    not JSON data (NaN, an infinity...), or a ``countdown`` that is no finite delay.
+
+    Raises:
+        TypeError: for arguments that are not JSON data.
+        ValueError: for a countdown that is not finite or puts the retry past year 9999.
+    """
+    owner = f" of the retry of {task_name!r}"
+    if args is not None:
+        check_json(list(args), "args", owner)
+    if kwargs is not None:
+        check_json(dict(kwargs), "kwargs", owner)
+    try:
+        datetime.now() + timedelta(seconds=countdown)
+    except (OverflowError, ValueError):
+        raise ValueError(f"countdown{owner} is {countdown!r}, which is not a delay") from None
 
 
 def backoff(retries: int, task: HasPolicy, options: Mapping[str, Any]) -> float:

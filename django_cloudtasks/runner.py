@@ -43,6 +43,7 @@ from django_cloudtasks.exceptions import (
 from django_cloudtasks.models import Node
 from django_cloudtasks.policy import (
     backoff,
+    check_retry,
     due_by,
     errback_arguments,
     is_expired,
@@ -344,6 +345,12 @@ def _retry_or_fail(
     countdown = retry.countdown if retry is not None and retry.countdown is not None else None
     if countdown is None:
         countdown = backoff(node.retries, task, options)
+    try:
+        check_retry(
+            node.task_name, countdown, *((retry.call_args, retry.call_kwargs) if retry else ())
+        )
+    except (TypeError, ValueError) as problem:
+        return _fail(node, _error_from(problem, with_traceback=False), attempt)
     changes: dict[str, Any] = {}
     if retry is not None:
         if retry.call_args is not None:
@@ -402,7 +409,7 @@ def _error_from(
 def _json_args(exc: BaseException) -> list[Any] | None:
     """``exc.args`` when they are JSON data (so ``get()`` can rebuild the exception)."""
     try:
-        return json.loads(json.dumps(list(exc.args)))  # type: ignore[no-any-return]
+        return json.loads(json.dumps(list(exc.args), allow_nan=False))  # type: ignore[no-any-return]
     except (TypeError, ValueError):
         return None
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from canvas.values import check_json
 from django_cloudtasks.constants import NodeId, State
 from django_cloudtasks.models import Node
 
@@ -18,8 +19,9 @@ def record_progress(node_id: NodeId | str, state: str, meta: Any) -> None:
     nothing happens once the node is no longer STARTED.
 
     Raises:
-        TypeError: when ``meta`` is not JSON data.
+        TypeError: when ``meta`` is not JSON data (NaN and the infinities included).
     """
+    check_json(meta, "meta", " of update_state()")
     Node.objects.filter(pk=node_id, state=State.STARTED).update(
         result={PROGRESS_KEY: {"state": state, "meta": meta}}
     )

@@ -161,6 +161,67 @@ def test_a_result_json_cannot_store_fails_the_node_for_good(transport, which):
     assert Node.objects.get(index=1).state == State.FAILURE
 
 
+@task(name="engine_raises_not_finite")
+def raises_not_finite():
+    """Fails with an exception whose argument JSON cannot carry."""
+    raise ValueError(float("inf"))
+
+
+def test_an_exception_whose_arguments_json_cannot_store_fails_the_node(transport):
+    result = run(raises_not_finite.si() | add.s(1))
+
+    with pytest.raises(ValueError, match=r"^inf$"):
+        result.get(timeout=5)
+    first = Node.objects.get(index=0)
+    assert (first.state, first.attempts, first.lease_until) == (State.FAILURE, 1, None)
+    assert Node.objects.get(index=1).state == State.FAILURE
+
+
+@task(name="engine_retries_not_finite", bind=True, max_retries=3)
+def retries_not_finite(self, which):
+    """Asks for a retry the database cannot store."""
+    if which == "args":
+        raise self.retry(args=[float("nan")], countdown=0)
+    if which == "kwargs":
+        raise self.retry(kwargs={"which": [float("-inf")]}, countdown=0)
+    raise self.retry(countdown=float("inf"))
+
+
+@pytest.mark.parametrize(
+    ("which", "error", "message"),
+    [
+        ("args", TypeError, r"args\[0\] of the retry of 'engine_retries_not_finite' is nan"),
+        ("kwargs", TypeError, r"kwargs\['which'\]\[0\] of the retry of .* is -inf"),
+        ("countdown", ValueError, r"countdown of the retry of .* is inf, which is not a delay"),
+    ],
+)
+def test_a_retry_the_database_cannot_store_fails_the_node_for_good(
+    transport, executions, which, error, message
+):
+    result = run(retries_not_finite.si(which))
+
+    with pytest.raises(error, match=message):
+        result.get(timeout=5)
+    node = Node.objects.get()
+    assert (node.state, node.retries, node.lease_until) == (State.FAILURE, 0, None)
+
+
+@task(name="engine_reports_not_finite", bind=True)
+def reports_not_finite(self):
+    """Reports progress JSON cannot carry, and returns what that raised."""
+    try:
+        self.update_state(state="PROGRESS", meta={"done": float("nan")})
+    except TypeError as exc:
+        return str(exc)
+    return "stored"
+
+
+def test_progress_json_cannot_store_is_a_type_error_in_the_task(transport):
+    message = run(reports_not_finite.si()).get(timeout=5)
+
+    assert message == "meta['done'] of update_state() is nan, which JSON cannot represent"
+
+
 def test_arguments_that_cannot_bind_are_refused_at_apply_async(memory):
     with pytest.raises(TypeError, match="parent's result as first argument"):
         (add.s(1, 2) | add.s(3, 4)).apply_async()
