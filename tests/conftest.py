@@ -79,6 +79,14 @@ def drop_stale_test_databases() -> list[str]:
     return dropped
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "writes_outside_the_engine: writes node rows from outside the engine on purpose "
+        "(tests/django_cloudtasks/writers.py)",
+    )
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if "upgrade" not in (config.getoption("markexpr") or ""):
         skip_upgrade = pytest.mark.skip(

@@ -1,4 +1,4 @@
-"""Fixtures for the Django side: transports and settings."""
+"""Fixtures for the Django side: transports, settings, and who writes node rows."""
 
 from __future__ import annotations
 
@@ -10,11 +10,30 @@ import pytest
 from django_cloudtasks.transports import get_transport, reset_transport
 from django_cloudtasks.transports.memory import MemoryTransport
 from tests.django_cloudtasks.browser import chromium  # noqa: F401  (a fixture)
+from tests.django_cloudtasks.writers import watch_writers
 
 
 def _use(settings: pytest.FixtureRequest, name: str) -> None:
     settings.CLOUDTASKS = {**settings.CLOUDTASKS, "TRANSPORT": name}  # type: ignore[attr-defined]
     reset_transport()
+
+
+# -- one writer: every statement that writes node or workflow rows comes from the engine --
+
+
+@pytest.fixture(autouse=True)
+def only_the_engine_writes_nodes_and_workflows(request) -> Iterator[None]:
+    """Fail a test during which a node or workflow row was written from outside the engine.
+
+    Watches the statements of this thread's connections (the run endpoint, the runner
+    under the eager and memory transports, the admin, the commands).
+    """
+    if request.node.get_closest_marker("writes_outside_the_engine"):
+        yield
+        return
+    with watch_writers() as strays:
+        yield
+    assert strays == [], "node or workflow rows written outside the engine"
 
 
 @pytest.fixture
