@@ -100,3 +100,21 @@ def test_the_certificates_port_can_be_pinned():
         assert emulator.oidc_certs_url == f"http://127.0.0.1:{port}/oauth2/v1/certs"
         token = emulator.mint_token(AUDIENCE, EMAIL)
         assert verify(token, AUDIENCE, emulator.oidc_certs_url)["email"] == EMAIL
+
+
+def test_a_task_with_an_oauth_token_is_delivered_with_a_bearer_naming_its_account(
+    tasks_client, handler: RecordingHandler, queue
+):
+    tasks_client.create_task(
+        parent=queue,
+        task=http_task(handler.url("/oauth"), oauth_token={"service_account_email": EMAIL}),
+    )
+    tasks_client.create_task(parent=queue, task=http_task(handler.url("/plain")))
+
+    handler.wait_for(2)
+    (oauth,) = handler.requests_for("/oauth")
+    (plain,) = handler.requests_for("/plain")
+
+    # Not an ID token: an opaque access token, as only Google APIs would accept.
+    assert oauth.header("Authorization") == f"Bearer emulator-oauth-token.{EMAIL}"
+    assert plain.header("Authorization") is None
