@@ -27,6 +27,7 @@ from google.cloud.scheduler_v1.services.cloud_scheduler.transports import (
 
 from django_cloudtasks.auth import oidc_scope
 from django_cloudtasks.conf import conf
+from django_cloudtasks.exceptions import CloudTasksError
 from django_cloudtasks.schedules.declarations import Schedule, ScheduleError, schedule_problems
 from django_cloudtasks.schedules.timing import job_schedule
 
@@ -52,7 +53,7 @@ class Change:
         return f"{self.action:9} {self.job_id}{detail}{paused}"
 
 
-class SyncFailed(RuntimeError):
+class SyncFailed(CloudTasksError, RuntimeError):
     """The service refused a step of a plan; ``applied`` lists the steps done before it."""
 
     def __init__(self, applied: list[Change], failed: Change, error: Exception) -> None:

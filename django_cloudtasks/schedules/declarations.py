@@ -22,6 +22,7 @@ from django.utils.module_loading import import_string
 
 from canvas import Signature
 from django_cloudtasks.conf import conf
+from django_cloudtasks.exceptions import CloudTasksError
 
 #: What happens when a slot comes while the previous run is unfinished.
 OVERLAP_POLICIES = ("allow", "skip", "buffer_one")
@@ -35,7 +36,7 @@ _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 _EPOCH_NOTE = "intervals count from 1970-01-01 00:00 UTC"
 
 
-class ScheduleError(ValueError):
+class ScheduleError(CloudTasksError, ValueError):
     """A schedule declaration that cannot be used; the message says which and why."""
 
 
