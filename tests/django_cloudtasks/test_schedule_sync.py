@@ -16,7 +16,6 @@ from django_cloudtasks.emulator import CloudTasksEmulator
 from django_cloudtasks.emulator.scheduler import scheduler_client
 from django_cloudtasks.models import ScheduleRun, ScheduleState
 from django_cloudtasks.schedules.cloud import SchedulerJobs, SyncFailed
-from django_cloudtasks.transports import reset_transport
 from tests.testapp.models import Execution
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
@@ -35,17 +34,18 @@ def run(*args: str) -> str:
 
 
 @pytest.fixture
-def emulator(settings):
-    """The emulator, with the app pointed at it (the scheduler clock at real speed)."""
+def scheduler(settings):
+    """An emulator whose Cloud Scheduler the app syncs to (its clock at real speed); it
+    delivers nothing, so the app keeps its transport."""
     with CloudTasksEmulator() as emu:
         settings.CLOUDTASKS = {**settings.CLOUDTASKS, "EMULATOR_HOST": emu.address}
         yield emu
 
 
 @pytest.fixture
-def cloud(emulator):
+def cloud(scheduler):
     """The real Cloud Scheduler client on the emulator, to look at the jobs."""
-    client = scheduler_client(emulator.address)
+    client = scheduler_client(scheduler.address)
     yield client
     client.transport.close()
 
@@ -54,7 +54,7 @@ NIGHTLY = {"task": "add", "args": [1, 2], "cron": "0 3 * * *", "timezone": "Euro
 HOURLY = {"task": "add", "args": [3, 4], "every": "1h"}
 
 
-def test_sync_creates_the_jobs_and_a_second_sync_finds_nothing_to_do(settings, emulator, cloud):
+def test_sync_creates_the_jobs_and_a_second_sync_finds_nothing_to_do(settings, scheduler, cloud):
     configure(settings, nightly=NIGHTLY, hourly=HOURLY)
 
     assert run("sync", "--dry-run").split() == [
@@ -80,7 +80,7 @@ def test_sync_creates_the_jobs_and_a_second_sync_finds_nothing_to_do(settings, e
 
 
 def test_sync_updates_changed_jobs_deletes_removed_ones_and_leaves_others_alone(
-    settings, emulator, cloud
+    settings, scheduler, cloud
 ):
     configure(settings, nightly=NIGHTLY, hourly=HOURLY)
     run("sync")
@@ -102,7 +102,7 @@ def test_sync_updates_changed_jobs_deletes_removed_ones_and_leaves_others_alone(
     assert cloud.get_job(name=f"{PARENT}/jobs/cloudtasks-schedule-nightly").schedule == "30 4 * * *"
 
 
-def test_check_exits_non_zero_when_the_cloud_has_drifted(settings, emulator, cloud):
+def test_check_exits_non_zero_when_the_cloud_has_drifted(settings, scheduler, cloud):
     configure(settings, nightly=NIGHTLY)
     run("sync")
     name = f"{PARENT}/jobs/cloudtasks-schedule-nightly"
@@ -117,14 +117,14 @@ def test_check_exits_non_zero_when_the_cloud_has_drifted(settings, emulator, clo
     run("sync", "--check")  # in line again
 
 
-def test_a_bad_schedule_stops_the_sync_before_anything_is_applied(settings, emulator, cloud):
+def test_a_bad_schedule_stops_the_sync_before_anything_is_applied(settings, scheduler, cloud):
     configure(settings, nightly=NIGHTLY, broken={"task": "add", "cron": "0 25 * * *"})
     with pytest.raises(CommandError, match="invalid cron"):
         run("sync")
     assert list(cloud.list_jobs(parent=PARENT)) == []
 
 
-def test_a_failure_midway_reports_what_was_applied(settings, emulator, cloud):
+def test_a_failure_midway_reports_what_was_applied(settings, scheduler, cloud):
     configure(
         settings, a={"task": "add", "cron": "0 1 * * *"}, b={"task": "add", "cron": "0 2 * * *"}
     )
@@ -148,7 +148,7 @@ def _schedules():
 
 
 def test_pause_and_resume_act_in_the_cloud_and_in_the_database_and_sync_keeps_the_pause(
-    settings, emulator, cloud
+    settings, scheduler, cloud
 ):
     configure(settings, nightly=NIGHTLY)
     run("sync")
@@ -164,14 +164,14 @@ def test_pause_and_resume_act_in_the_cloud_and_in_the_database_and_sync_keeps_th
     assert not ScheduleState.objects.get(name="nightly").paused
 
 
-def test_a_disabled_schedule_has_a_paused_job(settings, emulator, cloud):
+def test_a_disabled_schedule_has_a_paused_job(settings, scheduler, cloud):
     configure(settings, nightly={**NIGHTLY, "enabled": False})
     run("sync")
     job = cloud.get_job(name=f"{PARENT}/jobs/cloudtasks-schedule-nightly")
     assert job.state == scheduler_v1.Job.State.PAUSED
 
 
-def test_list_shows_next_and_last_runs_and_drift(settings, emulator, eager):
+def test_list_shows_next_and_last_runs_and_drift(settings, scheduler, eager):
     configure(settings, nightly=NIGHTLY, hourly=HOURLY)
     run("sync")
     configure(settings, nightly=NIGHTLY, hourly=HOURLY, extra={"task": "add", "cron": "0 6 * * *"})
@@ -202,27 +202,12 @@ def test_run_now_and_backfill_start_workflows(settings, eager):
 
 
 @pytest.fixture
-def fast_site(live_server, settings):
-    """The emulator with a clock 30 times faster, and the app served by a live server."""
-    with CloudTasksEmulator(scheduler_time_scale=30) as emu:
-        settings.CLOUDTASKS = {
-            **settings.CLOUDTASKS,
-            "TRANSPORT": "cloudtasks",
-            "EMULATOR_HOST": emu.address,
-            "BASE_URL": live_server.url,
-        }
-        reset_transport()
-        yield emu
-        reset_transport()
+def fast_site(serve_emulator):
+    """The emulator with a clock 30 times faster, delivering to the live server."""
+    return serve_emulator(options={"scheduler_time_scale": 30})
 
 
 def test_a_synced_schedule_fires_through_the_emulator_once_per_slot(settings, fast_site):
-    from django_cloudtasks.transports import get_transport
-
-    get_transport().client.create_queue(  # type: ignore[attr-defined]
-        parent=PARENT,
-        queue={"name": f"{PARENT}/queues/default"},
-    )
     configure(settings, minutely={"task": "add", "args": [2, 2], "cron": "* * * * *"})
     run("sync")
 
@@ -242,53 +227,39 @@ def test_a_synced_schedule_fires_through_the_emulator_once_per_slot(settings, fa
 
 
 def test_jobs_call_the_endpoint_with_oidc_tokens_the_app_verifies(
-    settings, live_server, monkeypatch, client
+    settings, serve_emulator, live_server, monkeypatch, client
 ):
     from django_cloudtasks import auth
 
     monkeypatch.setattr(auth, "certificates", auth.CertificateCache())
     monkeypatch.delenv("TASKAPP_AUTH_TOKEN", raising=False)
     account = "scheduler@test-project.iam.gserviceaccount.com"
-    with CloudTasksEmulator(scheduler_time_scale=30) as emu:
-        config = {
-            **settings.CLOUDTASKS,
-            "TRANSPORT": "cloudtasks",
-            "EMULATOR_HOST": emu.address,
-            "BASE_URL": live_server.url,
-            "OIDC_SERVICE_ACCOUNT": account,
-            "OIDC_CERTS_URL": emu.oidc_certs_url,
-            "SCHEDULES": {"minutely": {"task": "add", "args": [5, 5], "cron": "* * * * *"}},
-        }
-        config.pop("AUTH_TOKEN")
-        settings.CLOUDTASKS = config
-        reset_transport()
-        from django_cloudtasks.transports import get_transport
+    emu = serve_emulator(options={"scheduler_time_scale": 30})
+    settings.CLOUDTASKS = {
+        **{k: v for k, v in settings.CLOUDTASKS.items() if k != "AUTH_TOKEN"},
+        "OIDC_SERVICE_ACCOUNT": account,
+        "OIDC_CERTS_URL": emu.oidc_certs_url,
+        "SCHEDULES": {"minutely": {"task": "add", "args": [5, 5], "cron": "* * * * *"}},
+    }
+    run("sync")
+    jobs = SchedulerJobs()
+    job = jobs.client.get_job(name=f"{PARENT}/jobs/cloudtasks-schedule-minutely")
+    jobs.close()
+    assert job.http_target.oidc_token.service_account_email == account
+    assert "Authorization" not in job.http_target.headers
 
-        get_transport().client.create_queue(  # type: ignore[attr-defined]
-            parent=PARENT, queue={"name": f"{PARENT}/queues/default"}
-        )
-        run("sync")
-        jobs = SchedulerJobs()
-        job = jobs.client.get_job(name=f"{PARENT}/jobs/cloudtasks-schedule-minutely")
-        jobs.close()
-        assert job.http_target.oidc_token.service_account_email == account
-        assert "Authorization" not in job.http_target.headers
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and not ScheduleRun.objects.filter(
+        workflow__status=WorkflowStatus.SUCCESS
+    ):
+        time.sleep(0.2)
+    assert ScheduleRun.objects.filter(workflow__status=WorkflowStatus.SUCCESS).exists()
 
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline and not ScheduleRun.objects.filter(
-            workflow__status=WorkflowStatus.SUCCESS
-        ):
-            time.sleep(0.2)
-        assert ScheduleRun.objects.filter(workflow__status=WorkflowStatus.SUCCESS).exists()
-
-        stranger = emu.mint_token("https://elsewhere.example.com", account)
-        for url in ("/cloudtasks/schedule/minutely/", "/cloudtasks/schedules/tick/"):
-            refused = client.post(url, headers={"Authorization": f"Bearer {stranger}"})
-            assert refused.status_code == 403, url
-        good = emu.mint_token(live_server.url, account)
-        ticked = client.post(
-            "/cloudtasks/schedules/tick/", headers={"Authorization": f"Bearer {good}"}
-        )
-        assert ticked.status_code == 200
-        assert set(ticked.json()) == {"started", "missed", "promoted", "errors"}
-    reset_transport()
+    stranger = emu.mint_token("https://elsewhere.example.com", account)
+    for url in ("/cloudtasks/schedule/minutely/", "/cloudtasks/schedules/tick/"):
+        refused = client.post(url, headers={"Authorization": f"Bearer {stranger}"})
+        assert refused.status_code == 403, url
+    good = emu.mint_token(live_server.url, account)
+    ticked = client.post("/cloudtasks/schedules/tick/", headers={"Authorization": f"Bearer {good}"})
+    assert ticked.status_code == 200
+    assert set(ticked.json()) == {"started", "missed", "promoted", "errors"}
