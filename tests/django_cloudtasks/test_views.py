@@ -502,6 +502,33 @@ def test_a_tracker_report_for_an_unknown_node_answers_404(client, memory):
     assert response.json() == {"error": f"no node has the id {missing}"}
 
 
+def test_a_tracker_report_for_a_node_still_waiting_on_its_parent_answers_409(client, memory):
+    first = start_chain(memory)
+    successor = second_of(first)
+
+    response = post(client, TRACKER, {"node": str(successor.pk), "status": "success", "result": 1})
+
+    assert response.status_code == 409
+    assert response.json() == {"state": "PENDING", "detail": "the node is not ready"}
+    successor.refresh_from_db()
+    assert (successor.state, successor.attempts, successor.result) == (State.PENDING, 0, None)
+
+
+def test_a_tracker_report_settles_the_attempt_a_delivery_holds_under_its_lease(client, memory):
+    from django_cloudtasks import engine
+
+    first = start_chain(memory)
+    running = engine.claim(first.pk, "add", 0, timezone.now())
+    assert running is not None and running.attempts == 1
+
+    response = post(client, TRACKER, {"node": str(first.pk), "status": "success", "result": 3})
+
+    assert response.json() == {"state": "SUCCESS"}
+    first.refresh_from_db()
+    assert (first.state, first.attempts, first.result) == (State.SUCCESS, 1, 3)
+    assert [d.node_id for d in memory.sent[1:]] == [str(second_of(first).pk)]
+
+
 def test_the_tracker_needs_credentials(client, memory):
     first = start_chain(memory)
     body = {"node": str(first.pk), "status": "success", "result": 3}
@@ -541,6 +568,17 @@ def test_revoking_a_task_revokes_it_and_what_follows_and_deletes_its_cloud_task(
     delivered = post(client, run_url("add"), memory.sent[0].body())
     assert delivered.json() == {"state": "REVOKED", "detail": "already finished"}
     assert Execution.objects.count() == 0
+
+
+def test_a_post_may_name_what_to_revoke_in_form_fields(client, memory):
+    first = start_chain(memory)
+    successor = second_of(first)
+
+    response = client.post(REVOKE, data={"task": str(first.pk)}, headers=TOKEN)
+
+    assert response.status_code == 200
+    assert sorted(response.json()["revoked"]) == sorted([str(first.pk), str(successor.pk)])
+    assert set(Node.objects.values_list("state", flat=True)) == {State.REVOKED}
 
 
 @pytest.mark.parametrize("method", ["GET", "POST"])
@@ -730,6 +768,19 @@ def test_a_delivery_a_moment_before_its_time_runs_it(client, memory):
     response = post(client, run_url("add"), memory.sent[0].body())
 
     assert response.json() == {"state": "SUCCESS"}
+
+
+def test_a_delivery_of_an_earlier_retry_answers_200_and_runs_nothing(client, memory):
+    views_test_retry_later.s().apply_async()
+    first_body = memory.sent[0].body()
+    post(client, run_url("views_test_retry_later"), first_body)
+
+    again = post(client, run_url("views_test_retry_later"), first_body)
+
+    assert again.status_code == 200
+    assert again.json() == {"state": "RETRY", "detail": "stale delivery of retry 0"}
+    node = Node.objects.get()
+    assert (node.state, node.retries, node.attempts) == (State.RETRY, 1, 1)
 
 
 def test_a_delivery_before_the_retry_backoff_answers_409(client, memory):
