@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from functools import partial
 
@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from django_cloudtasks import signals
 from django_cloudtasks.conf import conf
-from django_cloudtasks.constants import MAX_SCHEDULE_AHEAD_SECONDS
+from django_cloudtasks.constants import MAX_SCHEDULE_AHEAD_SECONDS, State
 from django_cloudtasks.exceptions import EnqueueError
 from django_cloudtasks.models import Node
 from django_cloudtasks.transports import Dispatch, get_transport
@@ -171,7 +171,10 @@ def _resend(nodes: Iterable[Node], now: datetime) -> tuple[int, int]:
     sent = failed = 0
     batch: list[Dispatch] = []
     for node in nodes:
-        batch.append(dispatch_for(node))
+        dispatch = dispatch_for(node)
+        if node.state == State.STARTED:  # its runner died: a new name, see cloud_task_id
+            dispatch = replace(dispatch, takeover=node.attempts)
+        batch.append(dispatch)
         if len(batch) >= 500:
             s, f = _send_batch(batch, now)
             sent, failed, batch = sent + s, failed + f, []

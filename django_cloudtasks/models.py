@@ -252,10 +252,16 @@ def id_prefix_range(term: str) -> tuple[uuid.UUID, uuid.UUID] | None:
     return uuid.UUID(digits.ljust(32, "0")), uuid.UUID(digits.ljust(32, "f"))
 
 
-def cloud_task_id(node_id: str, retries: int) -> str:
-    """``<8 hex of sha256>-<node id>-<retry>``: stable for a delivery, new per retry."""
-    digest = hashlib.sha256(f"{node_id}:{retries}".encode()).hexdigest()[:8]
-    return f"{digest}-{node_id}-{retries}"
+def cloud_task_id(node_id: str, retries: int, takeover: int = 0) -> str:
+    """``<8 hex of sha256>-<node id>-<retry>``: stable for a delivery, new per retry.
+
+    A ``takeover`` (the attempt whose runner died, resent by the sweeper) adds
+    ``-t<attempt>``: the first delivery's name may still be taken in Cloud Tasks long
+    after Cloud Tasks gave up on it, so the resend needs a name of its own.
+    """
+    key = f"{node_id}:{retries}" + (f":{takeover}" if takeover else "")
+    digest = hashlib.sha256(key.encode()).hexdigest()[:8]
+    return f"{digest}-{node_id}-{retries}" + (f"-t{takeover}" if takeover else "")
 
 
 # -- the original package's tables (1.x), kept read-only ----------------------------------

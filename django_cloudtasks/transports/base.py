@@ -50,11 +50,13 @@ class Dispatch:
     eta: datetime | None = None
     queue: str = ""
     dispatch_deadline: float | None = None
+    #: The attempt a sweeper resend takes over (0 for a first delivery).
+    takeover: int = 0
 
     @property
     def cloud_task_id(self) -> str:
         """The Cloud Tasks task id of this delivery (see ``Node.cloud_task_id``)."""
-        return cloud_task_id(self.node_id, self.retries)
+        return cloud_task_id(self.node_id, self.retries, self.takeover)
 
     def body(self) -> dict[str, Any]:
         """The JSON body the run endpoint receives."""

@@ -351,6 +351,29 @@ def test_a_report_repeated_after_its_write_failed_records_the_result(memory, mon
     assert result.get(timeout=0) == 13
 
 
+def test_the_sweeper_takes_over_a_node_whose_delivery_name_is_still_taken(memory, executions):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from django_cloudtasks import engine
+
+    result = (add.s(2, 2) | add.s(1)).apply_async()
+    first = memory.take()  # Cloud Tasks delivers it; the runner claims it, then dies
+    assert first is not None and engine.claim(first.node_id, "add", 0, timezone.now())
+    Node.objects.filter(pk=first.node_id).update(lease_until=timezone.now() - timedelta(minutes=30))
+    # Cloud Tasks gave up on that delivery, but keeps its name taken for a while: the
+    # memory transport, like Cloud Tasks, ignores a second task of a known name.
+
+    assert sweep().resent == 1
+    assert sweep().resent == 1  # sent under the same name again: one delivery
+
+    assert memory.drain() == 2  # the node taken over, then its successor
+    assert result.get(timeout=0) == 5
+    assert Node.objects.get(pk=first.node_id).attempts == 2
+    assert executions() == {"add": 2}
+
+
 def test_the_sweeper_recovers_a_started_node_with_no_lease(memory, executions):
     from datetime import timedelta
 
