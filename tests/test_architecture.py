@@ -36,7 +36,6 @@ LAYERS: list[tuple[str, ...]] = [
         "admin_legacy",
         "dagsvg",
         "management",
-        "backends",
         "testing",
         "checks",
         "apps",
