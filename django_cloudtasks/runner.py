@@ -84,7 +84,7 @@ class _Inline:
 
 
 def deliver(
-    node_id: Any,
+    node_id: NodeId,
     task_name: str | None = None,
     retries: int | None = None,
     headers: Mapping[str, str] | None = None,
@@ -132,7 +132,7 @@ def _start(node: Node, headers: Mapping[str, str], inline: _Inline | None) -> Ou
     return _run(node, headers, inline if inline is not None and inline.open() else None)
 
 
-def _unclaimed(node_id: Any, task_name: str | None, retries: int | None) -> Outcome:
+def _unclaimed(node_id: NodeId, task_name: str | None, retries: int | None) -> Outcome:
     """Explain why a delivery could not take its node (off the hot path)."""
     node = Node.objects.filter(pk=node_id).first()
     if node is None:
@@ -414,7 +414,7 @@ def _json_args(exc: BaseException) -> list[Any] | None:
         return None
 
 
-def report(node_id: Any, status: str, value: Any, error: Mapping[str, Any]) -> Outcome:
+def report(node_id: NodeId, status: str, value: Any, error: Mapping[str, Any]) -> Outcome:
     """Record the outcome of a node that ran elsewhere (the tracker endpoint).
 
     Goes through the same engine code as an in-process run; a report for a node that

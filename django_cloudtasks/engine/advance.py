@@ -41,7 +41,7 @@ logger = logging.getLogger("django_cloudtasks.engine")
 
 
 def claim(
-    node_id: Any,
+    node_id: NodeId,
     task_name: str | None,
     retries: int | None,
     now: datetime,

@@ -130,7 +130,7 @@ class Store:
 
     def claim(
         self,
-        node_id: Any,
+        node_id: NodeId,
         task_name: str | None,
         retries: int | None,
         now: datetime,
