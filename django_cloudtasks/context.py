@@ -98,13 +98,20 @@ class Request:
 
     @property
     def cloud_tasks_retry_count(self) -> int:
-        """``X-CloudTasks-TaskRetryCount``: earlier deliveries of this Cloud Task."""
-        return int(self.headers.get("X-Cloudtasks-Taskretrycount", 0) or 0)
+        """``X-CloudTasks-TaskRetryCount``: earlier deliveries of this Cloud Task (0 when
+        the header is missing or not a count)."""
+        return _count(self.headers.get("X-Cloudtasks-Taskretrycount"))
 
     @property
     def cloud_tasks_execution_count(self) -> int:
-        """``X-CloudTasks-TaskExecutionCount``: earlier deliveries that got a response."""
-        return int(self.headers.get("X-Cloudtasks-Taskexecutioncount", 0) or 0)
+        """``X-CloudTasks-TaskExecutionCount``: earlier deliveries that got a response (0
+        when the header is missing or not a count)."""
+        return _count(self.headers.get("X-Cloudtasks-Taskexecutioncount"))
+
+
+def _count(header: str | None) -> int:
+    text = (header or "").strip()
+    return int(text) if text.isascii() and text.isdigit() and len(text) <= 18 else 0
 
 
 _local = threading.local()

@@ -374,6 +374,32 @@ def test_the_task_never_sees_the_credentials_of_the_request(client, memory):
     assert "cookie" not in seen
 
 
+@task(bind=True)
+def views_test_counts(self):
+    """Returns the Cloud Tasks delivery counts the task sees."""
+    return [self.request.cloud_tasks_retry_count, self.request.cloud_tasks_execution_count]
+
+
+@pytest.mark.parametrize(
+    ("retry_count", "execution_count", "seen"),
+    [("3", "2", [3, 2]), (str(2**70), "-1", [0, 0]), ("three", "", [0, 0])],
+)
+def test_the_task_sees_the_delivery_counts_and_zero_for_headers_that_are_no_count(
+    client, memory, retry_count, execution_count, seen
+):
+    views_test_counts.s().apply_async()
+    headers = {
+        **TOKEN,
+        "X-CloudTasks-TaskRetryCount": retry_count,
+        "X-CloudTasks-TaskExecutionCount": execution_count,
+    }
+
+    response = post(client, run_url("views_test_counts"), memory.sent[0].body(), headers=headers)
+
+    assert response.json() == {"state": "SUCCESS"}
+    assert Node.objects.get().result == seen
+
+
 def test_headers_that_carry_credentials_never_reach_the_task(client, memory):
     views_test_headers.s().apply_async()
     credentials = {
