@@ -136,3 +136,30 @@ def test_without_a_running_emulator_delay_fails_fast_and_says_what_to_do(setting
     assert "EMULATOR_HOST" in message
     assert "cloudtasks_sweep" in message
     assert Node.objects.filter(task_name="add").count() == 1  # saved for the sweeper
+
+
+def test_the_sweeper_takes_over_a_node_whose_cloud_task_was_given_up(
+    serve_emulator, live_server, settings
+):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from django_cloudtasks.dispatch import sweep
+
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        nowhere = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    emulator = serve_emulator(base_url=nowhere, retry={"max_attempts": 1})
+    result = (add.s(2, 2) | add.s(1)).delay()
+    assert emulator.wait_until_idle(timeout=10)  # one attempt, then Cloud Tasks gives up
+    # As if a runner had claimed the node and died: STARTED, its lease long over.
+    Node.objects.filter(pk=result.parent.id).update(
+        state=State.STARTED, attempts=1, lease_until=timezone.now() - timedelta(minutes=30)
+    )
+    settings.CLOUDTASKS = {**settings.CLOUDTASKS, "BASE_URL": live_server.url}
+
+    assert sweep(grace=0).resent == 1
+
+    assert result.get(timeout=30) == 5
+    assert Node.objects.get(pk=result.parent.id).attempts == 2
