@@ -287,6 +287,60 @@ def test_a_call_catches_up_the_slots_missed_before_it(client, settings, eager):
     assert states == {0: "STARTED", 1: "MISSED", 2: "STARTED", 3: "STARTED", 4: "STARTED"}
 
 
+def _every_90_minutes(client, settings, catch_up: str = "0") -> None:
+    # Slots at 22:30, 00:00, 01:30...; the job fires every 30 minutes.
+    configure(
+        settings,
+        job={"task": "add", "args": [1, 1], "every": "90m", "catch_up": catch_up},
+    )
+    with freeze_time("2026-04-30T22:30:05Z"):
+        assert call(client, "job", utc(2026, 4, 30, 22, 30)).json()["outcome"] == "started"
+
+
+def test_a_call_between_two_interval_slots_does_not_start_the_lost_slot_late(
+    client, settings, eager
+):
+    _every_90_minutes(client, settings)
+    # The call of 00:00 never arrived; the job's next call, at 00:30, is between slots.
+    with freeze_time("2026-05-01T00:30:05Z"):
+        answer = call(client, "job", utc(2026, 5, 1, 0, 30)).json()
+    assert (answer["outcome"], answer["slot"]) == ("missed", "2026-05-01T00:00:00+00:00")
+    assert answer["workflow"] is None
+    with freeze_time("2026-05-01T01:00:05Z"):
+        assert call(client, "job", utc(2026, 5, 1, 1)).json()["outcome"] == "duplicate"
+    with freeze_time("2026-05-01T01:30:05Z"):
+        assert call(client, "job", utc(2026, 5, 1, 1, 30)).json()["outcome"] == "started"
+
+    states = dict(ScheduleRun.objects.values_list("slot__hour", "state"))
+    assert states == {22: "STARTED", 0: "MISSED", 1: "STARTED"}
+    assert Workflow.objects.count() == 2
+
+
+def test_a_call_between_two_interval_slots_starts_the_lost_slot_within_catch_up(
+    client, settings, eager
+):
+    _every_90_minutes(client, settings, catch_up="1h")
+    with freeze_time("2026-05-01T00:30:05Z"):
+        answer = call(client, "job", utc(2026, 5, 1, 0, 30)).json()
+    with freeze_time("2026-05-01T01:00:05Z"):
+        again = call(client, "job", utc(2026, 5, 1, 1)).json()
+
+    assert (answer["outcome"], answer["slot"]) == ("started", "2026-05-01T00:00:00+00:00")
+    assert again["outcome"] == "duplicate" and again["workflow"] == answer["workflow"]
+    run = ScheduleRun.objects.get(slot=utc(2026, 5, 1))
+    assert run.trigger == "catch_up" and run.workflow.status == WorkflowStatus.SUCCESS
+
+
+def test_a_call_between_two_interval_slots_of_a_started_slot_starts_nothing(
+    client, settings, eager
+):
+    _every_90_minutes(client, settings, catch_up="1h")
+    with freeze_time("2026-04-30T23:00:05Z"):
+        answer = call(client, "job", utc(2026, 4, 30, 23)).json()
+    assert answer["outcome"] == "duplicate"
+    assert Workflow.objects.count() == 1
+
+
 def test_backfill_fires_each_slot_of_a_range_by_the_overlap_policy(settings, memory):
     job = _hourly(settings, "skip")
     fired = runs.backfill(job, utc(2026, 5, 1, 1), utc(2026, 5, 1, 3))
