@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import threading
+import urllib.request
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -380,6 +382,33 @@ def test_concurrent_calls_of_one_slot_start_one_workflow(settings, memory):
     assert sorted(outcomes) == ["duplicate"] * 7 + ["started"]
     assert ScheduleRun.objects.count() == 1
     assert Workflow.objects.count() == 1
+
+
+@pytest.mark.postgres
+def test_concurrent_http_calls_of_one_slot_start_one_workflow(settings, memory, live_server):
+    _hourly(settings, "allow")
+    url = f"{live_server.url}/cloudtasks/schedule/job/"
+    headers = {**TOKEN, HEADER: "2026-05-01T09:00:00Z"}
+    barrier = threading.Barrier(8)
+    answers: list[dict] = []
+
+    def caller() -> None:
+        barrier.wait()
+        request = urllib.request.Request(url, data=b"{}", headers=headers, method="POST")
+        with urllib.request.urlopen(request, timeout=30) as response:
+            answers.append(json.loads(response.read()))
+
+    threads = [threading.Thread(target=caller) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert sorted(a["outcome"] for a in answers) == ["duplicate"] * 7 + ["started"]
+    assert len({a["workflow"] for a in answers}) == 1
+    assert ScheduleRun.objects.count() == 1
+    assert Workflow.objects.count() == 1
+    assert len(get_transport().sent) == 1  # type: ignore[attr-defined]
 
 
 @pytest.mark.postgres
