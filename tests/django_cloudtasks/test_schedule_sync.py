@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import time
 
+import grpc
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
@@ -13,6 +14,7 @@ from google.cloud import scheduler_v1
 
 from django_cloudtasks.constants import WorkflowStatus
 from django_cloudtasks.emulator import CloudTasksEmulator
+from django_cloudtasks.emulator.errors import EmulatorError
 from django_cloudtasks.emulator.scheduler import scheduler_client
 from django_cloudtasks.models import ScheduleRun, ScheduleState
 from django_cloudtasks.schedules.cloud import SchedulerJobs, SyncFailed
@@ -139,6 +141,38 @@ def test_a_failure_midway_reports_what_was_applied(settings, emulator, cloud):
     assert [c.job_id for c in caught.value.applied] == ["cloudtasks-schedule-a"]
     assert caught.value.failed.job_id == "cloudtasks-schedule-b"
     assert "Applied before: create    cloudtasks-schedule-a" in str(caught.value)
+
+
+def test_the_command_names_what_was_applied_when_the_cloud_fails_midway_and_a_rerun_finishes(
+    settings, emulator, cloud, monkeypatch
+):
+    configure(
+        settings, a={"task": "add", "cron": "0 1 * * *"}, b={"task": "add", "cron": "0 2 * * *"}
+    )
+    create_job = emulator.scheduler.create_job
+
+    def refuse_b(parent, job):
+        if job.name.endswith("/cloudtasks-schedule-b"):
+            raise EmulatorError(grpc.StatusCode.PERMISSION_DENIED, "the service refuses b")
+        return create_job(parent, job)
+
+    monkeypatch.setattr(emulator.scheduler, "create_job", refuse_b)
+    with pytest.raises(CommandError) as caught:
+        run("sync")
+    assert caught.value.returncode == 1
+    message = str(caught.value)
+    assert "create cloudtasks-schedule-b failed" in message
+    assert "Applied before: create    cloudtasks-schedule-a" in message
+    assert [j.name.rsplit("/", 1)[-1] for j in cloud.list_jobs(parent=PARENT)] == [
+        "cloudtasks-schedule-a"
+    ]
+
+    monkeypatch.setattr(emulator.scheduler, "create_job", create_job)
+    assert run("sync").splitlines() == [
+        "unchanged cloudtasks-schedule-a",
+        "create    cloudtasks-schedule-b",
+        "applied 1 changes",
+    ]
 
 
 def _schedules():

@@ -471,6 +471,20 @@ def test_a_django_task_is_scheduled_the_same_way(declared, settings, client, eag
     assert Execution.objects.get(task="django.add").value == [4, 5]
 
 
+def test_a_django_task_is_scheduled_by_its_dotted_path_in_schedules(settings, client, eager):
+    settings.TASKS = {"default": {"BACKEND": "django_cloudtasks.backends.CloudTasksBackend"}}
+    configure(
+        settings,
+        digest={"task": "tests.testapp.django_tasks.add", "args": [6, 7], "cron": "0 * * * *"},
+    )
+
+    answer = call(client, "digest", utc(2026, 5, 1, 10)).json()
+
+    assert answer["outcome"] == "started"
+    assert Workflow.objects.get(pk=answer["workflow"]).status == WorkflowStatus.SUCCESS
+    assert Execution.objects.get(task="django.add").value == [6, 7]
+
+
 def test_a_name_declared_twice_is_an_error(declared, settings):
     periodic(cron="0 * * * *", name="twice")(add)
     configure(settings, twice={"task": "add", "cron": "0 * * * *"})
