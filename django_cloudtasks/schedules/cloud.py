@@ -13,6 +13,7 @@ what was applied before the failure.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 from collections.abc import Iterable, Mapping
@@ -218,9 +219,7 @@ class SchedulerJobs:
                 before it.
         """
         applied: list[Change] = []
-        for change in plan:
-            if change.action == "unchanged":
-                continue
+        for change in _steps(plan):
             try:
                 self._apply_one(change)
             except gexc.GoogleAPICallError as exc:
@@ -233,8 +232,6 @@ class SchedulerJobs:
         if change.action == "create":
             assert change.job is not None
             self.client.create_job(parent=self.parent, job=change.job, timeout=_TIMEOUT)
-            if change.paused:
-                self.client.pause_job(name=name, timeout=_TIMEOUT)
         elif change.action == "update":
             assert change.job is not None
             self.client.update_job(
@@ -264,6 +261,19 @@ class SchedulerJobs:
         except gexc.NotFound:
             return False
         return True
+
+
+def _steps(plan: Iterable[Change]) -> Iterable[Change]:
+    """The calls that carry out ``plan``: a paused job is created, then paused (two
+    steps, so that a failure between them reports the job as created)."""
+    for change in plan:
+        if change.action == "unchanged":
+            continue
+        if change.action == "create" and change.paused:
+            yield dataclasses.replace(change, paused=False)
+            yield Change("pause", change.job_id)
+        else:
+            yield change
 
 
 def differences(desired: scheduler_v1.Job, current: scheduler_v1.Job) -> list[str]:

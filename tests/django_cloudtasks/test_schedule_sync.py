@@ -175,6 +175,27 @@ def test_the_command_names_what_was_applied_when_the_cloud_fails_midway_and_a_re
     ]
 
 
+def test_a_disabled_schedule_whose_pause_fails_is_reported_as_created_and_paused_by_a_rerun(
+    settings, emulator, cloud, monkeypatch
+):
+    configure(settings, nightly={**NIGHTLY, "enabled": False})
+    set_state = emulator.scheduler.set_state
+
+    def refuse(name, state):
+        raise EmulatorError(grpc.StatusCode.PERMISSION_DENIED, "no pausing today")
+
+    monkeypatch.setattr(emulator.scheduler, "set_state", refuse)
+    with pytest.raises(CommandError) as caught:
+        run("sync")
+    assert "pause cloudtasks-schedule-nightly failed" in str(caught.value)
+    assert "Applied before: create    cloudtasks-schedule-nightly" in str(caught.value)
+
+    monkeypatch.setattr(emulator.scheduler, "set_state", set_state)
+    assert run("sync").splitlines()[0] == "pause     cloudtasks-schedule-nightly"
+    job = cloud.get_job(name=f"{PARENT}/jobs/cloudtasks-schedule-nightly")
+    assert job.state == scheduler_v1.Job.State.PAUSED
+
+
 def _schedules():
     from django_cloudtasks.schedules.declarations import all_schedules
 
