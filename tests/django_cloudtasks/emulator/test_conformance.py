@@ -412,6 +412,34 @@ def queue_http_target_overrides_apply_to_deliveries(world: World) -> None:
     assert (received.header("Authorization") or "").startswith("Bearer ey")
 
 
+def a_queue_overrides_host_port_and_the_token(world: World) -> None:
+    tasks_client = world.start()
+    queue = new_queue_name()
+    port = int(world.handler.url().rsplit(":", 1)[1].split("/", 1)[0])
+    tasks_client.create_queue(
+        parent=LOCATION,
+        queue={
+            "name": queue,
+            "http_target": {
+                "uri_override": {"scheme": "HTTP", "host": "127.0.0.1", "port": port},
+                "oauth_token": {"service_account_email": "q@test-project.iam.gserviceaccount.com"},
+            },
+        },
+    )
+    tasks_client.create_task(
+        parent=queue,
+        task=http_task(
+            "https://unreachable.invalid:9/elsewhere",
+            oidc_token={"service_account_email": "t@test-project.iam.gserviceaccount.com"},
+        ),
+    )
+
+    (received,) = world.handler.wait_for(1)
+    assert received.path == "/elsewhere"
+    authorization = received.header("Authorization") or ""
+    assert authorization.startswith("Bearer ") and "q@test-project" in authorization
+
+
 def if_not_exists_overrides_only_what_the_task_lacks(world: World) -> None:
     tasks_client = world.start()
     queue = new_queue_name()
@@ -556,6 +584,11 @@ TABLE = [
         "Queue.http_target overrides every task",
         reference("HttpTarget"),
         queue_http_target_overrides_apply_to_deliveries,
+    ),
+    Row(
+        "UriOverride scheme, host, port; the queue's oauth_token replaces the task's token",
+        reference("UriOverride") + "; " + reference("HttpTarget"),
+        a_queue_overrides_host_port_and_the_token,
     ),
     Row(
         "UriOverride IF_NOT_EXISTS",
