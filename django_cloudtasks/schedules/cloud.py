@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import grpc
 from google.api_core import exceptions as gexc
+from google.api_core import retry as gretry
 from google.cloud import scheduler_v1
 from google.cloud.scheduler_v1.services.cloud_scheduler.transports import (
     CloudSchedulerGrpcTransport,
@@ -34,6 +35,9 @@ from django_cloudtasks.schedules.timing import job_schedule
 #: What the description of a job we own starts with.
 DESCRIPTION_MARK = "django-gcp-cloudtasks schedule"
 _TIMEOUT = 30.0
+#: How long reading the jobs retries an unavailable service: 30 s, 2 s on an emulator
+#: (the client's own default retries for 10 minutes).
+_READ_RETRY_SECONDS, _EMULATOR_READ_RETRY_SECONDS = 30.0, 2.0
 
 
 @dataclass(frozen=True)
@@ -166,7 +170,15 @@ class SchedulerJobs:
     def owned_jobs(self) -> dict[str, scheduler_v1.Job]:
         """Our jobs on the service, by full name."""
         prefix = f"{self.parent}/jobs/{self.prefix()}"
-        jobs = self.client.list_jobs(parent=self.parent, timeout=_TIMEOUT)
+        seconds = _EMULATOR_READ_RETRY_SECONDS if conf.EMULATOR_HOST else _READ_RETRY_SECONDS
+        retry = gretry.Retry(
+            predicate=gretry.if_exception_type(gexc.ServiceUnavailable, gexc.DeadlineExceeded),
+            initial=0.1,
+            maximum=2.0,
+            multiplier=2.0,
+            timeout=seconds,
+        )
+        jobs = self.client.list_jobs(parent=self.parent, retry=retry, timeout=_TIMEOUT)
         return {job.name: job for job in jobs if job.name.startswith(prefix)}
 
     # -- plan and apply ------------------------------------------------------------------
@@ -210,6 +222,27 @@ class SchedulerJobs:
         for name in sorted(set(current) - set(desired)):
             plan.append(Change("delete", name.rsplit("/", 1)[-1]))
         return plan
+
+    def drift(
+        self, schedules: Mapping[str, Schedule], paused: Iterable[str] = ()
+    ) -> dict[str, str]:
+        """How each schedule's job differs from the code: ``in sync``, ``missing``,
+        ``update (fields)``, ``pause`` or ``resume``; reads, changes nothing.
+
+        Raises:
+            ScheduleError: as :meth:`plan` does.
+            google.api_core.exceptions.GoogleAPICallError: when the jobs cannot be read.
+        """
+        words = {"unchanged": "in sync", "create": "missing"}
+        drift: dict[str, str] = {}
+        for change in self.plan(schedules, paused=paused):
+            if change.action == "delete":
+                continue
+            name = self.schedule_name(change.job_id)
+            if drift.get(name, "in sync") == "in sync":
+                detail = f" ({', '.join(change.fields)})" if change.fields else ""
+                drift[name] = words.get(change.action, change.action + detail)
+        return drift
 
     def apply(self, plan: Iterable[Change]) -> list[Change]:
         """Carry out ``plan``, in order; return the steps applied.
