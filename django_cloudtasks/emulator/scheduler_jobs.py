@@ -48,6 +48,13 @@ _USER_FIELDS = (
     "attempt_deadline",
 )
 _LOOPBACK = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+# A unix-cron field as Cloud Scheduler reads it. cronsim, which computes the fire times,
+# also reads extensions (L, W, #, ?, 5/15) that the service refuses. (The app checks its
+# schedules with the same grammar; the emulator imports nothing of the app.)
+_CRON_NAMES = "JAN|FEB|MAR|APR|MAY|JUN|JUL|AUG|SEP|OCT|NOV|DEC|SUN|MON|TUE|WED|THU|FRI|SAT"
+_CRON_VALUE = rf"(?:\d+|{_CRON_NAMES})"
+_CRON_ITEM = rf"(?:\*|{_CRON_VALUE}-{_CRON_VALUE})(?:/\d+)?|{_CRON_VALUE}"
+_CRON_FIELD = re.compile(rf"^(?:{_CRON_ITEM})(?:,(?:{_CRON_ITEM}))*$", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -104,6 +111,12 @@ def next_fire(schedule: str, time_zone: str, after: float) -> float:
             f"schedule {schedule!r} is not unix-cron (five fields); the emulator does not "
             "read the English-like format"
         )
+    for part in schedule.split():
+        if not _CRON_FIELD.match(part):
+            raise invalid(
+                f"invalid schedule {schedule!r}: {part!r} is not a unix-cron field (*, "
+                "values, ranges, /steps and lists; Cloud Scheduler has no L, W, # or ?)"
+            )
     start = datetime.fromtimestamp(int(after), UTC).astimezone(_zone(time_zone))
     try:
         return next(CronSim(schedule, start)).timestamp()

@@ -17,11 +17,11 @@ from datetime import timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from cronsim import CronSim, CronSimError
 from django.utils.module_loading import import_string
 
 from canvas import Signature
 from django_cloudtasks.conf import conf
+from django_cloudtasks.schedules.cron import unix_cron_problem
 
 #: What happens when a slot comes while the previous run is unfinished.
 OVERLAP_POLICIES = ("allow", "skip", "buffer_one")
@@ -395,21 +395,10 @@ def schedule_problems(schedule: Schedule) -> list[tuple[str, str]]:
 
 
 def _cron_problems(name: str, cron: str) -> list[tuple[str, str]]:
-    if len(cron.split()) != 5:
-        return [
-            (
-                "E101",
-                f"schedule {name!r}: cron {cron!r} must have five fields (minute hour "
-                "day-of-month month day-of-week); Cloud Scheduler has no seconds field",
-            )
-        ]
-    from datetime import UTC, datetime
-
-    try:
-        next(CronSim(cron, datetime(2000, 1, 1, tzinfo=UTC)))
-    except (CronSimError, StopIteration, ValueError) as exc:
-        return [("E101", f"schedule {name!r}: invalid cron {cron!r}: {exc}")]
-    return []
+    problem = unix_cron_problem(cron)
+    if problem is None:
+        return []
+    return [("E101", f"schedule {name!r}: invalid cron {cron!r}: {problem}")]
 
 
 def _target_problems(schedule: Schedule) -> list[tuple[str, str]]:

@@ -77,7 +77,7 @@ def test_an_hourly_schedule_keeps_every_hour_over_the_autumn_change():
         assert timing.latest_slot(hourly, slot + timedelta(minutes=59)) == slot
 
 
-def test_the_31st_is_only_in_long_months_and_the_last_day_follows_february():
+def test_the_31st_is_only_in_long_months_and_the_29th_of_february_in_leap_years():
     on_31st = Schedule("m", task="add", cron="0 0 31 * *")
     assert [s.month for s in timing.slots_between(on_31st, utc(2026, 1, 1), utc(2026, 8, 1))] == [
         1,
@@ -85,12 +85,9 @@ def test_the_31st_is_only_in_long_months_and_the_last_day_follows_february():
         5,
         7,
     ]
-    last_day = Schedule("l", task="add", cron="0 0 L * *")
-    assert [s.day for s in timing.slots_between(last_day, utc(2028, 1, 1), utc(2028, 4, 1))] == [
-        31,
-        29,
-        31,
-    ]
+    leap_day = Schedule("l", task="add", cron="0 0 29 2 *")
+    slots = timing.slots_between(leap_day, utc(2026, 1, 1), utc(2033, 1, 1))
+    assert [s.year for s in slots] == [2028, 2032]
 
 
 def test_intervals_count_from_the_epoch_and_the_job_fires_on_a_cron_reaching_every_slot():
@@ -497,6 +494,9 @@ def test_a_name_declared_twice_is_an_error(declared, settings):
     [
         ({"task": "add", "cron": "61 * * * *"}, "E101", "invalid cron"),
         ({"task": "add", "cron": "0 * * * * *"}, "E101", "five fields"),
+        ({"task": "add", "cron": "0 12 L * *"}, "E101", "not unix-cron"),
+        ({"task": "add", "cron": "0 9 * * MON#1"}, "E101", "not unix-cron"),
+        ({"task": "add", "cron": "@daily"}, "E101", "five fields"),
         ({"task": "add", "every": "30s"}, "E101", "whole number of minutes"),
         ({"task": "add", "cron": "0 3 * * *", "timezone": "Mars/Olympus"}, "E102", "time zone"),
         ({"canvas": "tests.nowhere.canvas", "cron": "0 3 * * *"}, "E103", "cannot import"),
@@ -563,10 +563,10 @@ def test_calls_around_the_spring_change_map_to_the_slots_of_paris_time(client, s
 def test_the_tick_over_a_month_end_finds_the_last_day_slot(settings, memory):
     configure(
         settings,
-        monthly={"task": "add", "args": [1, 1], "cron": "0 12 L * *", "catch_up": "2d"},
+        monthly={"task": "add", "args": [1, 1], "cron": "0 12 29-31 * *", "catch_up": "2d"},
     )
     with freeze_time("2028-02-27T00:00:00Z"):
         runs.tick()
-    with freeze_time("2028-03-01T00:00:00Z"):  # a leap year: the last day is the 29th
+    with freeze_time("2028-03-01T00:00:00Z"):  # a leap year: February ends on the 29th
         assert runs.tick().started == {"monthly": 1}
     assert ScheduleRun.objects.get().slot == utc(2028, 2, 29, 12)

@@ -78,6 +78,9 @@ def test_jobs_are_created_read_listed_updated_and_deleted(jobs, handler):
     [
         (a_job("bad", "http://127.0.0.1/", "61 * * * *"), "invalid schedule"),
         (a_job("bad", "http://127.0.0.1/", "every 5 minutes"), "unix-cron"),
+        (a_job("bad", "http://127.0.0.1/", "0 12 L * *"), "unix-cron field"),
+        (a_job("bad", "http://127.0.0.1/", "0 9 * * 1#2"), "unix-cron field"),
+        (a_job("bad", "http://127.0.0.1/", "5/15 * * * *"), "unix-cron field"),
         (a_job("bad name", "http://127.0.0.1/"), "job name"),
         (a_job("bad", "ftp://127.0.0.1/"), "not an http"),
     ],
