@@ -560,6 +560,41 @@ def test_calls_around_the_spring_change_map_to_the_slots_of_paris_time(client, s
         assert call(client, "early").json()["slot"] == "2026-03-30T00:30:00+00:00"
 
 
+def test_a_second_call_in_the_hour_repeated_in_autumn_starts_nothing(client, settings, eager):
+    configure(
+        settings,
+        early={"task": "add", "args": [1, 1], "cron": "30 2 * * *", "timezone": "Europe/Paris"},
+    )
+    # 02:30 happens twice in Paris on 25 October 2026: 00:30 UTC (CEST), 01:30 UTC (CET).
+    with freeze_time("2026-10-25T00:30:05Z"):
+        first = call(client, "early", utc(2026, 10, 25, 0, 30)).json()
+    with freeze_time("2026-10-25T01:30:05Z"):
+        second = call(client, "early", utc(2026, 10, 25, 1, 30)).json()
+
+    assert first["outcome"] == "started"
+    assert (second["outcome"], second["slot"]) == ("duplicate", first["slot"])
+    assert Workflow.objects.count() == 1
+
+
+def test_a_slot_cloud_scheduler_skips_in_spring_is_recorded_as_missed(client, settings, eager):
+    configure(
+        settings,
+        early={"task": "add", "args": [1, 1], "cron": "30 2 * * *", "timezone": "Europe/Paris"},
+    )
+    with freeze_time("2026-03-28T01:30:05Z"):
+        call(client, "early", utc(2026, 3, 28, 1, 30))
+    # No call on the 29th (02:30 did not exist); the next comes on the 30th.
+    with freeze_time("2026-03-30T00:30:05Z"):
+        assert call(client, "early", utc(2026, 3, 30, 0, 30)).json()["outcome"] == "started"
+
+    states = dict(ScheduleRun.objects.values_list("slot", "state"))
+    assert states == {
+        utc(2026, 3, 28, 1, 30): "STARTED",
+        utc(2026, 3, 29, 1, 0): "MISSED",
+        utc(2026, 3, 30, 0, 30): "STARTED",
+    }
+
+
 def test_the_tick_over_a_month_end_finds_the_last_day_slot(settings, memory):
     configure(
         settings,
