@@ -5,8 +5,10 @@ locations/SCHEDULER_LOCATION`` (``LOCATION`` by default), that POSTs to
 ``BASE_URL/cloudtasks/schedule/<name>/`` with an OIDC token for the ``sweep``
 family's service account (``OIDC_SCOPES``, else ``OIDC_SERVICE_ACCOUNT``), or the
 shared ``AUTH_TOKEN`` when no service account is set. Only jobs whose id starts with
-the prefix are ours: :meth:`SchedulerJobs.plan` compares them with the declarations
-and lists what to create, update, delete, pause or resume;
+the prefix are ours, and of those only the ones a sync created (their description
+starts with :data:`DESCRIPTION_MARK`) are ever deleted. :meth:`SchedulerJobs.plan`
+compares them with the declarations and lists what to create, update, delete, pause
+or resume;
 :meth:`SchedulerJobs.apply` carries a plan out and, if the service fails midway, says
 what was applied before the failure.
 """
@@ -220,7 +222,9 @@ class SchedulerJobs:
             elif not changed:
                 plan.append(Change("unchanged", short))
         for name in sorted(set(current) - set(desired)):
-            plan.append(Change("delete", name.rsplit("/", 1)[-1]))
+            # Only a job a sync created is deleted: its description carries the mark.
+            if current[name].description.startswith(DESCRIPTION_MARK):
+                plan.append(Change("delete", name.rsplit("/", 1)[-1]))
         return plan
 
     def drift(

@@ -104,6 +104,32 @@ def test_sync_updates_changed_jobs_deletes_removed_ones_and_leaves_others_alone(
     assert cloud.get_job(name=f"{PARENT}/jobs/cloudtasks-schedule-nightly").schedule == "30 4 * * *"
 
 
+def test_sync_never_deletes_a_job_it_did_not_create_even_under_its_prefix(
+    settings, emulator, cloud
+):
+    configure(settings, nightly=NIGHTLY)
+    settings.CLOUDTASKS = {**settings.CLOUDTASKS, "SCHEDULE_JOB_PREFIX": ""}
+    run("sync")
+    for job_id in ("cloudtasks-sweep", "hand-made"):
+        cloud.create_job(
+            parent=PARENT,
+            job=scheduler_v1.Job(
+                name=f"{PARENT}/jobs/{job_id}",
+                schedule="*/5 * * * *",
+                http_target=scheduler_v1.HttpTarget(uri="http://example.com/"),
+            ),
+        )
+    configure(settings, weekly={"task": "add", "cron": "0 4 * * 1"})
+
+    assert run("sync").splitlines() == [
+        "create    weekly",
+        "delete    nightly",
+        "applied 2 changes",
+    ]
+    names = sorted(j.name.rsplit("/", 1)[-1] for j in cloud.list_jobs(parent=PARENT))
+    assert names == ["cloudtasks-sweep", "hand-made", "weekly"]
+
+
 def test_check_exits_non_zero_when_the_cloud_has_drifted(settings, emulator, cloud):
     configure(settings, nightly=NIGHTLY)
     run("sync")
