@@ -205,6 +205,22 @@ def test_overlap_buffer_one_starts_one_more_when_the_running_one_finishes(settin
     assert Execution.objects.filter(task="add").count() == 2
 
 
+def test_buffer_one_starts_the_buffered_run_at_the_next_call_after_the_running_one_finished(
+    client, settings, memory
+):
+    _hourly(settings, "buffer_one")
+    assert call(client, "job", utc(2026, 5, 1, 1)).json()["outcome"] == "started"
+    assert call(client, "job", utc(2026, 5, 1, 2)).json()["outcome"] == "buffered"
+    drain()  # the 01:00 run finishes
+
+    answer = call(client, "job", utc(2026, 5, 1, 3)).json()
+
+    assert answer["outcome"] == "buffered"  # 02:00 started first, so 03:00 waits
+    states = dict(ScheduleRun.objects.values_list("slot__hour", "state"))
+    assert states == {1: "STARTED", 2: "STARTED", 3: "BUFFERED"}
+    assert ScheduleRun.objects.get(slot=utc(2026, 5, 1, 2)).workflow is not None
+
+
 def test_run_now_starts_a_run_whatever_the_overlap_and_the_pause(settings, memory):
     job = _hourly(settings, "skip")
     runs.fire(job, utc(2026, 5, 1, 1))
