@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from django.utils.module_loading import import_string
 
-from canvas import Signature
+from canvas import Expression, Signature
 from django_cloudtasks.conf import conf
 from django_cloudtasks.schedules.cron import unix_cron_problem
 
@@ -99,8 +99,16 @@ class Schedule:
             return _task_signature(self)
         assert self.canvas is not None
         target = _import(self.name, self.canvas)
+        if isinstance(target, Expression):
+            # An expression is callable too (calling one runs it): use it as it is.
+            if self.args or self.kwargs:
+                raise ScheduleError(
+                    f"schedule {self.name!r}: {self.canvas} is an expression, which takes no "
+                    "args or kwargs (give them to its signatures, or name a function)"
+                )
+            return target
         value = target(*self.args, **dict(self.kwargs)) if callable(target) else target
-        if not hasattr(value, "apply_async"):
+        if not isinstance(value, Expression):
             raise ScheduleError(
                 f"schedule {self.name!r}: {self.canvas} gave {type(value).__name__}, not a "
                 "canvas expression (a signature, chain, group or chord)"
@@ -409,7 +417,9 @@ def _target_problems(schedule: Schedule) -> list[tuple[str, str]]:
         return [("E103", f"schedule {name!r}: give exactly one of task and canvas")]
     try:
         if schedule.canvas is not None:
-            _import(name, schedule.canvas)
+            target = _import(name, schedule.canvas)
+            if isinstance(target, Expression) and (schedule.args or schedule.kwargs):
+                schedule.expression()  # raises: an expression takes no arguments
         else:
             _task_signature(schedule)
     except ScheduleError as exc:

@@ -31,6 +31,10 @@ def nightly_canvas(x=1):
     return chain(add.s(x, 1), add.s(10))
 
 
+#: A canvas given as an expression rather than a function.
+NIGHTLY = chain(add.s(3, 1), add.s(10))
+
+
 def configure(settings, **entries) -> None:
     settings.CLOUDTASKS = {**settings.CLOUDTASKS, "SCHEDULES": entries}
 
@@ -123,6 +127,18 @@ def test_a_call_starts_the_slots_workflow_and_a_repeated_call_starts_nothing(
     assert (run.schedule, run.slot, run.state) == ("nightly", slot, ScheduleRunState.STARTED)
     assert run.workflow.status == WorkflowStatus.SUCCESS
     assert run.outcome == WorkflowStatus.SUCCESS
+    assert Workflow.objects.count() == 1
+    assert Execution.objects.filter(task="add").count() == 2
+
+
+def test_a_canvas_given_as_an_expression_is_started_not_called(client, settings, eager):
+    configure(settings, nightly={"canvas": f"{__name__}.NIGHTLY", "cron": "0 3 * * *"})
+
+    answer = call(client, "nightly", utc(2026, 5, 1, 3)).json()
+
+    assert answer["outcome"] == "started"
+    workflow = Workflow.objects.get(pk=answer["workflow"])
+    assert workflow.status == WorkflowStatus.SUCCESS
     assert Workflow.objects.count() == 1
     assert Execution.objects.filter(task="add").count() == 2
 
@@ -518,6 +534,11 @@ def test_a_name_declared_twice_is_an_error(declared, settings):
         ({"canvas": "tests.nowhere.canvas", "cron": "0 3 * * *"}, "E103", "cannot import"),
         ({"task": "not_a_task_anywhere", "cron": "0 3 * * *"}, "E103", "cannot import"),
         ({"task": "add", "cron": "0 3 * * *", "overlap": "queue"}, "E105", "overlap"),
+        (
+            {"canvas": f"{__name__}.NIGHTLY", "args": [1], "cron": "0 3 * * *"},
+            "E103",
+            "takes no args",
+        ),
     ],
 )
 def test_bad_schedules_fail_the_system_checks_with_stable_ids(settings, entry, check_id, words):
