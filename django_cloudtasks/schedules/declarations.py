@@ -411,9 +411,7 @@ def _cron_problems(name: str, cron: str) -> list[tuple[str, str]]:
 
 def _target_problems(schedule: Schedule) -> list[tuple[str, str]]:
     name = schedule.name
-    if schedule.target is not None:
-        return []
-    if (schedule.task is None) == (schedule.canvas is None):
+    if schedule.target is None and (schedule.task is None) == (schedule.canvas is None):
         return [("E103", f"schedule {name!r}: give exactly one of task and canvas")]
     try:
         if schedule.canvas is not None:

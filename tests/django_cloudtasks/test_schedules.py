@@ -514,6 +514,18 @@ def test_a_django_task_is_scheduled_by_its_dotted_path_in_schedules(settings, cl
     assert Execution.objects.get(task="django.add").value == [6, 7]
 
 
+def test_periodic_below_task_on_a_plain_function_fails_the_checks(declared):
+    def nightly_cleanup():
+        return None
+
+    periodic(cron="0 3 * * *")(nightly_cleanup)
+
+    with pytest.raises(SystemCheckError) as caught:
+        call_command("check")
+    assert "django_cloudtasks.E103" in str(caught.value)
+    assert "is not a task" in str(caught.value)
+
+
 def test_a_name_declared_twice_is_an_error(declared, settings):
     periodic(cron="0 * * * *", name="twice")(add)
     configure(settings, twice={"task": "add", "cron": "0 * * * *"})
