@@ -285,12 +285,14 @@ SCHEDULE_TIME_HEADER = "X-CloudScheduler-ScheduleTime"
 def schedule(request: HttpRequest, name: str) -> JsonResponse:
     """``POST /cloudtasks/schedule/<name>/``: Cloud Scheduler's call of a schedule.
 
-    The slot is the ``X-CloudScheduler-ScheduleTime`` header's time (the latest slot
-    at or before it; now when the header is absent). A slot starts at most one
+    The slot is the latest slot at or before the ``X-CloudScheduler-ScheduleTime``
+    header's time (now when the header is absent); see
+    :func:`~django_cloudtasks.schedules.runs.call`. A slot starts at most one
     workflow, however often it is called; earlier slots that were missed are caught
     up first. Answers 200 with ``{"outcome": "started" | "skipped" | "buffered" |
-    "duplicate" | "paused", ...}``, 404 for an unknown schedule, 400 for a malformed
-    header, 500 when the schedule's target cannot be started (Cloud Scheduler retries).
+    "duplicate" | "paused" | "missed" | "idle", ...}``, 404 for an unknown schedule, 400
+    for a malformed header, 500 when the schedule's target cannot be started (Cloud
+    Scheduler retries).
     """
     try:
         scheduled = get_schedule(name)
@@ -309,9 +311,9 @@ def schedule(request: HttpRequest, name: str) -> JsonResponse:
         except ValueError:
             return _error(400, f"{SCHEDULE_TIME_HEADER} {header[:60]!r} is not an RFC 3339 time")
     try:
-        slot = latest_slot(scheduled, moment)
-        schedule_runs.catch_up(scheduled, before=slot, now=now)
-        fired = schedule_runs.fire(scheduled, slot, now=now)
+        if not header:  # a call from elsewhere belongs to the latest slot
+            moment = latest_slot(scheduled, now)
+        fired = schedule_runs.call(scheduled, moment, now=now)
     except ScheduleError as exc:
         return _error(500, str(exc))
     except EnqueueError as exc:  # the run is recorded; the sweeper sends its first tasks

@@ -24,8 +24,8 @@ DEFAULT_PORT = 8123
 LOCAL_MAX_IN_FLIGHT = 10
 #: How long a finished or deleted task's name stays taken (the reference: up to 24 h).
 DEFAULT_TOMBSTONE_SECONDS = 24 * 3600.0
-#: How long a deleted queue's name stays taken (the reference: 7 days).
-DEFAULT_QUEUE_TOMBSTONE_SECONDS = 7 * 24 * 3600.0
+#: How long a deleted queue's name stays taken (the reference: up to 3 days).
+DEFAULT_QUEUE_TOMBSTONE_SECONDS = 3 * 24 * 3600.0
 
 
 @dataclass(frozen=True)
@@ -139,7 +139,7 @@ def add_arguments(parser: argparse.ArgumentParser, *, port_help: str | None = No
         "--queue-tombstone-seconds",
         type=float,
         help="how long a deleted queue's name cannot be re-created "
-        f"(default {defaults.queue_tombstone_seconds:g}, 7 days)",
+        f"(default {defaults.queue_tombstone_seconds:g}, 3 days)",
     )
     parser.add_argument(
         "--time-scale",

@@ -5,7 +5,8 @@ manages (served by :mod:`.scheduler`) and fires each enabled job's HTTP target o
 unix-cron schedule in the job's time zone, as Cloud Scheduler does: a POST with the job's body
 and headers, ``X-CloudScheduler: true``, ``X-CloudScheduler-JobName`` and
 ``X-CloudScheduler-ScheduleTime`` (RFC 3339, UTC), and an OIDC token when the job
-asks for one. A job never has two executions outstanding.
+asks for one; a failed call is retried by the job's ``retry_config``. A job never has
+two executions outstanding.
 
 ``time_scale`` runs the scheduler's clock faster than real time from the moment it
 starts (60: an hourly job fires every minute), so that a developer can watch a
@@ -33,12 +34,15 @@ from google.rpc import status_pb2
 
 from .errors import EmulatorError, invalid, not_found
 from .names import is_location_name
+from .policy import RetryPolicy
 
 logger = logging.getLogger("django_cloudtasks.emulator.scheduler")
 
 _JOB_NAME = re.compile(r"^(projects/[^/]+/locations/[^/]+)/jobs/([A-Za-z0-9_-]{1,500})$")
 #: Cloud Scheduler's default deadline for HTTP targets, in seconds.
 DEFAULT_DEADLINE = 180.0
+#: The most retries a job's ``retry_config`` may ask for.
+MAX_RETRY_COUNT = 5
 _USER_FIELDS = (
     "description",
     "http_target",
@@ -48,6 +52,13 @@ _USER_FIELDS = (
     "attempt_deadline",
 )
 _LOOPBACK = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+# A unix-cron field as Cloud Scheduler reads it. cronsim, which computes the fire times,
+# also reads extensions (L, W, #, ?, 5/15) that the service refuses. (The app checks its
+# schedules with the same grammar; the emulator imports nothing of the app.)
+_CRON_NAMES = "JAN|FEB|MAR|APR|MAY|JUN|JUL|AUG|SEP|OCT|NOV|DEC|SUN|MON|TUE|WED|THU|FRI|SAT"
+_CRON_VALUE = rf"(?:\d+|{_CRON_NAMES})"
+_CRON_ITEM = rf"(?:\*|{_CRON_VALUE}-{_CRON_VALUE})(?:/\d+)?|{_CRON_VALUE}"
+_CRON_FIELD = re.compile(rf"^(?:{_CRON_ITEM})(?:,(?:{_CRON_ITEM}))*$", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -65,6 +76,11 @@ class Execution:
     def succeeded(self) -> bool:
         """True for a 2xx answer."""
         return self.status_code is not None and 200 <= self.status_code < 300
+
+    @property
+    def outcome(self) -> str:
+        """The status code, or the error of a call that got no answer."""
+        return str(self.status_code or self.error)
 
 
 class SchedulerClock:
@@ -104,11 +120,31 @@ def next_fire(schedule: str, time_zone: str, after: float) -> float:
             f"schedule {schedule!r} is not unix-cron (five fields); the emulator does not "
             "read the English-like format"
         )
+    for part in schedule.split():
+        if not _CRON_FIELD.match(part):
+            raise invalid(
+                f"invalid schedule {schedule!r}: {part!r} is not a unix-cron field (*, "
+                "values, ranges, /steps and lists; Cloud Scheduler has no L, W, # or ?)"
+            )
     start = datetime.fromtimestamp(int(after), UTC).astimezone(_zone(time_zone))
     try:
         return next(CronSim(schedule, start)).timestamp()
     except (CronSimError, StopIteration, ValueError) as exc:
         raise invalid(f"invalid schedule {schedule!r}: {exc}") from None
+
+
+def _retry_policy(job: scheduler_v1.Job) -> tuple[int, RetryPolicy]:
+    """How many times a failed call of ``job`` is retried, and the backoffs (defaults
+    filled as Cloud Scheduler documents them: 5 s, doubling 5 times, at most 1 hour)."""
+    config = job.retry_config
+    policy = RetryPolicy(
+        max_attempts=config.retry_count + 1,
+        max_retry_duration=0.0,
+        min_backoff=config.min_backoff_duration.total_seconds() or 5.0,
+        max_backoff=config.max_backoff_duration.total_seconds() or 3600.0,
+        max_doublings=config.max_doublings or 5,
+    )
+    return config.retry_count, policy
 
 
 def _timestamp(seconds: float) -> timestamp_pb2.Timestamp:
@@ -241,6 +277,8 @@ class SchedulerEmulator:
             raise invalid(f"http_target.uri {job.http_target.uri!r} is not an http(s) URL")
         if len(job.description) > 500:
             raise invalid("a description holds at most 500 characters")
+        if not 0 <= job.retry_config.retry_count <= MAX_RETRY_COUNT:
+            raise invalid(f"retry_config.retry_count must be between 0 and {MAX_RETRY_COUNT}")
 
     def _schedule(self, job: scheduler_v1.Job) -> None:
         """Compute the job's next fire time (call with the lock held)."""
@@ -311,6 +349,49 @@ class SchedulerEmulator:
         worker.start()
 
     def _deliver(self, job: scheduler_v1.Job, due: float) -> None:
+        """Call ``job`` for ``due``, retrying a failed call by its ``retry_config``.
+
+        As on Cloud Scheduler: ``retry_count`` retries (none by default), backoffs from
+        ``min_backoff_duration`` doubling ``max_doublings`` times within
+        ``max_backoff_duration``, and no retry once the next scheduled time has come.
+        Every retry sends the same schedule time. The job has no other execution
+        meanwhile.
+        """
+        retries, policy = _retry_policy(job)
+        attempt = 0
+        while True:
+            record = self._call(job, due)
+            logger.info("job %s for %s -> %s", job.name, record.schedule_time, record.outcome)
+            with self.cond:
+                self._history.append(record)
+                stored = self._jobs.get(job.name)
+                if stored is not None:
+                    ok = record.succeeded
+                    stored.status = status_pb2.Status(
+                        code=0 if ok else 2, message="" if ok else record.outcome
+                    )
+                self.cond.notify_all()
+                attempt += 1
+                wait = policy.backoff(attempt)
+                following = self._due.get(job.name)
+                retry = (
+                    not record.succeeded
+                    and attempt <= retries
+                    and stored is not None
+                    and stored.state == scheduler_v1.Job.State.ENABLED
+                    and (following is None or self.clock.now() + wait < following)
+                )
+                if retry:
+                    deadline = time.monotonic() + self.clock.real_seconds(wait)
+                    while not self._stopping and (left := deadline - time.monotonic()) > 0:
+                        self.cond.wait(left)
+                if not retry or self._stopping:
+                    self._in_flight.discard(job.name)
+                    self.cond.notify_all()
+                    return
+
+    def _call(self, job: scheduler_v1.Job, due: float) -> Execution:
+        """One HTTP call of ``job`` for ``due``."""
         target = job.http_target
         headers = {"Content-Type": "application/octet-stream", **dict(target.headers)}
         headers.update(
@@ -350,14 +431,4 @@ class SchedulerEmulator:
             error=error,
             headers=headers,
         )
-        logger.info("job %s for %s -> %s", job.name, record.schedule_time, status_code or error)
-        with self.cond:
-            self._in_flight.discard(job.name)
-            self._history.append(record)
-            stored = self._jobs.get(job.name)
-            if stored is not None:
-                ok = record.succeeded
-                stored.status = status_pb2.Status(
-                    code=0 if ok else 2, message="" if ok else str(status_code or error)
-                )
-            self.cond.notify_all()
+        return record

@@ -101,8 +101,8 @@ class EmulatorState:
             if expiry > self.clock():
                 raise EmulatorError(
                     grpc.StatusCode.FAILED_PRECONDITION,
-                    f"the queue {queue.name} cannot be created: a queue of that name was "
-                    "deleted recently (names stay taken for 7 days)",
+                    "The queue cannot be created because a queue with this name existed "
+                    f"too recently ({queue.name}).",
                 )
             del self._queue_tombstones[queue.name]
         if defaults:

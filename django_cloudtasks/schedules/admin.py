@@ -13,6 +13,7 @@ from django.http import (
     HttpResponse,
     HttpResponseNotAllowed,
     HttpResponseRedirect,
+    QueryDict,
 )
 from django.urls import URLPattern, path, reverse
 from django.utils import timezone
@@ -20,11 +21,14 @@ from django.utils.html import format_html
 from google.api_core import exceptions as gexc
 from google.auth import exceptions as auth_exceptions
 
-from django_cloudtasks.models import ScheduleRun, Workflow
+from django_cloudtasks.models import ScheduleRun, ScheduleState, Workflow
 from django_cloudtasks.schedules import runs
 from django_cloudtasks.schedules.cloud import SchedulerJobs
 from django_cloudtasks.schedules.declarations import Schedule, ScheduleError, all_schedules
 from django_cloudtasks.schedules.overview import overview
+
+#: The query parameter that asks the Schedules page to read the jobs and show drift.
+DRIFT_PARAMETER = "drift"
 
 
 class ScheduleRunAdmin(admin.ModelAdmin):
@@ -75,19 +79,45 @@ class ScheduleRunAdmin(admin.ModelAdmin):
     def changelist_view(
         self, request: HttpRequest, extra_context: dict[str, Any] | None = None
     ) -> HttpResponse:
-        """The run history, with the table of schedules above it."""
+        """The run history, with the table of schedules above it.
+
+        With ``?drift=1`` the table also says how each job on Cloud Scheduler differs
+        from the code (reading the jobs, so only when asked).
+        """
+        with_drift = DRIFT_PARAMETER in request.GET
+        if with_drift:  # not a filter of the run list: the changelist would refuse it
+            query = request.GET.copy()
+            del query[DRIFT_PARAMETER]
+            request.GET = QueryDict(query.urlencode())
+        problem = ""
         try:
-            lines = overview(all_schedules().values(), timezone.now())
-            problem = ""
+            schedules = all_schedules()
+            drift = self._drift(request, schedules) if with_drift else None
+            lines = overview(schedules.values(), timezone.now(), drift)
         except ScheduleError as exc:
             lines, problem = [], str(exc)
         context = {
             "schedules": lines,
             "schedules_problem": problem,
+            "with_drift": with_drift,
             "can_operate": self.has_operate_permission(request),
             **(extra_context or {}),
         }
         return super().changelist_view(request, extra_context=context)
+
+    def _drift(self, request: HttpRequest, schedules: dict[str, Schedule]) -> dict[str, str]:
+        """Each schedule's drift; a warning, and no drift, when the jobs cannot be read."""
+        jobs = SchedulerJobs()
+        paused = ScheduleState.objects.filter(paused=True).values_list("name", flat=True)
+        try:
+            return jobs.drift(schedules, paused=list(paused))
+        except (gexc.GoogleAPICallError, gexc.RetryError, auth_exceptions.GoogleAuthError) as exc:
+            self.message_user(
+                request, f"Cannot read the Cloud Scheduler jobs: {exc}", messages.WARNING
+            )
+            return {}
+        finally:
+            jobs.close()
 
     def get_urls(self) -> list[URLPattern]:
         """Add run-now, pause and resume."""

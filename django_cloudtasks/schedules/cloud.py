@@ -5,14 +5,17 @@ locations/SCHEDULER_LOCATION`` (``LOCATION`` by default), that POSTs to
 ``BASE_URL/cloudtasks/schedule/<name>/`` with an OIDC token for the ``sweep``
 family's service account (``OIDC_SCOPES``, else ``OIDC_SERVICE_ACCOUNT``), or the
 shared ``AUTH_TOKEN`` when no service account is set. Only jobs whose id starts with
-the prefix are ours: :meth:`SchedulerJobs.plan` compares them with the declarations
-and lists what to create, update, delete, pause or resume;
+the prefix are ours, and of those only the ones a sync created (their description
+starts with :data:`DESCRIPTION_MARK`) are ever deleted. :meth:`SchedulerJobs.plan`
+compares them with the declarations and lists what to create, update, delete, pause
+or resume;
 :meth:`SchedulerJobs.apply` carries a plan out and, if the service fails midway, says
 what was applied before the failure.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 from collections.abc import Iterable, Mapping
@@ -20,6 +23,7 @@ from dataclasses import dataclass
 
 import grpc
 from google.api_core import exceptions as gexc
+from google.api_core import retry as gretry
 from google.cloud import scheduler_v1
 from google.cloud.scheduler_v1.services.cloud_scheduler.transports import (
     CloudSchedulerGrpcTransport,
@@ -34,6 +38,9 @@ from django_cloudtasks.schedules.timing import job_schedule
 #: What the description of a job we own starts with.
 DESCRIPTION_MARK = "django-gcp-cloudtasks schedule"
 _TIMEOUT = 30.0
+#: How long reading the jobs retries an unavailable service: 30 s, 2 s on an emulator
+#: (the client's own default retries for 10 minutes).
+_READ_RETRY_SECONDS, _EMULATOR_READ_RETRY_SECONDS = 30.0, 2.0
 
 
 @dataclass(frozen=True)
@@ -166,7 +173,15 @@ class SchedulerJobs:
     def owned_jobs(self) -> dict[str, scheduler_v1.Job]:
         """Our jobs on the service, by full name."""
         prefix = f"{self.parent}/jobs/{self.prefix()}"
-        jobs = self.client.list_jobs(parent=self.parent, timeout=_TIMEOUT)
+        seconds = _EMULATOR_READ_RETRY_SECONDS if conf.EMULATOR_HOST else _READ_RETRY_SECONDS
+        retry = gretry.Retry(
+            predicate=gretry.if_exception_type(gexc.ServiceUnavailable, gexc.DeadlineExceeded),
+            initial=0.1,
+            maximum=2.0,
+            multiplier=2.0,
+            timeout=seconds,
+        )
+        jobs = self.client.list_jobs(parent=self.parent, retry=retry, timeout=_TIMEOUT)
         return {job.name: job for job in jobs if job.name.startswith(prefix)}
 
     # -- plan and apply ------------------------------------------------------------------
@@ -208,8 +223,31 @@ class SchedulerJobs:
             elif not changed:
                 plan.append(Change("unchanged", short))
         for name in sorted(set(current) - set(desired)):
-            plan.append(Change("delete", name.rsplit("/", 1)[-1]))
+            # Only a job a sync created is deleted: its description carries the mark.
+            if current[name].description.startswith(DESCRIPTION_MARK):
+                plan.append(Change("delete", name.rsplit("/", 1)[-1]))
         return plan
+
+    def drift(
+        self, schedules: Mapping[str, Schedule], paused: Iterable[str] = ()
+    ) -> dict[str, str]:
+        """How each schedule's job differs from the code: ``in sync``, ``missing``,
+        ``update (fields)``, ``pause`` or ``resume``; reads, changes nothing.
+
+        Raises:
+            ScheduleError: as :meth:`plan` does.
+            google.api_core.exceptions.GoogleAPICallError: when the jobs cannot be read.
+        """
+        words = {"unchanged": "in sync", "create": "missing"}
+        drift: dict[str, str] = {}
+        for change in self.plan(schedules, paused=paused):
+            if change.action == "delete":
+                continue
+            name = self.schedule_name(change.job_id)
+            if drift.get(name, "in sync") == "in sync":
+                detail = f" ({', '.join(change.fields)})" if change.fields else ""
+                drift[name] = words.get(change.action, change.action + detail)
+        return drift
 
     def apply(self, plan: Iterable[Change]) -> list[Change]:
         """Carry out ``plan``, in order; return the steps applied.
@@ -219,9 +257,7 @@ class SchedulerJobs:
                 before it.
         """
         applied: list[Change] = []
-        for change in plan:
-            if change.action == "unchanged":
-                continue
+        for change in _steps(plan):
             try:
                 self._apply_one(change)
             except gexc.GoogleAPICallError as exc:
@@ -234,8 +270,6 @@ class SchedulerJobs:
         if change.action == "create":
             assert change.job is not None
             self.client.create_job(parent=self.parent, job=change.job, timeout=_TIMEOUT)
-            if change.paused:
-                self.client.pause_job(name=name, timeout=_TIMEOUT)
         elif change.action == "update":
             assert change.job is not None
             self.client.update_job(
@@ -265,6 +299,19 @@ class SchedulerJobs:
         except gexc.NotFound:
             return False
         return True
+
+
+def _steps(plan: Iterable[Change]) -> Iterable[Change]:
+    """The calls that carry out ``plan``: a paused job is created, then paused (two
+    steps, so that a failure between them reports the job as created)."""
+    for change in plan:
+        if change.action == "unchanged":
+            continue
+        if change.action == "create" and change.paused:
+            yield dataclasses.replace(change, paused=False)
+            yield Change("pause", change.job_id)
+        else:
+            yield change
 
 
 def differences(desired: scheduler_v1.Job, current: scheduler_v1.Job) -> list[str]:

@@ -17,12 +17,12 @@ from datetime import timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from cronsim import CronSim, CronSimError
 from django.utils.module_loading import import_string
 
-from canvas import Signature
+from canvas import Expression, Signature
 from django_cloudtasks.conf import conf
 from django_cloudtasks.exceptions import CloudTasksError
+from django_cloudtasks.schedules.cron import unix_cron_problem
 
 #: What happens when a slot comes while the previous run is unfinished.
 OVERLAP_POLICIES = ("allow", "skip", "buffer_one")
@@ -100,8 +100,16 @@ class Schedule:
             return _task_signature(self)
         assert self.canvas is not None
         target = _import(self.name, self.canvas)
+        if isinstance(target, Expression):
+            # An expression is callable too (calling one runs it): use it as it is.
+            if self.args or self.kwargs:
+                raise ScheduleError(
+                    f"schedule {self.name!r}: {self.canvas} is an expression, which takes no "
+                    "args or kwargs (give them to its signatures, or name a function)"
+                )
+            return target
         value = target(*self.args, **dict(self.kwargs)) if callable(target) else target
-        if not hasattr(value, "apply_async"):
+        if not isinstance(value, Expression):
             raise ScheduleError(
                 f"schedule {self.name!r}: {self.canvas} gave {type(value).__name__}, not a "
                 "canvas expression (a signature, chain, group or chord)"
@@ -396,32 +404,21 @@ def schedule_problems(schedule: Schedule) -> list[tuple[str, str]]:
 
 
 def _cron_problems(name: str, cron: str) -> list[tuple[str, str]]:
-    if len(cron.split()) != 5:
-        return [
-            (
-                "E101",
-                f"schedule {name!r}: cron {cron!r} must have five fields (minute hour "
-                "day-of-month month day-of-week); Cloud Scheduler has no seconds field",
-            )
-        ]
-    from datetime import UTC, datetime
-
-    try:
-        next(CronSim(cron, datetime(2000, 1, 1, tzinfo=UTC)))
-    except (CronSimError, StopIteration, ValueError) as exc:
-        return [("E101", f"schedule {name!r}: invalid cron {cron!r}: {exc}")]
-    return []
+    problem = unix_cron_problem(cron)
+    if problem is None:
+        return []
+    return [("E101", f"schedule {name!r}: invalid cron {cron!r}: {problem}")]
 
 
 def _target_problems(schedule: Schedule) -> list[tuple[str, str]]:
     name = schedule.name
-    if schedule.target is not None:
-        return []
-    if (schedule.task is None) == (schedule.canvas is None):
+    if schedule.target is None and (schedule.task is None) == (schedule.canvas is None):
         return [("E103", f"schedule {name!r}: give exactly one of task and canvas")]
     try:
         if schedule.canvas is not None:
-            _import(name, schedule.canvas)
+            target = _import(name, schedule.canvas)
+            if isinstance(target, Expression) and (schedule.args or schedule.kwargs):
+                schedule.expression()  # raises: an expression takes no arguments
         else:
             _task_signature(schedule)
     except ScheduleError as exc:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -26,10 +26,18 @@ class ScheduleLine:
     last_outcome: str | None
     last_workflow: str | None
     origin: str
+    #: How the schedule's Cloud Scheduler job differs from the code, when it was read.
+    drift: str | None = None
 
 
-def overview(schedules: Iterable[Schedule], now: datetime) -> list[ScheduleLine]:
-    """The lines of ``schedules``, by name (one query, plus one per schedule)."""
+def overview(
+    schedules: Iterable[Schedule], now: datetime, drift: Mapping[str, str] | None = None
+) -> list[ScheduleLine]:
+    """The lines of ``schedules``, by name (one query, plus one per schedule).
+
+    ``drift`` gives each schedule's drift (see
+    :meth:`~django_cloudtasks.schedules.cloud.SchedulerJobs.drift`), when it was read.
+    """
     schedules = sorted(schedules, key=lambda s: s.name)
     names = [s.name for s in schedules]
     paused = set(
@@ -68,6 +76,7 @@ def overview(schedules: Iterable[Schedule], now: datetime) -> list[ScheduleLine]
                 last_outcome=run.outcome if run else None,
                 last_workflow=str(run.workflow_id) if run and run.workflow_id else None,
                 origin=schedule.origin,
+                drift=drift.get(schedule.name) if drift is not None else None,
             )
         )
     return lines

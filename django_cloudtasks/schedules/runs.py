@@ -22,7 +22,7 @@ from django.utils import timezone
 from django_cloudtasks.conf import conf
 from django_cloudtasks.models import ScheduleRun, ScheduleRunState, ScheduleState
 from django_cloudtasks.schedules.declarations import Schedule, ScheduleError, all_schedules
-from django_cloudtasks.schedules.timing import slots_between
+from django_cloudtasks.schedules.timing import is_slot, latest_slot, slots_between
 
 logger = logging.getLogger("django_cloudtasks.schedules")
 
@@ -46,7 +46,9 @@ SCHEDULER, CATCH_UP, BACKFILL, MANUAL, BUFFER = (
 @dataclass(frozen=True)
 class Fired:
     """What a call of a slot did: ``started``, ``skipped``, ``buffered``, ``duplicate``,
-    or ``paused`` (also for a disabled schedule); with the slot's run (None when paused)."""
+    ``paused`` (also for a disabled schedule), or for a call between two slots of an
+    interval ``missed`` (the slot before it had no run and is past ``catch_up``) or
+    ``idle`` (nothing was due); with the slot's run (None when paused or idle)."""
 
     outcome: str
     schedule: str
@@ -159,6 +161,41 @@ def fire(
     if decided != ScheduleRunState.STARTED:
         logger.info("schedule %s: slot %s %s", schedule.name, slot.isoformat(), decided.lower())
     return Fired(decided.lower(), schedule.name, slot, run)
+
+
+def call(schedule: Schedule, moment: datetime, now: datetime | None = None) -> Fired:
+    """Answer Cloud Scheduler's call of ``schedule`` scheduled for ``moment``.
+
+    The call belongs to the latest slot at or before ``moment``. A call at a slot
+    catches up the missed slots before it, then fires the slot (:func:`fire`). The job
+    of an interval fires on a coarser cron, so some calls come between two slots: such
+    a call starts nothing new unless the slot before it has no run, which means that
+    slot's own call was lost. That slot is then handled as missed, like :func:`tick`
+    does: started within ``catch_up``, else recorded as ``MISSED``.
+
+    Raises:
+        ScheduleError: when the schedule's target cannot give an expression.
+    """
+    now = now or timezone.now()
+    slot = latest_slot(schedule, moment)
+    if is_slot(schedule, moment):
+        catch_up(schedule, before=slot, now=now)
+        return fire(schedule, slot, now=now)
+    if (
+        not schedule.enabled
+        or ScheduleState.objects.filter(name=schedule.name, paused=True).exists()
+    ):
+        return Fired("paused", schedule.name, slot, None)
+    existing = ScheduleRun.objects.filter(schedule=schedule.name, slot=slot).first()
+    if existing is not None:
+        return Fired("duplicate", schedule.name, slot, existing)
+    report = TickReport()
+    _tick_one(schedule, now, moment, report)
+    run = ScheduleRun.objects.filter(schedule=schedule.name, slot=slot).first()
+    if run is None:
+        return Fired("idle", schedule.name, slot, None)
+    outcome = "missed" if run.state == ScheduleRunState.MISSED else run.state.lower()
+    return Fired(outcome, schedule.name, slot, run)
 
 
 def run_now(schedule: Schedule, now: datetime | None = None) -> Fired:

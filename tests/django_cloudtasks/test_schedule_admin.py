@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import io
+import re
+
 import pytest
 from django.urls import reverse
 
@@ -73,3 +76,42 @@ def test_only_operators_may_press_the_buttons(client, django_user_model, nightly
 def test_an_unknown_schedule_or_operation_is_not_found(admin_client, nightly):
     assert operate(admin_client, "run-now", name="nope").status_code == 404
     assert operate(admin_client, "explode").status_code == 404
+
+
+def test_the_page_compares_the_schedules_with_cloud_scheduler_when_asked(
+    admin_client, nightly, settings
+):
+    from django.core.management import call_command
+
+    from django_cloudtasks.emulator import CloudTasksEmulator
+
+    with CloudTasksEmulator() as emulator:
+        settings.CLOUDTASKS = {**settings.CLOUDTASKS, "EMULATOR_HOST": emulator.address}
+        call_command("cloudtasks_schedules", "sync", stdout=io.StringIO())
+        schedules = settings.CLOUDTASKS["SCHEDULES"]
+        settings.CLOUDTASKS = {
+            **settings.CLOUDTASKS,
+            "SCHEDULES": {**schedules, "weekly": {"task": "add", "cron": "0 4 * * 1"}},
+        }
+
+        plain = admin_client.get(reverse(PAGE)).content.decode()
+        compared = admin_client.get(reverse(PAGE) + "?drift=1")
+
+    assert "<th>Drift</th>" not in plain and "Compare with Cloud Scheduler" in plain
+    assert compared.status_code == 200
+    drift = dict(
+        re.findall(r'data-schedule="(\w+)">.*?<td class="drift">([^<]*)</td>', _flat(compared))
+    )
+    assert drift == {"nightly": "in sync", "weekly": "missing"}
+
+
+def test_the_page_warns_when_cloud_scheduler_cannot_be_read(admin_client, nightly, settings):
+    settings.CLOUDTASKS = {**settings.CLOUDTASKS, "EMULATOR_HOST": "127.0.0.1:1"}
+    response = admin_client.get(reverse(PAGE) + "?drift=1")
+    assert response.status_code == 200
+    assert "Cannot read the Cloud Scheduler jobs" in response.content.decode()
+    assert 'data-schedule="nightly"' in response.content.decode()
+
+
+def _flat(response) -> str:
+    return " ".join(response.content.decode().split())

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import time
 
+import grpc
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
@@ -13,6 +14,7 @@ from google.cloud import scheduler_v1
 
 from django_cloudtasks.constants import WorkflowStatus
 from django_cloudtasks.emulator import CloudTasksEmulator
+from django_cloudtasks.emulator.errors import EmulatorError
 from django_cloudtasks.emulator.scheduler import scheduler_client
 from django_cloudtasks.models import ScheduleRun, ScheduleState
 from django_cloudtasks.schedules.cloud import SchedulerJobs, SyncFailed
@@ -102,6 +104,32 @@ def test_sync_updates_changed_jobs_deletes_removed_ones_and_leaves_others_alone(
     assert cloud.get_job(name=f"{PARENT}/jobs/cloudtasks-schedule-nightly").schedule == "30 4 * * *"
 
 
+def test_sync_never_deletes_a_job_it_did_not_create_even_under_its_prefix(
+    settings, scheduler, cloud
+):
+    configure(settings, nightly=NIGHTLY)
+    settings.CLOUDTASKS = {**settings.CLOUDTASKS, "SCHEDULE_JOB_PREFIX": ""}
+    run("sync")
+    for job_id in ("cloudtasks-sweep", "hand-made"):
+        cloud.create_job(
+            parent=PARENT,
+            job=scheduler_v1.Job(
+                name=f"{PARENT}/jobs/{job_id}",
+                schedule="*/5 * * * *",
+                http_target=scheduler_v1.HttpTarget(uri="http://example.com/"),
+            ),
+        )
+    configure(settings, weekly={"task": "add", "cron": "0 4 * * 1"})
+
+    assert run("sync").splitlines() == [
+        "create    weekly",
+        "delete    nightly",
+        "applied 2 changes",
+    ]
+    names = sorted(j.name.rsplit("/", 1)[-1] for j in cloud.list_jobs(parent=PARENT))
+    assert names == ["cloudtasks-sweep", "hand-made", "weekly"]
+
+
 def test_check_exits_non_zero_when_the_cloud_has_drifted(settings, scheduler, cloud):
     configure(settings, nightly=NIGHTLY)
     run("sync")
@@ -139,6 +167,59 @@ def test_a_failure_midway_reports_what_was_applied(settings, scheduler, cloud):
     assert [c.job_id for c in caught.value.applied] == ["cloudtasks-schedule-a"]
     assert caught.value.failed.job_id == "cloudtasks-schedule-b"
     assert "Applied before: create    cloudtasks-schedule-a" in str(caught.value)
+
+
+def test_the_command_names_what_was_applied_when_the_cloud_fails_midway_and_a_rerun_finishes(
+    settings, scheduler, cloud, monkeypatch
+):
+    configure(
+        settings, a={"task": "add", "cron": "0 1 * * *"}, b={"task": "add", "cron": "0 2 * * *"}
+    )
+    create_job = scheduler.scheduler.create_job
+
+    def refuse_b(parent, job):
+        if job.name.endswith("/cloudtasks-schedule-b"):
+            raise EmulatorError(grpc.StatusCode.PERMISSION_DENIED, "the service refuses b")
+        return create_job(parent, job)
+
+    monkeypatch.setattr(scheduler.scheduler, "create_job", refuse_b)
+    with pytest.raises(CommandError) as caught:
+        run("sync")
+    assert caught.value.returncode == 1
+    message = str(caught.value)
+    assert "create cloudtasks-schedule-b failed" in message
+    assert "Applied before: create    cloudtasks-schedule-a" in message
+    assert [j.name.rsplit("/", 1)[-1] for j in cloud.list_jobs(parent=PARENT)] == [
+        "cloudtasks-schedule-a"
+    ]
+
+    monkeypatch.setattr(scheduler.scheduler, "create_job", create_job)
+    assert run("sync").splitlines() == [
+        "unchanged cloudtasks-schedule-a",
+        "create    cloudtasks-schedule-b",
+        "applied 1 changes",
+    ]
+
+
+def test_a_disabled_schedule_whose_pause_fails_is_reported_as_created_and_paused_by_a_rerun(
+    settings, scheduler, cloud, monkeypatch
+):
+    configure(settings, nightly={**NIGHTLY, "enabled": False})
+    set_state = scheduler.scheduler.set_state
+
+    def refuse(name, state):
+        raise EmulatorError(grpc.StatusCode.PERMISSION_DENIED, "no pausing today")
+
+    monkeypatch.setattr(scheduler.scheduler, "set_state", refuse)
+    with pytest.raises(CommandError) as caught:
+        run("sync")
+    assert "pause cloudtasks-schedule-nightly failed" in str(caught.value)
+    assert "Applied before: create    cloudtasks-schedule-nightly" in str(caught.value)
+
+    monkeypatch.setattr(scheduler.scheduler, "set_state", set_state)
+    assert run("sync").splitlines()[0] == "pause     cloudtasks-schedule-nightly"
+    job = cloud.get_job(name=f"{PARENT}/jobs/cloudtasks-schedule-nightly")
+    assert job.state == scheduler_v1.Job.State.PAUSED
 
 
 def _schedules():

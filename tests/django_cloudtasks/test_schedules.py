@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import threading
+import urllib.request
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -27,6 +29,10 @@ HEADER = "X-CloudScheduler-ScheduleTime"
 def nightly_canvas(x=1):
     """A canvas for the SCHEDULES tests: ``add(x, 1) | add(10)``."""
     return chain(add.s(x, 1), add.s(10))
+
+
+#: A canvas given as an expression rather than a function.
+NIGHTLY = chain(add.s(3, 1), add.s(10))
 
 
 def configure(settings, **entries) -> None:
@@ -75,7 +81,7 @@ def test_an_hourly_schedule_keeps_every_hour_over_the_autumn_change():
         assert timing.latest_slot(hourly, slot + timedelta(minutes=59)) == slot
 
 
-def test_the_31st_is_only_in_long_months_and_the_last_day_follows_february():
+def test_the_31st_is_only_in_long_months_and_the_29th_of_february_in_leap_years():
     on_31st = Schedule("m", task="add", cron="0 0 31 * *")
     assert [s.month for s in timing.slots_between(on_31st, utc(2026, 1, 1), utc(2026, 8, 1))] == [
         1,
@@ -83,12 +89,9 @@ def test_the_31st_is_only_in_long_months_and_the_last_day_follows_february():
         5,
         7,
     ]
-    last_day = Schedule("l", task="add", cron="0 0 L * *")
-    assert [s.day for s in timing.slots_between(last_day, utc(2028, 1, 1), utc(2028, 4, 1))] == [
-        31,
-        29,
-        31,
-    ]
+    leap_day = Schedule("l", task="add", cron="0 0 29 2 *")
+    slots = timing.slots_between(leap_day, utc(2026, 1, 1), utc(2033, 1, 1))
+    assert [s.year for s in slots] == [2028, 2032]
 
 
 def test_intervals_count_from_the_epoch_and_the_job_fires_on_a_cron_reaching_every_slot():
@@ -124,6 +127,18 @@ def test_a_call_starts_the_slots_workflow_and_a_repeated_call_starts_nothing(
     assert (run.schedule, run.slot, run.state) == ("nightly", slot, ScheduleRunState.STARTED)
     assert run.workflow.status == WorkflowStatus.SUCCESS
     assert run.outcome == WorkflowStatus.SUCCESS
+    assert Workflow.objects.count() == 1
+    assert Execution.objects.filter(task="add").count() == 2
+
+
+def test_a_canvas_given_as_an_expression_is_started_not_called(client, settings, eager):
+    configure(settings, nightly={"canvas": f"{__name__}.NIGHTLY", "cron": "0 3 * * *"})
+
+    answer = call(client, "nightly", utc(2026, 5, 1, 3)).json()
+
+    assert answer["outcome"] == "started"
+    workflow = Workflow.objects.get(pk=answer["workflow"])
+    assert workflow.status == WorkflowStatus.SUCCESS
     assert Workflow.objects.count() == 1
     assert Execution.objects.filter(task="add").count() == 2
 
@@ -204,6 +219,22 @@ def test_overlap_buffer_one_starts_one_more_when_the_running_one_finishes(settin
     assert buffered.workflow is not None
     drain()
     assert Execution.objects.filter(task="add").count() == 2
+
+
+def test_buffer_one_starts_the_buffered_run_at_the_next_call_after_the_running_one_finished(
+    client, settings, memory
+):
+    _hourly(settings, "buffer_one")
+    assert call(client, "job", utc(2026, 5, 1, 1)).json()["outcome"] == "started"
+    assert call(client, "job", utc(2026, 5, 1, 2)).json()["outcome"] == "buffered"
+    drain()  # the 01:00 run finishes
+
+    answer = call(client, "job", utc(2026, 5, 1, 3)).json()
+
+    assert answer["outcome"] == "buffered"  # 02:00 started first, so 03:00 waits
+    states = dict(ScheduleRun.objects.values_list("slot__hour", "state"))
+    assert states == {1: "STARTED", 2: "STARTED", 3: "BUFFERED"}
+    assert ScheduleRun.objects.get(slot=utc(2026, 5, 1, 2)).workflow is not None
 
 
 def test_run_now_starts_a_run_whatever_the_overlap_and_the_pause(settings, memory):
@@ -287,6 +318,60 @@ def test_a_call_catches_up_the_slots_missed_before_it(client, settings, eager):
     assert states == {0: "STARTED", 1: "MISSED", 2: "STARTED", 3: "STARTED", 4: "STARTED"}
 
 
+def _every_90_minutes(client, settings, catch_up: str = "0") -> None:
+    # Slots at 22:30, 00:00, 01:30...; the job fires every 30 minutes.
+    configure(
+        settings,
+        job={"task": "add", "args": [1, 1], "every": "90m", "catch_up": catch_up},
+    )
+    with freeze_time("2026-04-30T22:30:05Z"):
+        assert call(client, "job", utc(2026, 4, 30, 22, 30)).json()["outcome"] == "started"
+
+
+def test_a_call_between_two_interval_slots_does_not_start_the_lost_slot_late(
+    client, settings, eager
+):
+    _every_90_minutes(client, settings)
+    # The call of 00:00 never arrived; the job's next call, at 00:30, is between slots.
+    with freeze_time("2026-05-01T00:30:05Z"):
+        answer = call(client, "job", utc(2026, 5, 1, 0, 30)).json()
+    assert (answer["outcome"], answer["slot"]) == ("missed", "2026-05-01T00:00:00+00:00")
+    assert answer["workflow"] is None
+    with freeze_time("2026-05-01T01:00:05Z"):
+        assert call(client, "job", utc(2026, 5, 1, 1)).json()["outcome"] == "duplicate"
+    with freeze_time("2026-05-01T01:30:05Z"):
+        assert call(client, "job", utc(2026, 5, 1, 1, 30)).json()["outcome"] == "started"
+
+    states = dict(ScheduleRun.objects.values_list("slot__hour", "state"))
+    assert states == {22: "STARTED", 0: "MISSED", 1: "STARTED"}
+    assert Workflow.objects.count() == 2
+
+
+def test_a_call_between_two_interval_slots_starts_the_lost_slot_within_catch_up(
+    client, settings, eager
+):
+    _every_90_minutes(client, settings, catch_up="1h")
+    with freeze_time("2026-05-01T00:30:05Z"):
+        answer = call(client, "job", utc(2026, 5, 1, 0, 30)).json()
+    with freeze_time("2026-05-01T01:00:05Z"):
+        again = call(client, "job", utc(2026, 5, 1, 1)).json()
+
+    assert (answer["outcome"], answer["slot"]) == ("started", "2026-05-01T00:00:00+00:00")
+    assert again["outcome"] == "duplicate" and again["workflow"] == answer["workflow"]
+    run = ScheduleRun.objects.get(slot=utc(2026, 5, 1))
+    assert run.trigger == "catch_up" and run.workflow.status == WorkflowStatus.SUCCESS
+
+
+def test_a_call_between_two_interval_slots_of_a_started_slot_starts_nothing(
+    client, settings, eager
+):
+    _every_90_minutes(client, settings, catch_up="1h")
+    with freeze_time("2026-04-30T23:00:05Z"):
+        answer = call(client, "job", utc(2026, 4, 30, 23)).json()
+    assert answer["outcome"] == "duplicate"
+    assert Workflow.objects.count() == 1
+
+
 def test_backfill_fires_each_slot_of_a_range_by_the_overlap_policy(settings, memory):
     job = _hourly(settings, "skip")
     fired = runs.backfill(job, utc(2026, 5, 1, 1), utc(2026, 5, 1, 3))
@@ -326,6 +411,33 @@ def test_concurrent_calls_of_one_slot_start_one_workflow(settings, memory):
     assert sorted(outcomes) == ["duplicate"] * 7 + ["started"]
     assert ScheduleRun.objects.count() == 1
     assert Workflow.objects.count() == 1
+
+
+@pytest.mark.postgres
+def test_concurrent_http_calls_of_one_slot_start_one_workflow(settings, memory, live_server):
+    _hourly(settings, "allow")
+    url = f"{live_server.url}/cloudtasks/schedule/job/"
+    headers = {**TOKEN, HEADER: "2026-05-01T09:00:00Z"}
+    barrier = threading.Barrier(8)
+    answers: list[dict] = []
+
+    def caller() -> None:
+        barrier.wait()
+        request = urllib.request.Request(url, data=b"{}", headers=headers, method="POST")
+        with urllib.request.urlopen(request, timeout=30) as response:
+            answers.append(json.loads(response.read()))
+
+    threads = [threading.Thread(target=caller) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert sorted(a["outcome"] for a in answers) == ["duplicate"] * 7 + ["started"]
+    assert len({a["workflow"] for a in answers}) == 1
+    assert ScheduleRun.objects.count() == 1
+    assert Workflow.objects.count() == 1
+    assert len(get_transport().sent) == 1  # type: ignore[attr-defined]
 
 
 @pytest.mark.postgres
@@ -388,6 +500,32 @@ def test_a_django_task_is_scheduled_the_same_way(declared, settings, client, eag
     assert Execution.objects.get(task="django.add").value == [4, 5]
 
 
+def test_a_django_task_is_scheduled_by_its_dotted_path_in_schedules(settings, client, eager):
+    settings.TASKS = {"default": {"BACKEND": "django_cloudtasks.backends.CloudTasksBackend"}}
+    configure(
+        settings,
+        digest={"task": "tests.testapp.django_tasks.add", "args": [6, 7], "cron": "0 * * * *"},
+    )
+
+    answer = call(client, "digest", utc(2026, 5, 1, 10)).json()
+
+    assert answer["outcome"] == "started"
+    assert Workflow.objects.get(pk=answer["workflow"]).status == WorkflowStatus.SUCCESS
+    assert Execution.objects.get(task="django.add").value == [6, 7]
+
+
+def test_periodic_below_task_on_a_plain_function_fails_the_checks(declared):
+    def nightly_cleanup():
+        return None
+
+    periodic(cron="0 3 * * *")(nightly_cleanup)
+
+    with pytest.raises(SystemCheckError) as caught:
+        call_command("check")
+    assert "django_cloudtasks.E103" in str(caught.value)
+    assert "is not a task" in str(caught.value)
+
+
 def test_a_name_declared_twice_is_an_error(declared, settings):
     periodic(cron="0 * * * *", name="twice")(add)
     configure(settings, twice={"task": "add", "cron": "0 * * * *"})
@@ -400,11 +538,19 @@ def test_a_name_declared_twice_is_an_error(declared, settings):
     [
         ({"task": "add", "cron": "61 * * * *"}, "E101", "invalid cron"),
         ({"task": "add", "cron": "0 * * * * *"}, "E101", "five fields"),
+        ({"task": "add", "cron": "0 12 L * *"}, "E101", "not unix-cron"),
+        ({"task": "add", "cron": "0 9 * * MON#1"}, "E101", "not unix-cron"),
+        ({"task": "add", "cron": "@daily"}, "E101", "five fields"),
         ({"task": "add", "every": "30s"}, "E101", "whole number of minutes"),
         ({"task": "add", "cron": "0 3 * * *", "timezone": "Mars/Olympus"}, "E102", "time zone"),
         ({"canvas": "tests.nowhere.canvas", "cron": "0 3 * * *"}, "E103", "cannot import"),
         ({"task": "not_a_task_anywhere", "cron": "0 3 * * *"}, "E103", "cannot import"),
         ({"task": "add", "cron": "0 3 * * *", "overlap": "queue"}, "E105", "overlap"),
+        (
+            {"canvas": f"{__name__}.NIGHTLY", "args": [1], "cron": "0 3 * * *"},
+            "E103",
+            "takes no args",
+        ),
     ],
 )
 def test_bad_schedules_fail_the_system_checks_with_stable_ids(settings, entry, check_id, words):
@@ -463,13 +609,48 @@ def test_calls_around_the_spring_change_map_to_the_slots_of_paris_time(client, s
         assert call(client, "early").json()["slot"] == "2026-03-30T00:30:00+00:00"
 
 
+def test_a_second_call_in_the_hour_repeated_in_autumn_starts_nothing(client, settings, eager):
+    configure(
+        settings,
+        early={"task": "add", "args": [1, 1], "cron": "30 2 * * *", "timezone": "Europe/Paris"},
+    )
+    # 02:30 happens twice in Paris on 25 October 2026: 00:30 UTC (CEST), 01:30 UTC (CET).
+    with freeze_time("2026-10-25T00:30:05Z"):
+        first = call(client, "early", utc(2026, 10, 25, 0, 30)).json()
+    with freeze_time("2026-10-25T01:30:05Z"):
+        second = call(client, "early", utc(2026, 10, 25, 1, 30)).json()
+
+    assert first["outcome"] == "started"
+    assert (second["outcome"], second["slot"]) == ("duplicate", first["slot"])
+    assert Workflow.objects.count() == 1
+
+
+def test_a_slot_cloud_scheduler_skips_in_spring_is_recorded_as_missed(client, settings, eager):
+    configure(
+        settings,
+        early={"task": "add", "args": [1, 1], "cron": "30 2 * * *", "timezone": "Europe/Paris"},
+    )
+    with freeze_time("2026-03-28T01:30:05Z"):
+        call(client, "early", utc(2026, 3, 28, 1, 30))
+    # No call on the 29th (02:30 did not exist); the next comes on the 30th.
+    with freeze_time("2026-03-30T00:30:05Z"):
+        assert call(client, "early", utc(2026, 3, 30, 0, 30)).json()["outcome"] == "started"
+
+    states = dict(ScheduleRun.objects.values_list("slot", "state"))
+    assert states == {
+        utc(2026, 3, 28, 1, 30): "STARTED",
+        utc(2026, 3, 29, 1, 0): "MISSED",
+        utc(2026, 3, 30, 0, 30): "STARTED",
+    }
+
+
 def test_the_tick_over_a_month_end_finds_the_last_day_slot(settings, memory):
     configure(
         settings,
-        monthly={"task": "add", "args": [1, 1], "cron": "0 12 L * *", "catch_up": "2d"},
+        monthly={"task": "add", "args": [1, 1], "cron": "0 12 29-31 * *", "catch_up": "2d"},
     )
     with freeze_time("2028-02-27T00:00:00Z"):
         runs.tick()
-    with freeze_time("2028-03-01T00:00:00Z"):  # a leap year: the last day is the 29th
+    with freeze_time("2028-03-01T00:00:00Z"):  # a leap year: February ends on the 29th
         assert runs.tick().started == {"monthly": 1}
     assert ScheduleRun.objects.get().slot == utc(2028, 2, 29, 12)

@@ -130,15 +130,12 @@ class Command(BaseCommand):
             jobs = SchedulerJobs()
             try:
                 paused = ScheduleState.objects.filter(paused=True).values_list("name", flat=True)
-                for change in jobs.plan(schedules, paused=list(paused)):
-                    name = jobs.schedule_name(change.job_id)
-                    if drift.get(name, "unchanged") == "unchanged":
-                        drift[name] = change.action
+                drift = jobs.drift(schedules, paused=list(paused))
             except _CLOUD_ERRORS as exc:
                 self.stderr.write(f"cannot read the Cloud Scheduler jobs: {exc}")
             finally:
                 jobs.close()
-        rows = overview(schedules.values(), timezone.now())
+        rows = overview(schedules.values(), timezone.now(), drift)
         header = ("NAME", "WHEN", "OVERLAP", "STATE", "NEXT RUN", "LAST RUN", "LAST STATE", "DRIFT")
         table = [header] + [
             (
@@ -149,9 +146,7 @@ class Command(BaseCommand):
                 _short(row.next_run),
                 _short(row.last_slot),
                 row.last_outcome or "-",
-                {"unchanged": "in sync", "create": "missing"}.get(
-                    drift.get(row.name, "?"), drift.get(row.name, "?")
-                ),
+                row.drift or "?",
             )
             for row in rows
         ]

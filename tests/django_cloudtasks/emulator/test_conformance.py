@@ -2,8 +2,9 @@
 
 Every row is checked through the real ``google-cloud-tasks`` client against a running
 emulator that delivers to a recording HTTP server. Sources are the Cloud Tasks v2
-reference (``REF``, cloud.google.com/tasks/docs/reference/rpc/google.cloud.tasks.v2) and
-captures of production deliveries (``CAPTURE``). The emulator's testing options
+reference (:func:`reference`), its guides, and captures of production answers and
+deliveries (:func:`capture`, the golden files of aertje/cloud-tasks-emulator's
+conformance suite). The emulator's testing options
 (sub-second backoffs, a cap on attempt deadlines, short tombstones) keep every row
 within a few seconds; rows about those very limits use the defaults.
 """
@@ -32,8 +33,23 @@ from tests.django_cloudtasks.emulator.recording import (
     wait_until,
 )
 
-REF = "Cloud Tasks v2 reference"
-CAPTURE = "production capture"
+#: The Cloud Tasks v2 RPC reference; a row cites the message or method it follows.
+REFERENCE = "https://cloud.google.com/tasks/docs/reference/rpc/google.cloud.tasks.v2"
+#: The Cloud Tasks guides.
+GUIDES = "https://cloud.google.com/tasks/docs"
+#: Answers and deliveries of production Cloud Tasks, recorded by the conformance suite
+#: of aertje/cloud-tasks-emulator.
+CAPTURES = "https://github.com/aertje/cloud-tasks-emulator/tree/master/conformance/golden"
+
+
+def reference(name: str) -> str:
+    """The reference's entry for a message or method (``RetryConfig``, ``CloudTasks.RunTask``)."""
+    return f"{REFERENCE}#google.cloud.tasks.v2.{name}"
+
+
+def capture(golden: str, cases: str) -> str:
+    """A production capture: a golden file and the cases in it."""
+    return f"{CAPTURES}/{golden} ({cases})"
 
 
 @dataclass
@@ -274,7 +290,7 @@ def a_deleted_queue_name_stays_taken(world: World) -> None:
     tasks_client.delete_queue(name=queue)
     with pytest.raises(exceptions.FailedPrecondition):
         tasks_client.create_queue(parent=LOCATION, queue={"name": queue})
-    assert EmulatorOptions().queue_tombstone_seconds == 7 * 24 * 3600
+    assert EmulatorOptions().queue_tombstone_seconds == 3 * 24 * 3600
 
     tasks_client = world.start(queue_tombstone_seconds=0.2)
     queue = world.queue()
@@ -293,6 +309,16 @@ def a_finished_task_name_stays_taken(world: World) -> None:
             parent=task.name.split("/tasks/")[0], task={"name": task.name, **http_task("http://x/")}
         )
     assert EmulatorOptions().tombstone_seconds == 24 * 3600
+
+
+def a_finished_task_is_not_found(world: World) -> None:
+    tasks_client = world.start()
+    task = world.task(world.queue())
+    world.handler.wait_for(1)
+    assert world.emulator is not None and world.emulator.wait_until_idle(5)
+    for call in (tasks_client.get_task, tasks_client.delete_task, tasks_client.run_task):
+        with pytest.raises(exceptions.NotFound):
+            call(name=task.name)
 
 
 def list_queues_filters_by_state(world: World) -> None:
@@ -386,6 +412,34 @@ def queue_http_target_overrides_apply_to_deliveries(world: World) -> None:
     assert (received.header("Authorization") or "").startswith("Bearer ey")
 
 
+def a_queue_overrides_host_port_and_the_token(world: World) -> None:
+    tasks_client = world.start()
+    queue = new_queue_name()
+    port = int(world.handler.url().rsplit(":", 1)[1].split("/", 1)[0])
+    tasks_client.create_queue(
+        parent=LOCATION,
+        queue={
+            "name": queue,
+            "http_target": {
+                "uri_override": {"scheme": "HTTP", "host": "127.0.0.1", "port": port},
+                "oauth_token": {"service_account_email": "q@test-project.iam.gserviceaccount.com"},
+            },
+        },
+    )
+    tasks_client.create_task(
+        parent=queue,
+        task=http_task(
+            "https://unreachable.invalid:9/elsewhere",
+            oidc_token={"service_account_email": "t@test-project.iam.gserviceaccount.com"},
+        ),
+    )
+
+    (received,) = world.handler.wait_for(1)
+    assert received.path == "/elsewhere"
+    authorization = received.header("Authorization") or ""
+    assert authorization.startswith("Bearer ") and "q@test-project" in authorization
+
+
 def if_not_exists_overrides_only_what_the_task_lacks(world: World) -> None:
     tasks_client = world.start()
     queue = new_queue_name()
@@ -433,54 +487,120 @@ def run_task_dispatches_a_running_task_again(world: World) -> None:
 TABLE = [
     Row(
         "headers per attempt for 503,404,429,500,302,200",
-        CAPTURE,
+        capture("dispatch.json", "dispatch/http"),
         headers_follow_the_production_capture,
     ),
-    Row("a timed-out attempt is reported as 504", CAPTURE, a_timed_out_attempt_is_reported_as_504),
+    Row(
+        "a timed-out attempt is reported as 504",
+        capture("dispatch.json", "dispatch/http-timeout"),
+        a_timed_out_attempt_is_reported_as_504,
+    ),
     Row(
         "HttpRequest.headers: Content-Type is not set by Cloud Tasks",
-        REF,
+        reference("HttpRequest"),
         no_content_type_is_invented,
     ),
-    Row("Task.schedule_time: a past time is set to now", REF, a_past_schedule_time_becomes_now),
-    Row("RetryConfig.max_doublings: the backoff doubles", REF, backoffs_double_from_min_backoff),
+    Row(
+        "CreateTask: a past schedule_time is set to now",
+        reference("CreateTaskRequest"),
+        a_past_schedule_time_becomes_now,
+    ),
+    Row(
+        "RetryConfig.max_doublings: the backoff doubles",
+        reference("RetryConfig"),
+        backoffs_double_from_min_backoff,
+    ),
     Row(
         "RetryConfig.min_backoff: truncated to the second",
-        REF,
+        reference("RetryConfig"),
         backoffs_are_truncated_to_whole_seconds,
     ),
     Row(
-        "HttpRequest: 429/503 back off harder, Retry-After",
-        REF,
+        "HttpTarget: 429/503 back off harder, Retry-After",
+        reference("HttpTarget"),
         throttled_answers_back_off_harder_and_honour_retry_after,
     ),
-    Row("Task.retry_config overrides the queue's", REF, a_task_retry_config_overrides_the_queues),
-    Row("RateLimits.max_dispatches_per_second", REF, the_rate_limit_spreads_dispatches),
-    Row("RateLimits.max_burst_size: 100 for the default rate", CAPTURE, the_default_burst_is_100),
-    Row("RateLimits.max_concurrent_dispatches", REF, concurrency_is_capped_per_queue),
+    Row(
+        "Task.retry_config overrides the queue's",
+        reference("Task"),
+        a_task_retry_config_overrides_the_queues,
+    ),
+    Row(
+        "RateLimits.max_dispatches_per_second",
+        reference("RateLimits"),
+        the_rate_limit_spreads_dispatches,
+    ),
+    Row(
+        "RateLimits.max_burst_size: 100 for the default rate",
+        f"{GUIDES}/creating-queues (the queue gcloud describes)",
+        the_default_burst_is_100,
+    ),
+    Row(
+        "RateLimits.max_concurrent_dispatches",
+        reference("RateLimits"),
+        concurrency_is_capped_per_queue,
+    ),
     Row(
         "RateLimits: default concurrency 1,000 is not capped lower",
-        REF,
+        f"{GUIDES}/creating-queues (the queue gcloud describes)",
         the_emulator_caps_nothing_below_a_queues_concurrency,
     ),
-    Row("CreateTask: NOT_FOUND for a missing queue", REF, a_task_on_a_missing_queue_is_not_found),
-    Row("DeleteQueue: the name is taken for 7 days", REF, a_deleted_queue_name_stays_taken),
-    Row("Task.name: a finished task's name stays taken", REF, a_finished_task_name_stays_taken),
-    Row("ListQueuesRequest.filter: state", REF, list_queues_filters_by_state),
-    Row("Queue.name: PROJECT_ID is validated", REF, project_ids_are_validated),
+    Row(
+        "CreateTask, ListTasks: NOT_FOUND for a missing or deleted queue",
+        capture(
+            "realcloud.json", "task/create/queue-not-found, task/create/queue-recently-deleted"
+        ),
+        a_task_on_a_missing_queue_is_not_found,
+    ),
+    Row(
+        "DeleteQueue: the name is taken for up to 3 days",
+        reference("CloudTasks.DeleteQueue")
+        + "; "
+        + capture("realcloud.json", "queue/create/recently-deleted"),
+        a_deleted_queue_name_stays_taken,
+    ),
+    Row(
+        "CreateTaskRequest.task: a finished task's name stays taken up to 24 h",
+        reference("CreateTaskRequest"),
+        a_finished_task_name_stays_taken,
+    ),
+    Row(
+        "GetTask, DeleteTask, RunTask: NOT_FOUND once a task finished",
+        capture("realcloud.json", "task/get/recently-deleted, task/delete/not-found"),
+        a_finished_task_is_not_found,
+    ),
+    Row(
+        "ListQueuesRequest.filter: state",
+        reference("ListQueuesRequest"),
+        list_queues_filters_by_state,
+    ),
+    Row("Queue.name: PROJECT_ID is validated", reference("Queue"), project_ids_are_validated),
     Row(
         "CreateTask limits: size, schedule, deadline, headers, body",
-        REF,
+        f"{reference('CloudTasks.CreateTask')}; {reference('Task')}; {reference('HttpRequest')}",
         limits_are_refused_at_create_task,
     ),
     Row(
         "Queue.http_target overrides every task",
-        REF,
+        reference("HttpTarget"),
         queue_http_target_overrides_apply_to_deliveries,
     ),
-    Row("UriOverride IF_NOT_EXISTS", REF, if_not_exists_overrides_only_what_the_task_lacks),
-    Row("Task.View: BASIC omits the body", REF, the_basic_view_omits_the_body),
-    Row("RunTask: dispatches even a running task", REF, run_task_dispatches_a_running_task_again),
+    Row(
+        "UriOverride scheme, host, port; the queue's oauth_token replaces the task's token",
+        reference("UriOverride") + "; " + reference("HttpTarget"),
+        a_queue_overrides_host_port_and_the_token,
+    ),
+    Row(
+        "UriOverride IF_NOT_EXISTS",
+        reference("UriOverride"),
+        if_not_exists_overrides_only_what_the_task_lacks,
+    ),
+    Row("Task.View: BASIC omits the body", reference("Task.View"), the_basic_view_omits_the_body),
+    Row(
+        "RunTask: dispatches even a running task",
+        reference("CloudTasks.RunTask"),
+        run_task_dispatches_a_running_task_again,
+    ),
 ]
 
 
@@ -488,6 +608,12 @@ TABLE = [
 def world(request: pytest.FixtureRequest, handler: RecordingHandler) -> Iterator[World]:
     """A row's world; its emulators stop at teardown."""
     yield World(handler=handler, request=request)
+
+
+def test_every_row_cites_where_cloud_tasks_says_or_shows_it() -> None:
+    for row in TABLE:
+        assert row.source.startswith((REFERENCE, GUIDES, CAPTURES)), row.behaviour
+    assert len({row.behaviour for row in TABLE}) == len(TABLE)
 
 
 @pytest.mark.parametrize("row", TABLE, ids=[row.behaviour for row in TABLE])

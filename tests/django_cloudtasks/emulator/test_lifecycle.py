@@ -91,3 +91,33 @@ def test_the_command_line_refuses_a_malformed_queue_name():
     )
     assert result.returncode == 2
     assert "queues/QUEUE" in result.stderr
+
+
+def test_the_command_line_options_reach_the_emulator():
+    from django_cloudtasks.emulator.cli import build_parser
+    from django_cloudtasks.emulator.options import EmulatorOptions
+
+    arguments = [
+        "--time-scale=60",
+        "--max-in-flight=0",
+        "--auto-create-queues",
+        "--tombstone-seconds=5",
+        "--queue-tombstone-seconds=1",
+        "--dispatch-deadline-cap=0.5",
+        "--subsecond-backoffs",
+    ]
+    options = EmulatorOptions.from_arguments(build_parser().parse_args(arguments))
+
+    assert options.scheduler_time_scale == 60
+    assert options.max_in_flight is None  # 0 lifts the cap
+    assert options.auto_create_queues and options.subsecond_backoffs
+    assert (options.tombstone_seconds, options.queue_tombstone_seconds) == (5, 1)
+    assert options.dispatch_deadline_cap == 0.5
+    with CloudTasksEmulator(options=options, port=0) as emulator:
+        assert emulator.scheduler.clock.time_scale == 60
+    plain = EmulatorOptions.from_arguments(build_parser().parse_args([]))
+    assert (plain.scheduler_time_scale, plain.max_in_flight, plain.auto_create_queues) == (
+        1,
+        10,
+        False,
+    )

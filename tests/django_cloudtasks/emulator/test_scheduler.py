@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import pytest
 from google.api_core import exceptions as gexc
@@ -14,6 +15,7 @@ from google.oauth2 import id_token
 
 from django_cloudtasks.emulator import CloudTasksEmulator
 from django_cloudtasks.emulator.scheduler import next_fire, scheduler_client
+from tests.django_cloudtasks.emulator.recording import Reply
 
 PARENT = "projects/test-project/locations/us-central1"
 
@@ -78,6 +80,9 @@ def test_jobs_are_created_read_listed_updated_and_deleted(jobs, handler):
     [
         (a_job("bad", "http://127.0.0.1/", "61 * * * *"), "invalid schedule"),
         (a_job("bad", "http://127.0.0.1/", "every 5 minutes"), "unix-cron"),
+        (a_job("bad", "http://127.0.0.1/", "0 12 L * *"), "unix-cron field"),
+        (a_job("bad", "http://127.0.0.1/", "0 9 * * 1#2"), "unix-cron field"),
+        (a_job("bad", "http://127.0.0.1/", "5/15 * * * *"), "unix-cron field"),
         (a_job("bad name", "http://127.0.0.1/"), "job name"),
         (a_job("bad", "ftp://127.0.0.1/"), "not an http"),
     ],
@@ -135,3 +140,42 @@ def test_schedules_follow_their_time_zone_across_a_dst_change():
     after = datetime.fromisoformat("2026-03-28T12:00:00+00:00").timestamp()
     fired = next_fire("30 2 * * *", "Europe/Paris", after)
     assert fired == datetime.fromisoformat("2026-03-29T01:00:00+00:00").timestamp()
+
+
+def test_a_failed_call_is_retried_by_the_jobs_retry_config_with_the_same_schedule_time(
+    jobs, handler
+):
+    handler.script["/retried"] = [Reply(500), Reply(503), Reply(200)]
+    job = a_job("retried", handler.url("/retried"), "0 0 1 1 *")
+    job.retry_config = scheduler_v1.RetryConfig(
+        retry_count=3, min_backoff_duration=timedelta(seconds=6), max_doublings=1
+    )
+    job = jobs.create_job(parent=PARENT, job=job)
+    jobs.run_job(name=job.name)
+
+    assert wait_for(lambda: len(handler.requests_for("/retried")) == 3)
+    calls = handler.requests_for("/retried")
+    assert len({c.header("X-CloudScheduler-ScheduleTime") for c in calls}) == 1
+    # 6 s then 12 s of the scheduler's clock, which runs 60 times faster.
+    first_gap, second_gap = (b.started - a.started for a, b in itertools.pairwise(calls))
+    assert first_gap >= 0.09 and second_gap >= 0.19
+    time.sleep(0.5)
+    assert len(handler.requests_for("/retried")) == 3  # the 200 ended the retries
+
+
+def test_a_failed_call_is_not_retried_by_default(fast, jobs, handler):
+    handler.script["/once"] = [Reply(500)]
+    job = jobs.create_job(parent=PARENT, job=a_job("once", handler.url("/once"), "0 0 1 1 *"))
+    jobs.run_job(name=job.name)
+
+    assert wait_for(lambda: len(handler.requests_for("/once")) == 1)
+    time.sleep(0.6)  # 36 s of the scheduler's clock: past any 5 s backoff
+    assert len(handler.requests_for("/once")) == 1
+    assert [e.status_code for e in fast.scheduler.history] == [500]
+
+
+def test_a_retry_count_above_five_is_invalid(jobs):
+    job = a_job("greedy", "http://127.0.0.1/")
+    job.retry_config = scheduler_v1.RetryConfig(retry_count=6)
+    with pytest.raises(gexc.InvalidArgument, match="retry_count"):
+        jobs.create_job(parent=PARENT, job=job)
