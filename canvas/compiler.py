@@ -118,7 +118,9 @@ def compile(expression: Expression) -> Graph:
     """Compile ``expression`` to a graph; linear in the number of tasks.
 
     Options set on a chain, group or chord apply to each task inside it, under the
-    task's own options; their error callbacks add to the task's.
+    task's own options; their error callbacks add to the task's. As Celery's
+    ``group.apply_async`` does, a group whose only member ends in a group (a chain
+    ending in a group, a chord with a group body) gives that inner group's results.
 
     Raises:
         CanvasError: when ``expression`` is not a canvas expression.
@@ -126,5 +128,15 @@ def compile(expression: Expression) -> Graph:
     if not isinstance(expression, Expression):
         raise CanvasError(f"cannot compile {expression!r}: not a canvas expression")
     builder = _Builder()
+    if isinstance(expression, group):
+        flat = _flat_members(expression, merge_options({}, expression.options), "")
+        if len(flat) == 1:
+            # Celery's special case of group(A.s() | group(B.s(), C.s())): a group whose
+            # one member ends in a group gives that group's results, not a list of them.
+            member, member_defaults, member_path = flat[0]
+            output = builder.emit(member, None, member_defaults, member_path)
+            if builder.nodes[output].kind != BARRIER:
+                output = builder.add(kind=BARRIER, parents=(output,), input=InputRule.LIST, path="")
+            return Graph(nodes=tuple(builder.nodes), output=output)
     output = builder.emit(expression, None, {}, "")
     return Graph(nodes=tuple(builder.nodes), output=output)

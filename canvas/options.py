@@ -20,6 +20,8 @@ OPTION_NAMES: dict[str, str] = {
     "retry_backoff_max": "the cap of the exponential backoff, in seconds",
     "retry_jitter": "randomise each backoff between 0 and its value",
     "dispatch_deadline": "seconds Cloud Tasks waits for the run endpoint to answer",
+    "time_limit": "Celery's name for dispatch_deadline (stored as dispatch_deadline)",
+    "soft_time_limit": "seconds after which SoftTimeLimitExceeded is raised inside the task",
     "result_kwarg": "pass the parent's result as this keyword argument instead of the first "
     "positional one",
 }
@@ -70,7 +72,13 @@ def _normalize(name: str, value: Any, where: str) -> Any:
     label = f"option {name!r} of {where}"
     if value is None:
         return None
-    if name in ("countdown", "retry_backoff_max", "dispatch_deadline"):
+    if name in (
+        "countdown",
+        "retry_backoff_max",
+        "dispatch_deadline",
+        "time_limit",
+        "soft_time_limit",
+    ):
         return _non_negative_number(value, label)
     if name == "eta":
         return _moment(value, label)
