@@ -9,8 +9,6 @@ lists and counters are rows the tasks record.
 
 Not applicable here (with the reason):
 
-* ``test_eager_chain_inside_task``: the same as this module's
-  ``test_eager_chain_inside_task`` only through Celery's ``app.conf`` switch; ported.
 * ``test_chord_header_id_duplicated_on_rabbitmq_msg_duplication``: republishes a
   message through the broker's producer pool, and there is no broker. (A repeated
   delivery of one node is covered by ``tests/django_cloudtasks/test_reliability.py``.)
@@ -22,10 +20,10 @@ Not applicable here (with the reason):
   ``test_chain_with_callback_child_replaced``, ``test_chain_child_with_callback_replaced``,
   ``test_chain_with_cb_replaced_with_chain_with_cb``: the behaviour under test is the
   ``link`` success callback running beside the chain, which is not supported
-  (``sig.link()`` raises ``AttributeError`` naming ``sig | callback``; see
-  ``test_link_is_refused_with_the_rewrite``).
+  (``sig.link()`` raises ``AttributeError`` naming ``sig | callback``, tested in
+  ``tests/canvas/test_celery_api.py``).
 
-Counts for this module: 53 Celery tests, 47 ported (all passing), 6 not applicable.
+Counts for this module: 57 Celery tests, 49 ported (all passing), 8 not applicable.
 """
 
 from __future__ import annotations
@@ -111,14 +109,6 @@ def test_link_error_using_signature(path):
     if path == "memory":
         run(group())  # drains what delay() sent
     assert (result.get(timeout=TIMEOUT, propagate=False), True) == (exception, True)
-
-
-def test_link_is_refused_with_the_rewrite(path):
-    """Celery's ``sig.link(cb)`` cannot add to an immutable value: it says what to write."""
-    with pytest.raises(AttributeError, match=r"sig \| callback"):
-        identity.si(1).link(redis_echo.si("x"))
-    with pytest.raises(AttributeError, match=r"sig = sig.on_error\(errback\)"):
-        identity.si(1).link_error(redis_echo.si("x"))
 
 
 # -- test_chain ------------------------------------------------------------------------
