@@ -35,6 +35,11 @@ UNSUPPORTED_OPTIONS: dict[str, str] = {
     "exchange": "name the Cloud Tasks queue with queue=...",
     "link": "compose with |: (sig | callback).apply_async()",
     "task_id": "ids are chosen by the engine; read result.id",
+    "serializer": "arguments and results are always JSON; remove the option",
+    "headers": "Cloud Tasks sends its own headers; pass data as arguments",
+    "retry": "sending to Cloud Tasks is retried by the client and the sweeper; remove it",
+    "retry_policy": "sending to Cloud Tasks is retried by the client and the sweeper; remove it",
+    "ignore_result": "set @task(ignore_result=True)",
 }
 
 

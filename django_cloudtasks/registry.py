@@ -378,6 +378,12 @@ _UNSUPPORTED = {
     "routing_key": "name the Cloud Tasks queue with queue=...",
     "rate_limit": "set the queue's max_dispatches_per_second in CLOUDTASKS['QUEUES']",
     "link": "compose with |: (task.s() | callback.s())",
+    "exchange": "name the Cloud Tasks queue with queue=...",
+    "acks_late": "deliveries are always acknowledged late (a delivery that does not "
+    "answer 2xx is redelivered); remove the argument",
+    "serializer": "arguments and results are always JSON; remove the argument",
+    "track_started": "a delivered task is always STARTED; remove the argument",
+    "base": "class-based tasks are not supported; decorate a function, with bind=True for self",
 }
 
 
