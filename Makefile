@@ -23,7 +23,7 @@ test-sqlite: $(STAMP)
 	CLOUDTASKS_TEST_DATABASE=sqlite $(PY) -m pytest -q
 
 test-postgres: $(STAMP)
-	CLOUDTASKS_TEST_DATABASE=postgres $(PY) -m pytest -q tests/django_cloudtasks
+	CLOUDTASKS_TEST_DATABASE=postgres $(PY) -m pytest -q tests/django_cloudtasks tests/celery_suite
 
 ## Run the showcase against the local emulator, a real HTTP server and SQLite.
 demo: $(STAMP)

@@ -58,7 +58,7 @@ class _Builder:
                 )
             # As in Celery, a chord's error callbacks (its own and those it inherits)
             # belong to its body, which fails once whichever members fail.
-            header_options = {k: v for k, v in options.items() if k != "link_error"}
+            header_options = _without_errbacks(options)
             header = self.emit(expr.header, incoming, header_options, _join(path, "header"))
             return self.emit(expr.body, header, options, _join(path, "body"))
         raise CanvasError(f"cannot compile {expr!r}: not a canvas expression")
@@ -69,7 +69,9 @@ class _Builder:
         """Add a chain's members one after the other, unrolling groups as Celery does.
 
         Between other members, a group of one member runs as that member (its result
-        is not wrapped in a list) and an empty group is skipped.
+        is not wrapped in a list) and an empty group is skipped. A group followed by
+        more members does not inherit the chain's error callbacks, as a chord's header
+        does not: they run once, from the steps after it.
         """
         current = incoming
         for i, member in enumerate(expr.tasks):
@@ -81,6 +83,10 @@ class _Builder:
                     continue
                 if len(flat) == 1:
                     member, member_defaults, _ = flat[0]
+                elif i < len(expr.tasks) - 1:
+                    # A group followed by more is a chord's header: as a chord's, the
+                    # chain's error callbacks belong to what follows (they run once).
+                    member_defaults = _without_errbacks(options)
             current = self.emit(member, current, member_defaults, member_path)
         if current is None:  # a chain of empty groups, fed by nothing
             return self.add(kind=BARRIER, input=InputRule.NONE, path=path)
@@ -110,6 +116,10 @@ def _flat_members(
     return [(member, inherited, _join(path, i)) for i, (member, inherited) in enumerate(members)]
 
 
+def _without_errbacks(options: Mapping[str, Any]) -> Mapping[str, Any]:
+    return {k: v for k, v in options.items() if k != "link_error"}
+
+
 def _join(path: str, part: int | str) -> str:
     return f"{path}.{part}" if path else str(part)
 
@@ -118,7 +128,9 @@ def compile(expression: Expression) -> Graph:
     """Compile ``expression`` to a graph; linear in the number of tasks.
 
     Options set on a chain, group or chord apply to each task inside it, under the
-    task's own options; their error callbacks add to the task's.
+    task's own options; their error callbacks add to the task's. As Celery's
+    ``group.apply_async`` does, a group whose only member ends in a group (a chain
+    ending in a group, a chord with a group body) gives that inner group's results.
 
     Raises:
         CanvasError: when ``expression`` is not a canvas expression.
@@ -126,5 +138,15 @@ def compile(expression: Expression) -> Graph:
     if not isinstance(expression, Expression):
         raise CanvasError(f"cannot compile {expression!r}: not a canvas expression")
     builder = _Builder()
+    if isinstance(expression, group):
+        flat = _flat_members(expression, merge_options({}, expression.options), "")
+        if len(flat) == 1:
+            # Celery's special case of group(A.s() | group(B.s(), C.s())): a group whose
+            # one member ends in a group gives that group's results, not a list of them.
+            member, member_defaults, member_path = flat[0]
+            output = builder.emit(member, None, member_defaults, member_path)
+            if builder.nodes[output].kind != BARRIER:
+                output = builder.add(kind=BARRIER, parents=(output,), input=InputRule.LIST, path="")
+            return Graph(nodes=tuple(builder.nodes), output=output)
     output = builder.emit(expression, None, {}, "")
     return Graph(nodes=tuple(builder.nodes), output=output)

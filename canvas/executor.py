@@ -24,6 +24,10 @@ class Executor(Protocol):
     def call(self, signature: Any) -> Any:
         """Call ``signature``'s function in this process and return its result."""
 
+    def apply(self, signature: Any, options: dict[str, Any]) -> Any:
+        """Run ``signature``'s task in this process as Celery's ``sig.apply()`` does,
+        returning an eager result that holds its outcome."""
+
 
 _executor: Executor | None = None
 

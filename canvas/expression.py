@@ -187,6 +187,8 @@ def normalize_options(options: Mapping[str, Any], where: str) -> dict[str, Any]:
     for name, value in options.items():
         if name == "link_error" and value is not None:
             result[name] = _errbacks(value, f"option {name!r} of {where}")
+        elif name == "time_limit":
+            result["dispatch_deadline"] = normalize_option(name, value, where)
         else:
             result[name] = normalize_option(name, value, where)
     check_json(result, "options", f" of {where}")

@@ -20,6 +20,8 @@ OPTION_NAMES: dict[str, str] = {
     "retry_backoff_max": "the cap of the exponential backoff, in seconds",
     "retry_jitter": "randomise each backoff between 0 and its value",
     "dispatch_deadline": "seconds Cloud Tasks waits for the run endpoint to answer",
+    "time_limit": "Celery's name for dispatch_deadline (stored as dispatch_deadline)",
+    "soft_time_limit": "seconds after which SoftTimeLimitExceeded is raised inside the task",
     "result_kwarg": "pass the parent's result as this keyword argument instead of the first "
     "positional one",
 }
@@ -33,6 +35,11 @@ UNSUPPORTED_OPTIONS: dict[str, str] = {
     "exchange": "name the Cloud Tasks queue with queue=...",
     "link": "compose with |: (sig | callback).apply_async()",
     "task_id": "ids are chosen by the engine; read result.id",
+    "serializer": "arguments and results are always JSON; remove the option",
+    "headers": "Cloud Tasks sends its own headers; pass data as arguments",
+    "retry": "sending to Cloud Tasks is retried by the client and the sweeper; remove it",
+    "retry_policy": "sending to Cloud Tasks is retried by the client and the sweeper; remove it",
+    "ignore_result": "set @task(ignore_result=True)",
 }
 
 
@@ -70,7 +77,13 @@ def _normalize(name: str, value: Any, where: str) -> Any:
     label = f"option {name!r} of {where}"
     if value is None:
         return None
-    if name in ("countdown", "retry_backoff_max", "dispatch_deadline"):
+    if name in (
+        "countdown",
+        "retry_backoff_max",
+        "dispatch_deadline",
+        "time_limit",
+        "soft_time_limit",
+    ):
         return _non_negative_number(value, label)
     if name == "eta":
         return _moment(value, label)

@@ -113,6 +113,22 @@ class Signature(Expression):
         """
         return executor.current().call(self.clone(args, kwargs))
 
+    def apply(
+        self,
+        args: Sequence[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> Any:
+        """Run the task here and now and return an eager result (Celery's ``sig.apply()``).
+
+        Nothing is stored or sent; the signature's error callbacks run in process if the
+        task raises. ``args``/``kwargs`` are added as with :meth:`clone`.
+
+        Raises:
+            canvas.errors.NoExecutorError: when no executor is installed.
+        """
+        return executor.current().apply(self.clone(args, kwargs), options)
+
     def to_dict(self) -> dict[str, Any]:
         """``{"type": "signature", "task", "args", "kwargs", "options", "immutable"}``."""
         return {

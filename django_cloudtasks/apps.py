@@ -71,3 +71,10 @@ class WorkflowExecutor:
         from django_cloudtasks.registry import call  # not above: see ready()
 
         return call(signature)
+
+    def apply(self, signature: Any, options: dict[str, Any]) -> Any:
+        """Run ``signature``'s task now, in process (Celery's ``sig.apply()``)."""
+        from django_cloudtasks.registry import registry  # not above: see ready()
+
+        task = registry.get(signature.task_name)
+        return task.apply(signature.args, signature.kwargs, **{**signature.options, **options})

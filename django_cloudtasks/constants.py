@@ -56,3 +56,11 @@ class NodeKind(models.TextChoices):
 
 #: How far ahead Cloud Tasks accepts a schedule time.
 MAX_SCHEDULE_AHEAD_SECONDS = 30 * 24 * 3600
+
+#: The key of a node's options holding where it sits in its canvas (Celery's request
+#: ``parent_id``, ``group``, ``group_index`` and ``chord``), written when it is stored.
+LINEAGE = "lineage"
+#: The key of a node's options marking a node replaced by a canvas
+#: (``self.replace()``): its next delivery passes that canvas's result on, without
+#: calling its function again.
+REPLACED = "replaced"

@@ -13,7 +13,8 @@ from typing import Any, Protocol
 
 from django.utils import timezone
 
-from django_cloudtasks.exceptions import Retry, SoftTimeLimitExceeded, rebuild_exception
+from canvas import Expression
+from django_cloudtasks.exceptions import Replace, Retry, SoftTimeLimitExceeded, rebuild_exception
 from django_cloudtasks.policy import TaskPolicy
 
 #: Request headers that carry credentials by name, never handed to task code.
@@ -63,8 +64,10 @@ class Request:
     """The current delivery, with Celery's ``self.request`` names where they apply.
 
     ``id`` is the node id; ``root_id`` the id of the workflow's first node is not
-    kept, so ``root_id`` is the workflow id; ``group`` is the id of the group join a
-    member feeds, ``group_index`` its position; ``chord`` the id of the body it feeds.
+    kept, so ``root_id`` is the workflow id; ``parent_id`` the task whose result this
+    one receives (after a group, the group's last member); ``group`` is the id of the
+    group join a member feeds (its ``GroupResult`` id), ``group_index`` its position;
+    ``chord`` the id of the body that join feeds.
     """
 
     id: str | None = None
@@ -177,7 +180,8 @@ def current_request() -> Request | None:
 
 
 class TaskContext:
-    """``self`` of a bound task: ``self.request``, ``self.retry()``, ``self.is_revoked()``."""
+    """``self`` of a bound task: ``self.request``, ``self.retry()``, ``self.replace()``,
+    ``self.update_state()``, ``self.is_revoked()``."""
 
     def __init__(
         self,
@@ -244,6 +248,28 @@ class TaskContext:
             self.pending_retry = retry
             return retry
         raise retry
+
+    def replace(self, sig: Expression) -> Replace:
+        """Replace this task by ``sig``, whose result becomes this task's (Celery's
+        ``Task.replace``): ``return self.replace(sig)`` or ``raise self.replace(sig)``.
+
+        ``sig`` (a signature or any canvas) is stored in this task's workflow and runs
+        where the task stood: what followed the task receives ``sig``'s result, and a
+        failure inside ``sig`` fails the task (its error callbacks run with a
+        ``ChordError``). Called directly or through ``task.apply()``, there is no
+        workflow to graft onto, so ``sig`` is called in process instead
+        (``sig()``) and its outcome returned.
+
+        Raises:
+            Replace: always in a delivery; the runner catches it, and the function
+                stops there.
+            TypeError: when ``sig`` is not a canvas expression.
+        """
+        if not isinstance(sig, Expression):
+            raise TypeError(f"replace() takes a signature or canvas, got {sig!r}")
+        if self.request.workflow_id is None:
+            return sig()  # type: ignore[operator,no-any-return]
+        raise Replace(sig)
 
     def update_state(self, state: str = "PROGRESS", meta: Any = None) -> None:
         """Record a custom state and ``meta`` (JSON data) for ``.state``/``.info`` to show

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import builtins
+import json
 import sys
+import traceback
 from collections.abc import Sequence
 from typing import Any
 
@@ -127,6 +129,18 @@ class Ignore(CloudTasksError):
     """Raised in a task: it ends with no result and nothing downstream of it runs."""
 
 
+class Replace(CloudTasksError):
+    """Raised by ``self.replace(expression)``: the node is replaced by ``expression``.
+
+    The runner catches it, stores ``expression`` in the node's workflow and makes its
+    result the node's result (Celery's ``Task.replace``).
+    """
+
+    def __init__(self, expression: Any) -> None:
+        super().__init__(f"Replaced by {expression!r}")
+        self.expression = expression
+
+
 class SoftTimeLimitExceeded(CloudTasksError):
     """Raised inside a task whose ``soft_time_limit`` has passed."""
 
@@ -193,3 +207,29 @@ def rebuild_exception(
         remote = type(safe, (RemoteTaskError,), {"original_module": module})
         _remote_classes[key] = remote
     return remote(*call_args)
+
+
+def error_record(
+    exc: BaseException, with_traceback: bool = True, expected: bool = False
+) -> dict[str, Any]:
+    """``exc`` as the error a node records: type, module, message, traceback, JSON args.
+
+    An ``expected`` one (``@task(throws=...)``) keeps no traceback.
+    """
+    with_traceback = with_traceback and not expected
+    cls = type(exc)
+    return {
+        "type": cls.__qualname__,
+        "module": "" if cls.__module__ == "builtins" else cls.__module__,
+        "message": str(exc),
+        "traceback": "".join(traceback.format_exception(exc)) if with_traceback else "",
+        "args": json_args(exc),
+    }
+
+
+def json_args(exc: BaseException) -> list[Any] | None:
+    """``exc.args`` when they are JSON data (so ``get()`` can rebuild the exception)."""
+    try:
+        return json.loads(json.dumps(list(exc.args), allow_nan=False))  # type: ignore[no-any-return]
+    except (TypeError, ValueError):
+        return None

@@ -14,10 +14,11 @@ import wrapt
 
 from canvas import Signature, signature, xmap, xstarmap
 from canvas import chunks as chunks_of
+from canvas.expression import normalize_options
 from canvas.mapping import MAP_TASK, STARMAP_TASK
 from django_cloudtasks.context import Request, TaskContext, running
 from django_cloudtasks.exceptions import AlreadyRegistered, NotRegistered
-from django_cloudtasks.policy import TaskPolicy
+from django_cloudtasks.policy import TaskPolicy, errback_arguments
 
 __all__ = [
     "Registry",
@@ -96,13 +97,29 @@ class Task(wrapt.FunctionWrapper):  # type: ignore[misc]
         return chunks_of(self.s(), it, n)
 
     def apply(
-        self, args: Sequence[Any] | None = None, kwargs: Mapping[str, Any] | None = None
+        self,
+        args: Sequence[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        *,
+        link_error: Any = None,
+        throw: bool = False,
+        **options: Any,
     ) -> EagerResult:
         """Run the function now, in this process, as Celery's ``task.apply()`` does.
 
         Nothing is stored or sent. A bound task's ``self.request.is_eager`` is true.
-        Returns an :class:`EagerResult`; an exception is kept in it, not raised.
+        Returns an :class:`EagerResult`; an exception is kept in it, not raised
+        (``throw=True`` raises it). When the function raises, each error callback in
+        ``link_error`` (a signature or a list of them) is applied the same way, in the
+        form its function takes (``(request, exc, traceback)``, ``(task_id)`` or this
+        package's keywords). Other run options (``countdown``, ``queue``...) are
+        checked and have nothing to act on.
+
+        Raises:
+            TypeError: for an option Celery's ``apply_async`` would not take here.
         """
+        normalize_options(options, f"apply of task {self.name!r}")
+        errbacks = normalize_options({"link_error": link_error}, f"apply of task {self.name!r}")
         call_args, call_kwargs = tuple(args or ()), dict(kwargs or {})
         task_id = str(uuid.uuid4())
         request = Request(
@@ -115,7 +132,12 @@ class Task(wrapt.FunctionWrapper):  # type: ignore[misc]
                 else:
                     value = self.__wrapped__(*call_args, **call_kwargs)
         except Exception as exc:
-            return EagerResult(task_id, "FAILURE", exc, "".join(traceback.format_exception(exc)))
+            if throw:
+                raise
+            trace = "".join(traceback.format_exception(exc))
+            for data in errbacks.get("link_error") or ():
+                _apply_errback(Signature.from_dict(data), request, exc, trace)
+            return EagerResult(task_id, "FAILURE", exc, trace)
         return EagerResult(task_id, "SUCCESS", value)
 
     def AsyncResult(self, task_id: Any) -> Any:
@@ -183,6 +205,25 @@ class EagerResult:
 #: The result handle class ``Task.AsyncResult`` builds; the app installs it when ready
 #: (``django_cloudtasks.results.AsyncResult``, which sits above this module).
 result_type: Callable[[Any], Any] | None = None
+
+
+def _apply_errback(errback: Any, request: Request, exc: Exception, trace: str) -> None:
+    """Apply one error callback of :meth:`Task.apply`'s failed call in this process."""
+    if not isinstance(errback, Signature):
+        raise TypeError(f"an error callback must be a task signature, got {errback!r}")
+    callback = registry.get(errback.task_name)
+    args, kwargs = list(errback.args), dict(errback.kwargs)
+    if not errback.immutable:
+        info = {
+            "original_task_id": request.id,
+            "original_task_name": request.task_name,
+            "error": f"{type(exc).__name__}: {exc}",
+            "payload": {"args": list(request.args), "kwargs": dict(request.kwargs)},
+        }
+        args, kwargs = errback_arguments(
+            callback.call_signature(), args, kwargs, info, (request, exc, trace)
+        )
+    callback.apply(args, kwargs)
 
 
 def _policy_attribute(name: str) -> property:
@@ -337,6 +378,12 @@ _UNSUPPORTED = {
     "routing_key": "name the Cloud Tasks queue with queue=...",
     "rate_limit": "set the queue's max_dispatches_per_second in CLOUDTASKS['QUEUES']",
     "link": "compose with |: (task.s() | callback.s())",
+    "exchange": "name the Cloud Tasks queue with queue=...",
+    "acks_late": "deliveries are always acknowledged late (a delivery that does not "
+    "answer 2xx is redelivered); remove the argument",
+    "serializer": "arguments and results are always JSON; remove the argument",
+    "track_started": "a delivered task is always STARTED; remove the argument",
+    "base": "class-based tasks are not supported; decorate a function, with bind=True for self",
 }
 
 

@@ -1,4 +1,5 @@
-"""Result handles: ``AsyncResult`` for a node, ``GroupResult`` for a group, ``WorkflowResult``.
+"""Result handles: ``AsyncResult`` for a node, ``GroupResult`` for a group, ``ResultSet``
+for any results together, ``WorkflowResult`` for a whole workflow.
 
 Every property reads the database afresh; ``get()`` polls it.
 """
@@ -144,9 +145,14 @@ class AsyncResult:
 
     @property
     def parent(self) -> AsyncResult | GroupResult | None:
-        """The result this node received its input from, if any."""
+        """The result this node received its input from, if any.
+
+        A group's parent is what fed its members (the task before the group).
+        """
         node = self._node()
-        if not node.parents or node.kind == NodeKind.BARRIER:
+        if node.kind == NodeKind.BARRIER and node.parents:
+            node = Node.objects.get(workflow_id=node.workflow_id, index=node.parents[0])
+        if not node.parents:
             return None
         parent = Node.objects.get(workflow_id=node.workflow_id, index=node.parents[0])
         return result_for(parent)
@@ -218,6 +224,67 @@ class GroupResult(AsyncResult):
         for member in self.results:
             revoked += member.revoke()
         return revoked + revoke_node(self.id)
+
+
+class ResultSet:
+    """Any results waited for together (Celery's ``ResultSet``), in the order given."""
+
+    def __init__(self, results: list[AsyncResult | GroupResult]) -> None:
+        self.results = list(results)
+
+    def __repr__(self) -> str:
+        return f"<ResultSet: {len(self.results)} results>"
+
+    def __len__(self) -> int:
+        return len(self.results)
+
+    def __iter__(self) -> Any:
+        return iter(self.results)
+
+    def add(self, result: AsyncResult | GroupResult) -> None:
+        """Add ``result`` to the set, unless it is already in it."""
+        if result not in self.results:
+            self.results.append(result)
+
+    def completed_count(self) -> int:
+        """How many results succeeded."""
+        return sum(1 for r in self.results if r.successful())
+
+    def ready(self) -> bool:
+        """True once every result is final."""
+        return all(r.ready() for r in self.results)
+
+    def successful(self) -> bool:
+        """True when every result succeeded."""
+        return all(r.successful() for r in self.results)
+
+    def failed(self) -> bool:
+        """True when some result failed."""
+        return any(r.failed() for r in self.results)
+
+    def get(
+        self, timeout: float | None = None, interval: float = 0.2, propagate: bool = True
+    ) -> list[Any]:
+        """Wait for every result; return their values in order (see ``AsyncResult.get``).
+
+        Raises:
+            TimeoutError: when they are not all ready within ``timeout`` seconds.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        values = []
+        for member in self.results:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            values.append(member.get(timeout=left, interval=interval, propagate=propagate))
+        return values
+
+    join = get
+
+    def revoke(self) -> list[str]:
+        """Revoke every result (and what follows each)."""
+        revoked: list[str] = []
+        for member in self.results:
+            revoked += member.revoke()
+        return revoked
 
 
 class WorkflowResult:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-import traceback
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -22,7 +21,14 @@ from django.utils import timezone
 from canvas import InputRule
 from django_cloudtasks import engine, signals
 from django_cloudtasks.conf import conf
-from django_cloudtasks.constants import CLAIMABLE_STATES, READY_STATES, NodeId, State
+from django_cloudtasks.constants import (
+    CLAIMABLE_STATES,
+    LINEAGE,
+    READY_STATES,
+    REPLACED,
+    NodeId,
+    State,
+)
 from django_cloudtasks.context import (
     Request,
     TaskContext,
@@ -36,8 +42,10 @@ from django_cloudtasks.exceptions import (
     NodeNotFound,
     NotRegistered,
     Reject,
+    Replace,
     Retry,
     WrongTask,
+    error_record,
     rebuild_exception,
 )
 from django_cloudtasks.models import Node
@@ -186,14 +194,18 @@ def _run(node: Node, headers: Mapping[str, str], inline: _Inline | None = None) 
     transaction, to run next in this request (see :func:`engine.succeed`).
     """
     attempt = node.attempts
+    if node.options.get(REPLACED):
+        engine.pass_on(node, attempt)
+        signals.node_finished.send(Node, node=node, state=State.SUCCESS)
+        return Outcome(200, State.SUCCESS, "the result of its replacement")
     try:
         task = registry.get(node.task_name)
     except NotRegistered as exc:
-        return _fail(node, _error_from(exc, with_traceback=False), attempt)
+        return _fail(node, error_record(exc, with_traceback=False), attempt)
     try:
         args, kwargs = _call_arguments(node, task)
     except TypeError as exc:
-        return _fail(node, _error_from(exc, with_traceback=False), attempt)
+        return _fail(node, error_record(exc, with_traceback=False), attempt)
     signals.node_started.send(Node, node=node)
     request = _request(node, attempt, args, kwargs, headers)
     signals.task_prerun.send(task, task_id=request.id, task=task, args=args, kwargs=kwargs)
@@ -224,7 +236,7 @@ def _call(
     """Call the task's function and settle the node by what it did."""
     context = TaskContext(task, request, engine.record_progress) if task.policy.bind else None
     try:
-        with running(request), soft_time_limit(task.policy.soft_time_limit):
+        with running(request), soft_time_limit(_soft_limit(node, task)):
             if context is not None:
                 value = task.__wrapped__(context, *args, **kwargs)
             else:
@@ -234,18 +246,20 @@ def _call(
         _check_result(value)
     except Retry as retry:
         return _retry_or_fail(node, task, retry, retry.exc, attempt, request)
+    except Replace as replaced:
+        return _replace(node, replaced, attempt)
     except Ignore:
         engine.revoke_node(node.pk)
         signals.node_finished.send(Node, node=node, state=State.REVOKED)
         return Outcome(200, State.REVOKED, "ignored")
     except Reject as exc:
-        return _fail(node, _error_from(exc), attempt)
+        return _fail(node, error_record(exc), attempt)
     except Exception as exc:
         if isinstance(exc, TypeError) and _is_json_error(exc):
-            return _fail(node, _error_from(exc), attempt)
+            return _fail(node, error_record(exc), attempt)
         if _autoretries(task, exc):
             return _retry_or_fail(node, task, _autoretry(task), exc, attempt, request)
-        return _fail(node, _error_from(exc, expected=isinstance(exc, task.policy.throws)), attempt)
+        return _fail(node, error_record(exc, expected=isinstance(exc, task.policy.throws)), attempt)
     if task.policy.ignore_result and not node.children:
         value = None
     follow = engine.succeed(node, value, attempt, inline.origin if inline is not None else None)
@@ -253,6 +267,21 @@ def _call(
     signals.node_finished.send(Node, node=node, state=State.SUCCESS)
     signals.task_success.send(task, result=value)
     return Outcome(200, State.SUCCESS, follow=follow)
+
+
+def _replace(node: Node, replaced: Replace, attempt: int) -> Outcome:
+    """Store the canvas ``self.replace()`` named; a canvas that cannot run fails the node."""
+    try:
+        engine.replace(node, replaced.expression, attempt)
+    except (NotRegistered, TypeError, ValueError) as exc:
+        return _fail(node, error_record(exc, with_traceback=False), attempt)
+    return Outcome(200, State.PENDING, "replaced")
+
+
+def _soft_limit(node: Node, task: Task) -> float | None:
+    """The node's own ``soft_time_limit`` option, else its task's."""
+    limit = node.options.get("soft_time_limit")
+    return float(limit) if limit else task.policy.soft_time_limit
 
 
 def _autoretry(task: Task) -> Retry | None:
@@ -275,6 +304,7 @@ def _request(
 ) -> Request:
     """The request a task sees as ``self.request``, from the claimed row alone."""
     options = node.options
+    lineage = options.get(LINEAGE) or {}
     return Request(
         id=str(node.pk),
         workflow_id=str(node.workflow_id),
@@ -288,6 +318,10 @@ def _request(
         expires=str(options["expires"]) if options.get("expires") is not None else None,
         is_eager=_transport_name() == "eager",
         delivery_info={"queue": node.queue},
+        parent_id=lineage.get("parent_id"),
+        group=lineage.get("group"),
+        group_index=lineage.get("group_index"),
+        chord=lineage.get("chord"),
     )
 
 
@@ -341,7 +375,7 @@ def _retry_or_fail(
                 f"Can't retry {node.task_name}[{node.pk}] args:{list(node.args)} "
                 f"kwargs:{dict(node.kwargs)}"
             )
-        return _fail(node, _error_from(exc), attempt)
+        return _fail(node, error_record(exc), attempt)
     countdown = retry.countdown if retry is not None and retry.countdown is not None else None
     if countdown is None:
         countdown = backoff(node.retries, task, options)
@@ -350,7 +384,7 @@ def _retry_or_fail(
             node.task_name, countdown, *((retry.call_args, retry.call_kwargs) if retry else ())
         )
     except (TypeError, ValueError) as problem:
-        return _fail(node, _error_from(problem, with_traceback=False), attempt)
+        return _fail(node, error_record(problem, with_traceback=False), attempt)
     changes: dict[str, Any] = {}
     if retry is not None:
         if retry.call_args is not None:
@@ -361,7 +395,7 @@ def _retry_or_fail(
             changes["queue"] = retry.queue
     reason = exc if exc is not None else retry
     assert reason is not None
-    error = _error_from(reason)
+    error = error_record(reason)
     engine.schedule_retry(node, countdown, error, attempt, changes)
     signals.node_finished.send(Node, node=node, state=State.RETRY)
     signals.task_retry.send(task, request=request, reason=reason, einfo=error["traceback"])
@@ -389,29 +423,6 @@ def _fail(node: Node, error: dict[str, Any], attempt: int) -> Outcome:
         extra={"workflow_id": str(node.workflow_id), "node_id": str(node.pk)},
     )
     return Outcome(200, State.FAILURE, f"{error['type']}: {error['message']}")
-
-
-def _error_from(
-    exc: BaseException, with_traceback: bool = True, expected: bool = False
-) -> dict[str, Any]:
-    """The error to record; an ``expected`` one (``@task(throws=...)``) keeps no traceback."""
-    with_traceback = with_traceback and not expected
-    cls = type(exc)
-    return {
-        "type": cls.__qualname__,
-        "module": "" if cls.__module__ == "builtins" else cls.__module__,
-        "message": str(exc),
-        "traceback": "".join(traceback.format_exception(exc)) if with_traceback else "",
-        "args": _json_args(exc),
-    }
-
-
-def _json_args(exc: BaseException) -> list[Any] | None:
-    """``exc.args`` when they are JSON data (so ``get()`` can rebuild the exception)."""
-    try:
-        return json.loads(json.dumps(list(exc.args), allow_nan=False))  # type: ignore[no-any-return]
-    except (TypeError, ValueError):
-        return None
 
 
 def report(node_id: NodeId, status: str, value: Any, error: Mapping[str, Any]) -> Outcome:

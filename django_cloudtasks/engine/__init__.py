@@ -4,8 +4,9 @@ Everything that moves a node or a workflow from one state to another is a functi
 here: :func:`persist` a canvas, :func:`claim` a node for a delivery (and
 :func:`extend_lease`), :func:`succeed` (record and advance), :func:`schedule_retry`,
 :func:`record_failure` (with its error callbacks), :func:`revoke_node` and
-:func:`revoke_workflow`, and :func:`retry_node`, the retry by hand that resumes a
-failed workflow. The SQL they run comes from :mod:`django_cloudtasks.store`.
+:func:`revoke_workflow`, :func:`replace` (``self.replace()``) and :func:`pass_on`, and
+:func:`retry_node`, the retry by hand that resumes a failed workflow. The SQL they run
+comes from :mod:`django_cloudtasks.store`.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from django_cloudtasks.engine.advance import (
 from django_cloudtasks.engine.failure import descendants, fail, record_failure, schedule_retry
 from django_cloudtasks.engine.persist import Persisted, persist
 from django_cloudtasks.engine.progress import progress_of, record_progress
+from django_cloudtasks.engine.replace import pass_on, replace
 from django_cloudtasks.engine.resume import RetryRefused, RetryReport, retry_node
 from django_cloudtasks.engine.revoke import revoke_node, revoke_workflow
 from django_cloudtasks.store import Take
@@ -42,10 +44,12 @@ __all__ = [
     "extend_lease",
     "fail",
     "finish_workflow",
+    "pass_on",
     "persist",
     "progress_of",
     "record_failure",
     "record_progress",
+    "replace",
     "retry_node",
     "revoke_node",
     "revoke_workflow",

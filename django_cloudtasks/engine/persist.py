@@ -14,10 +14,10 @@ from django.db import transaction
 from django.utils import timezone
 
 import canvas
-from canvas import Expression, Signature
+from canvas import Expression, Graph, InputRule, Signature
 from canvas.options import merge_options
 from django_cloudtasks import signals
-from django_cloudtasks.constants import NodeKind, State
+from django_cloudtasks.constants import LINEAGE, NodeKind, State
 from django_cloudtasks.dispatch import dispatch_for, enqueue_on_commit
 from django_cloudtasks.engine.advance import advance
 from django_cloudtasks.exceptions import EnqueueError
@@ -57,29 +57,11 @@ def persist(expression: Expression, options: Mapping[str, Any]) -> Persisted:
             the error's ``workflow_id``) and the sweeper sends them.
     """
     graph = canvas.compile(expression)
-    errbacks: dict[str, Any] = {}
-    for node in graph:
-        if not node.is_barrier:
-            task = registry.get(node.task_name)
-            if task.policy.typing:
-                check_binding(
-                    node.task_name,
-                    task.call_signature(),
-                    node.args,
-                    node.kwargs,
-                    node.input,
-                    node.options,
-                )
-            check_size(node.task_name, node.args, node.kwargs)
-            errbacks.update((json.dumps(d, sort_keys=True), d) for d in _errbacks(node.options))
-    errbacks.update((json.dumps(d, sort_keys=True), d) for d in _errbacks(options))
-    for data in errbacks.values():
-        _check_errback(data)
+    check_graph(graph, options)
     now = timezone.now()
     run_options = dict(options)
     not_before = start_time(run_options, now)
     defaults = {k: v for k, v in run_options.items() if k not in ("countdown", "eta")}
-    children = graph.children()
     workflow = Workflow(
         name=expression.describe()[:200],
         expression=expression.to_dict(),
@@ -90,38 +72,7 @@ def persist(expression: Expression, options: Mapping[str, Any]) -> Persisted:
         size=len(graph),
         created_at=now,
     )
-    rows: list[Node] = []
-    ready: list[Node] = []
-    for gnode in graph:
-        # Celery: the options given to apply_async() take precedence over the node's.
-        node_options = {**policy_options(gnode.task_name), **merge_options(gnode.options, defaults)}
-        row = Node(
-            id=uuid.uuid4(),
-            workflow=workflow,
-            index=gnode.id,
-            kind=NodeKind.BARRIER if gnode.is_barrier else NodeKind.TASK,
-            task_name=gnode.task_name,
-            path=gnode.path[:200],
-            args=list(gnode.args),
-            kwargs=dict(gnode.kwargs),
-            options=node_options,
-            input_rule=gnode.input,
-            parents=list(gnode.parents),
-            children=children[gnode.id],
-            pending_parents=len(gnode.parents),
-            is_output=gnode.id == graph.output,
-            queue=node_options.get("queue") or task_queue(gnode.task_name),
-            countdown=float(node_options.get("countdown") or 0),
-            eta=parse_moment(node_options.get("eta")),
-            created_at=now,
-        )
-        if not gnode.parents:
-            row.ready_at = now
-            if not gnode.is_barrier:
-                row.eta = max(filter(None, (row.eta, not_before)), default=None)
-                row.state = State.SCHEDULED if _due(row, now) > now else State.QUEUED
-                ready.append(row)
-        rows.append(row)
+    rows, ready = build_rows(graph, workflow, defaults, now, not_before)
     try:
         with transaction.atomic():
             workflow.save(force_insert=True)
@@ -146,6 +97,126 @@ def _created(workflow: Workflow, size: int) -> None:
         "workflow created",
         extra={"workflow_id": str(workflow.pk), "nodes": size, "workflow_name": workflow.name},
     )
+
+
+def check_graph(graph: Graph, options: Mapping[str, Any]) -> None:
+    """Check every node of ``graph`` and every error callback before anything is stored.
+
+    Raises:
+        NotRegistered: for a task name no ``@task`` registered.
+        TypeError: when a node's or an error callback's arguments cannot bind.
+    """
+    errbacks: dict[str, Any] = {}
+    for node in graph:
+        if not node.is_barrier:
+            task = registry.get(node.task_name)
+            if task.policy.typing:
+                check_binding(
+                    node.task_name,
+                    task.call_signature(),
+                    node.args,
+                    node.kwargs,
+                    node.input,
+                    node.options,
+                )
+            check_size(node.task_name, node.args, node.kwargs)
+            errbacks.update((json.dumps(d, sort_keys=True), d) for d in _errbacks(node.options))
+    errbacks.update((json.dumps(d, sort_keys=True), d) for d in _errbacks(options))
+    for data in errbacks.values():
+        _check_errback(data)
+
+
+def build_rows(
+    graph: Graph,
+    workflow: Workflow,
+    defaults: Mapping[str, Any],
+    now: datetime,
+    not_before: datetime | None,
+    base: int = 0,
+) -> tuple[list[Node], list[Node]]:
+    """The unsaved rows of ``graph``'s nodes in ``workflow``, and those ready at once.
+
+    Node ``i`` of the graph becomes the row of index ``base + i``; ``defaults`` are
+    run options the nodes' own take precedence under (Celery's ``apply_async``
+    options win over a signature's: callers put those in the nodes first). Each row
+    records its lineage (Celery's ``parent_id``, ``group``, ``group_index`` and
+    ``chord``) for ``self.request``.
+    """
+    children = graph.children()
+    ids = [uuid.uuid4() for _ in graph.nodes]
+    lineage = _lineage(graph, children, ids)
+    rows: list[Node] = []
+    ready: list[Node] = []
+    for gnode in graph:
+        # Celery: the options given to apply_async() take precedence over the node's.
+        node_options = {**policy_options(gnode.task_name), **merge_options(gnode.options, defaults)}
+        if lineage[gnode.id]:
+            node_options[LINEAGE] = lineage[gnode.id]
+        row = Node(
+            id=ids[gnode.id],
+            workflow=workflow,
+            index=base + gnode.id,
+            kind=NodeKind.BARRIER if gnode.is_barrier else NodeKind.TASK,
+            task_name=gnode.task_name,
+            path=gnode.path[:200],
+            args=list(gnode.args),
+            kwargs=dict(gnode.kwargs),
+            options=node_options,
+            input_rule=gnode.input,
+            parents=[base + p for p in gnode.parents],
+            children=[base + c for c in children[gnode.id]],
+            pending_parents=len(gnode.parents),
+            is_output=base == 0 and gnode.id == graph.output,
+            queue=node_options.get("queue") or task_queue(gnode.task_name),
+            countdown=float(node_options.get("countdown") or 0),
+            eta=parse_moment(node_options.get("eta")),
+            created_at=now,
+        )
+        if not gnode.parents:
+            row.ready_at = now
+            if not gnode.is_barrier:
+                row.eta = max(filter(None, (row.eta, not_before)), default=None)
+                row.state = State.SCHEDULED if _due(row, now) > now else State.QUEUED
+                ready.append(row)
+        rows.append(row)
+    return rows, ready
+
+
+def _lineage(graph: Graph, children: list[list[int]], ids: list[uuid.UUID]) -> list[dict[str, Any]]:
+    """Per node, Celery's request fields that say where it sits in the canvas.
+
+    ``parent_id`` is the task whose result the node receives (through a group join,
+    the join's last member, as a chord body is started by one of its header's tasks);
+    ``group``/``group_index`` the group join a node feeds and its position there;
+    ``chord`` the task that join feeds, when it is one (the chord body).
+    """
+    nodes = graph.nodes
+
+    def task_behind(index: int) -> int | None:
+        while nodes[index].is_barrier:
+            if not nodes[index].parents:
+                return None
+            index = nodes[index].parents[-1]
+        return index
+
+    result: list[dict[str, Any]] = [{} for _ in nodes]
+    for gnode in nodes:
+        if gnode.is_barrier:
+            if gnode.input == InputRule.LIST:
+                body = next((c for c in children[gnode.id] if not nodes[c].is_barrier), None)
+                for position, member in enumerate(gnode.parents):
+                    if not nodes[member].is_barrier:
+                        fields = result[member]
+                        fields["group"] = str(ids[gnode.id])
+                        fields["group_index"] = position
+                        if body is not None:
+                            fields["chord"] = str(ids[body])
+            continue
+        if gnode.parents:
+            parent = task_behind(gnode.parents[-1])
+            if parent is not None:
+                result[gnode.id]["parent_id"] = str(ids[parent])
+    return result
 
 
 def _errbacks(options: Mapping[str, Any]) -> list[Any]:

@@ -27,7 +27,38 @@ def run_graph(graph: Graph, tasks: Tasks) -> Any:
 
 
 def evaluate(expr: Expression, tasks: Tasks, incoming: Any = NOTHING) -> Any:
-    """Evaluate ``expr`` directly by recursion over its structure."""
+    """Evaluate ``expr`` directly by recursion over its structure.
+
+    Applied as a whole, a group whose only member ends in a group gives that member's
+    results (Celery's ``group.apply_async`` special case).
+    """
+    if incoming is NOTHING and isinstance(expr, group):
+        members = flatten(expr)
+        if len(members) == 1 and ends_in_group(members[0]):
+            return _evaluate(members[0], tasks, incoming)
+    return _evaluate(expr, tasks, incoming)
+
+
+def ends_in_group(expr: Expression) -> bool:
+    """True when ``expr``'s result is a group's: its last step is a group of several."""
+    if isinstance(expr, group):
+        return True
+    if isinstance(expr, chord):
+        return ends_in_group(expr.body)
+    if isinstance(expr, chain):
+        steps = [m for m in expr.tasks if not (isinstance(m, group) and not flatten(m))]
+        if len(expr.tasks) == 1:
+            return ends_in_group(expr.tasks[0])
+        if not steps:
+            return True  # only empty groups: the chain's result is []
+        last = steps[-1]
+        if isinstance(last, group) and len(flatten(last)) == 1:
+            return ends_in_group(flatten(last)[0])
+        return ends_in_group(last)
+    return False
+
+
+def _evaluate(expr: Expression, tasks: Tasks, incoming: Any = NOTHING) -> Any:
     if isinstance(expr, Signature):
         args = list(expr.args)
         if incoming is not NOTHING and not expr.immutable:
@@ -43,12 +74,12 @@ def evaluate(expr: Expression, tasks: Tasks, incoming: Any = NOTHING) -> Any:
                     continue
                 if len(members) == 1:
                     member = members[0]
-            value = evaluate(member, tasks, value)
+            value = _evaluate(member, tasks, value)
         return [] if value is NOTHING else value
     if isinstance(expr, group):
-        return [evaluate(member, tasks, incoming) for member in flatten(expr)]
+        return [_evaluate(member, tasks, incoming) for member in flatten(expr)]
     if isinstance(expr, chord):
-        return evaluate(expr.body, tasks, evaluate(expr.header, tasks, incoming))
+        return _evaluate(expr.body, tasks, _evaluate(expr.header, tasks, incoming))
     raise TypeError(expr)
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import timedelta
 
 import pytest
 
@@ -107,76 +106,3 @@ def certs_server(minter):
     server.start()
     yield server
     server.stop()
-
-
-# -- the emulator, its queues and the app it delivers to ------------------------------------
-
-LOCATION = "projects/test-project/locations/us-central1"
-#: Retries quick enough for tests: 0.2 s, doubling to 3.2 s, at most 5 s apart.
-QUICK_RETRIES = {
-    "max_attempts": 10,
-    "min_backoff": timedelta(seconds=0.2),
-    "max_backoff": timedelta(seconds=5),
-    "max_doublings": 4,
-}
-
-
-@pytest.fixture
-def serve_emulator(request, settings):
-    """Start an emulator, create its queues and point the app at it; all undone after.
-
-    Call it as ``serve_emulator(queues=("default",), retry=QUICK_RETRIES, base_url=None,
-    options={...}, settings_changes={...})``: ``queues`` are short ids created in the test
-    location with ``retry``; ``base_url`` is where the emulator delivers (default: the
-    live server); ``options`` are emulator options (sub-second backoffs are kept);
-    ``settings_changes`` more ``CLOUDTASKS`` keys (None removes one). Returns the emulator.
-    """
-    from google.cloud import tasks_v2
-
-    from django_cloudtasks.emulator import CloudTasksEmulator
-
-    started: list[CloudTasksEmulator] = []
-
-    def serve(
-        *,
-        queues=("default",),
-        retry=QUICK_RETRIES,
-        base_url=None,
-        options=None,
-        settings_changes=None,
-    ):
-        emulator = CloudTasksEmulator(**{"subsecond_backoffs": True, **(options or {})})
-        emulator.start()
-        started.append(emulator)
-        if base_url is None:
-            base_url = request.getfixturevalue("live_server").url
-        config = {
-            **settings.CLOUDTASKS,
-            "TRANSPORT": "cloudtasks",
-            "EMULATOR_HOST": emulator.address,
-            "BASE_URL": base_url,
-            **(settings_changes or {}),
-        }
-        settings.CLOUDTASKS = {k: v for k, v in config.items() if v is not None}
-        reset_transport()
-        client = get_transport().client
-        for queue in queues:
-            client.create_queue(
-                parent=LOCATION,
-                queue=tasks_v2.Queue(
-                    name=f"{LOCATION}/queues/{queue}",
-                    retry_config=tasks_v2.RetryConfig(**retry),
-                ),
-            )
-        return emulator
-
-    yield serve
-    reset_transport()
-    for emulator in started:
-        emulator.stop()
-
-
-@pytest.fixture
-def live_emulator(serve_emulator):
-    """The emulator delivering to the live server, with the ``default`` queue retrying fast."""
-    return serve_emulator()

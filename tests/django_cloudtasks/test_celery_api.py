@@ -67,7 +67,19 @@ def test_time_limit_is_the_dispatch_deadline():
         registry.unregister("tests.limited")
 
 
-@pytest.mark.parametrize("option", ["priority", "routing_key", "link"])
+@pytest.mark.parametrize(
+    "option",
+    [
+        "priority",
+        "routing_key",
+        "link",
+        "exchange",
+        "acks_late",
+        "serializer",
+        "track_started",
+        "base",
+    ],
+)
 def test_unsupported_celery_arguments_name_the_rewrite(option):
     with pytest.raises(TypeError, match=f"does not support {option}="):
         task(name="tests.unsupported", **{option: 1})(lambda: None)
@@ -75,10 +87,24 @@ def test_unsupported_celery_arguments_name_the_rewrite(option):
         task(name="tests.unsupported", colour=1)(lambda: None)
 
 
-@pytest.mark.parametrize("option", ["priority", "routing_key", "link", "task_id"])
+@pytest.mark.parametrize(
+    "option",
+    [
+        "priority",
+        "routing_key",
+        "link",
+        "task_id",
+        "serializer",
+        "headers",
+        "retry_policy",
+        "ignore_result",
+    ],
+)
 def test_unsupported_celery_options_name_the_rewrite(option):
     with pytest.raises(TypeError, match="is not supported: "):
         add.s(1, 1).set(**{option: "x"})
+    with pytest.raises(TypeError, match="is not supported: "):
+        add.apply_async((1, 1), **{option: "x"})
 
 
 def test_dont_autoretry_for_and_retry_kwargs(transport):

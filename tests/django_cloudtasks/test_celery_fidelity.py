@@ -27,8 +27,10 @@ from tests.testapp.tasks import (
     declines,
     identity,
     ignores,
+    lineage,
     nested_delay,
     rejects,
+    replaced_by_add,
     reports_progress,
     request_info,
     retries_with_new_args,
@@ -41,11 +43,11 @@ from tests.testapp.tasks import (
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def run(expr, **options):
+def run(expr, limit=None, **options):
     result = expr.apply_async(**options)
     transport = get_transport()
     if transport.name == "memory":
-        transport.drain()
+        transport.drain(limit)
     return result
 
 
@@ -205,3 +207,47 @@ def test_the_request_carries_celerys_fields(eager):
 
 def test_update_state_shows_as_state_and_info_while_running(eager):
     assert reports_progress.delay().get(timeout=1) == ["PROGRESS", {"done": 1}]
+
+
+# -- self.replace() and the request's place in the canvas -----------------------------
+
+
+def test_a_replaced_task_waits_for_its_replacement_and_takes_its_result(memory):
+    result = run(replaced_by_add.s(4) | identity.s(), limit=1)
+    replaced = Node.objects.get(task_name="replaced_by_add")
+    assert replaced.state == State.PENDING
+    assert Node.objects.filter(workflow_id=replaced.workflow_id, task_name="add").exists()
+    memory.drain()
+    assert result.get(timeout=5) == 5
+    assert AsyncResult(replaced.pk).get(timeout=5) == 5
+    assert recorded("replaced_by_add") == [4]  # the function ran once
+
+
+def test_a_replacement_that_cannot_run_fails_the_task(transport):
+    result = run(replaced_by_add.s(4, task_name="no.such.task") | identity.s())
+    with pytest.raises(Exception, match=r"no\.such\.task"):
+        result.get(timeout=5)
+    assert Node.objects.get(task_name="replaced_by_add").state == State.FAILURE
+    assert recorded("identity") == []
+
+
+def test_replace_called_directly_calls_the_replacement_in_process(db):
+    assert replaced_by_add(4) == 5
+    assert replaced_by_add.apply((6,)).get() == 7
+    assert Node.objects.count() == 0
+
+
+def test_the_request_names_its_parent_its_group_and_its_chord(transport):
+    from django_cloudtasks import chord
+
+    result = run(identity.si(1) | chord([lineage.s(), lineage.s()], lineage.s()))
+    body = result.get(timeout=5)
+    header = result.parent
+    members = [m.get(timeout=5) for m in header.results]
+    first = Node.objects.get(task_name="identity")
+    assert [m["parent_id"] for m in members] == [str(first.pk)] * 2
+    assert [m["group"] for m in members] == [header.id] * 2
+    assert [m["group_index"] for m in members] == [0, 1]
+    assert [m["chord"] for m in members] == [result.id] * 2
+    assert body["parent_id"] == header.results[-1].id
+    assert body["group"] is None and body["chord"] is None

@@ -346,5 +346,26 @@ def expected_failure():
     raise KeyError("expected")
 
 
+@task(bind=True)
+def replaced_by_add(self, x, task_name="add"):
+    """Record, then replace itself by ``task_name(x, 1)``."""
+    from canvas import Signature
+
+    _record("replaced_by_add", x)
+    return self.replace(Signature(task_name, (x, 1)))
+
+
+@task(bind=True)
+def lineage(self, *_):
+    """Where this task sits in its canvas, as ``self.request`` tells it."""
+    r = self.request
+    return {
+        "parent_id": r.parent_id,
+        "group": r.group,
+        "group_index": r.group_index,
+        "chord": r.chord,
+    }
+
+
 # The chaos run's tasks live in their own module; importing it registers them.
 from tests.testapp import chaos_tasks  # noqa: E402, F401

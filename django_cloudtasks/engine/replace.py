@@ -1,0 +1,76 @@
+"""Replacing a running node by a canvas (Celery's ``Task.replace``)."""
+
+from __future__ import annotations
+
+import logging
+
+from django.db import transaction
+from django.utils import timezone
+
+import canvas
+from canvas import Expression, InputRule
+from django_cloudtasks.constants import REPLACED, NodeKind, State
+from django_cloudtasks.dispatch import dispatch_for, enqueue_on_commit
+from django_cloudtasks.engine.advance import advance, settle
+from django_cloudtasks.engine.persist import build_rows, check_graph
+from django_cloudtasks.models import Node, Workflow
+from django_cloudtasks.store import as_row, get_store
+
+logger = logging.getLogger("django_cloudtasks.engine")
+
+
+def replace(node: Node, expression: Expression, attempt: int) -> bool:
+    """Store ``expression`` in ``node``'s workflow; its result becomes ``node``'s.
+
+    The node waits for the replacement's output as a child waits for its parent; the
+    replacement's roots are sent after commit. What followed the node still follows
+    it, and a failure inside the replacement fails the node and everything after it
+    (their error callbacks run with a ``ChordError``). The replacement's tasks inherit
+    the node's queue when they name none. Applies only if ``attempt`` still holds the
+    node; returns whether it did.
+
+    Raises:
+        NotRegistered: for a task name no ``@task`` registered.
+        TypeError: when a node's arguments cannot bind to its function.
+    """
+    graph = canvas.compile(expression)
+    check_graph(graph, {})
+    now = timezone.now()
+    with transaction.atomic():
+        workflow = Workflow.objects.select_for_update().get(pk=node.workflow_id)
+        base = workflow.size
+        output = base + graph.output
+        moved = Node.objects.filter(pk=node.pk, state=State.STARTED, attempts=attempt).update(
+            state=State.PENDING,
+            pending_parents=1,
+            parents=[output],
+            input_rule=InputRule.PREPEND,
+            input=None,
+            lease_until=None,
+            # Its next delivery is a new Cloud Task, not a repeat of the one that ran.
+            retries=node.retries + 1,
+            options={**node.options, REPLACED: True},
+        )
+        if not moved:
+            return False
+        defaults = {"queue": node.queue} if node.queue else {}
+        rows, ready = build_rows(graph, workflow, defaults, now, None, base=base)
+        rows[graph.output].children = [*rows[graph.output].children, node.index]
+        Workflow.objects.filter(pk=workflow.pk).update(size=base + len(rows))
+        get_store().insert(Node, rows)
+        dispatches = [dispatch_for(row) for row in ready]
+        barriers = [as_row(r) for r in rows if r.kind == NodeKind.BARRIER and not r.parents]
+        if barriers:
+            dispatches += advance(workflow.pk, [], now, barriers).dispatches
+        enqueue_on_commit(dispatches)
+    logger.info(
+        "node replaced",
+        extra={"workflow_id": str(node.workflow_id), "node_id": str(node.pk), "nodes": len(rows)},
+    )
+    return True
+
+
+def pass_on(node: Node, attempt: int) -> None:
+    """Settle a replaced node with the result its replacement handed it."""
+    with transaction.atomic():
+        enqueue_on_commit(settle(node, node.input, attempt).dispatches)
