@@ -14,7 +14,9 @@ from typing import Any, Protocol
 from django.utils import timezone
 
 from canvas import Expression
+from django_cloudtasks.constants import LINEAGE
 from django_cloudtasks.exceptions import Replace, Retry, SoftTimeLimitExceeded, rebuild_exception
+from django_cloudtasks.models import Node
 from django_cloudtasks.policy import TaskPolicy
 
 #: Request headers that carry credentials by name, never handed to task code.
@@ -88,6 +90,38 @@ class Request:
     is_eager: bool = False
     hostname: str = ""
     delivery_info: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def for_node(
+        cls,
+        node: Node,
+        attempt: int,
+        args: list[Any],
+        kwargs: dict[str, Any],
+        headers: Mapping[str, str],
+        is_eager: bool,
+    ) -> Request:
+        """The request a task sees as ``self.request``, from the claimed row alone."""
+        options = node.options
+        lineage = options.get(LINEAGE) or {}
+        return cls(
+            id=str(node.pk),
+            workflow_id=str(node.workflow_id),
+            task_name=node.task_name,
+            retries=node.retries,
+            attempt=attempt,
+            headers=dict(headers),
+            args=tuple(args),
+            kwargs=kwargs,
+            eta=node.eta.isoformat() if node.eta else None,
+            expires=str(options["expires"]) if options.get("expires") is not None else None,
+            is_eager=is_eager,
+            delivery_info={"queue": node.queue},
+            parent_id=lineage.get("parent_id"),
+            group=lineage.get("group"),
+            group_index=lineage.get("group_index"),
+            chord=lineage.get("chord"),
+        )
 
     @property
     def task(self) -> str:

@@ -23,7 +23,6 @@ from django_cloudtasks import engine, signals
 from django_cloudtasks.conf import conf
 from django_cloudtasks.constants import (
     CLAIMABLE_STATES,
-    LINEAGE,
     READY_STATES,
     REPLACED,
     NodeId,
@@ -207,7 +206,7 @@ def _run(node: Node, headers: Mapping[str, str], inline: _Inline | None = None) 
     except TypeError as exc:
         return _fail(node, error_record(exc, with_traceback=False), attempt)
     signals.node_started.send(Node, node=node)
-    request = _request(node, attempt, args, kwargs, headers)
+    request = Request.for_node(node, attempt, args, kwargs, headers, _transport_name() == "eager")
     signals.task_prerun.send(task, task_id=request.id, task=task, args=args, kwargs=kwargs)
     outcome = _call(node, task, request, args, kwargs, attempt, inline)
     if signals.task_postrun.has_listeners():
@@ -297,32 +296,6 @@ def _autoretries(task: Task, exc: Exception) -> bool:
     if not policy.autoretry_for or not isinstance(exc, policy.autoretry_for):
         return False
     return not (policy.dont_autoretry_for and isinstance(exc, policy.dont_autoretry_for))
-
-
-def _request(
-    node: Node, attempt: int, args: list[Any], kwargs: dict[str, Any], headers: Mapping[str, str]
-) -> Request:
-    """The request a task sees as ``self.request``, from the claimed row alone."""
-    options = node.options
-    lineage = options.get(LINEAGE) or {}
-    return Request(
-        id=str(node.pk),
-        workflow_id=str(node.workflow_id),
-        task_name=node.task_name,
-        retries=node.retries,
-        attempt=attempt,
-        headers=dict(headers),
-        args=tuple(args),
-        kwargs=kwargs,
-        eta=node.eta.isoformat() if node.eta else None,
-        expires=str(options["expires"]) if options.get("expires") is not None else None,
-        is_eager=_transport_name() == "eager",
-        delivery_info={"queue": node.queue},
-        parent_id=lineage.get("parent_id"),
-        group=lineage.get("group"),
-        group_index=lineage.get("group_index"),
-        chord=lineage.get("chord"),
-    )
 
 
 def _transport_name() -> str:
