@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from django_cloudtasks.models import Node
@@ -27,14 +28,29 @@ def drain() -> None:
         transport.drain()
 
 
+def settle() -> None:
+    """Over the emulator, wait until no node is left to run (for up to ``TIMEOUT``).
+
+    An error callback is a Cloud Task of its own, delivered after the failure that
+    ``get()`` already raised; Celery's suite waits for its echo the same way.
+    """
+    if get_transport().name != "cloudtasks":
+        return
+    deadline = time.monotonic() + TIMEOUT
+    while Node.objects.unfinished().exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
 def recorded(key: str) -> list[Any]:
     """What ``redis_echo`` recorded under ``key``, in order (Celery's Redis list)."""
+    settle()
     rows = Execution.objects.filter(task=key).order_by("id")
     return list(rows.values_list("value", flat=True))
 
 
 def count(key: str) -> int:
     """How many times ``redis_count`` counted under ``key`` (Celery's Redis counter)."""
+    settle()
     return Execution.objects.filter(task=key).count()
 
 
