@@ -150,6 +150,25 @@ class Expression:
         """Shortcut for ``apply_async(args, kwargs)``."""
         return self.apply_async(args, kwargs)
 
+    async def aapply_async(
+        self,
+        args: Sequence[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> Any:
+        """:meth:`apply_async` for async code: awaits the executor's ``aapply_async``.
+
+        Raises:
+            canvas.errors.NoExecutorError: when no executor is installed.
+        """
+        expression = self.partial(args or (), kwargs) if (args or kwargs) else self
+        run_options = normalize_options(options, f"aapply_async of {self.describe()}")
+        return await executor.current().aapply_async(expression, run_options)
+
+    async def adelay(self, *args: Any, **kwargs: Any) -> Any:
+        """Shortcut for ``await aapply_async(args, kwargs)``."""
+        return await self.aapply_async(args, kwargs)
+
     # -- serialisation -------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:

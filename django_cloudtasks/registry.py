@@ -16,7 +16,7 @@ from canvas import Signature, signature, xmap, xstarmap
 from canvas import chunks as chunks_of
 from canvas.expression import normalize_options
 from canvas.mapping import MAP_TASK, STARMAP_TASK
-from django_cloudtasks.context import Request, TaskContext, running
+from django_cloudtasks.context import Request, TaskContext, call_function
 from django_cloudtasks.exceptions import AlreadyRegistered, NotRegistered
 from django_cloudtasks.policy import TaskPolicy, errback_arguments
 
@@ -84,6 +84,19 @@ class Task(wrapt.FunctionWrapper):  # type: ignore[misc]
         """Run one call asynchronously with run options (``countdown``, ``eta``...)."""
         return Signature(self.name, args or (), kwargs).apply_async(**options)
 
+    async def adelay(self, *args: Any, **kwargs: Any) -> Any:
+        """:meth:`delay` for async code: the workflow is saved in a thread."""
+        return await self.s(*args, **kwargs).aapply_async()
+
+    async def aapply_async(
+        self,
+        args: Sequence[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> Any:
+        """:meth:`apply_async` for async code: the workflow is saved in a thread."""
+        return await Signature(self.name, args or (), kwargs).aapply_async(**options)
+
     def map(self, it: Iterable[Any]) -> Signature:
         """Celery's ``task.map(it)``: one task returning ``[task(item) for item in it]``."""
         return xmap(self.s(), it)
@@ -108,7 +121,8 @@ class Task(wrapt.FunctionWrapper):  # type: ignore[misc]
         """Run the function now, in this process, as Celery's ``task.apply()`` does.
 
         Nothing is stored or sent. A bound task's ``self.request.is_eager`` is true.
-        Returns an :class:`EagerResult`; an exception is kept in it, not raised
+        An ``async def`` task is awaited in an event loop of its own (call it outside
+        one). Returns an :class:`EagerResult`; an exception is kept in it, not raised
         (``throw=True`` raises it). When the function raises, each error callback in
         ``link_error`` (a signature or a list of them) is applied the same way, in the
         form its function takes (``(request, exc, traceback)``, ``(task_id)`` or this
@@ -125,12 +139,10 @@ class Task(wrapt.FunctionWrapper):  # type: ignore[misc]
         request = Request(
             id=task_id, task_name=self.name, args=call_args, kwargs=call_kwargs, is_eager=True
         )
+        if self.policy.bind:
+            call_args = (TaskContext(self, request), *call_args)
         try:
-            with running(request):
-                if self.policy.bind:
-                    value = self.__wrapped__(TaskContext(self, request), *call_args, **call_kwargs)
-                else:
-                    value = self.__wrapped__(*call_args, **call_kwargs)
+            value = call_function(self.__wrapped__, request, call_args, call_kwargs)
         except Exception as exc:
             if throw:
                 raise

@@ -9,7 +9,16 @@ from django_cloudtasks.constants import State, WorkflowStatus
 from django_cloudtasks.models import Node
 from django_cloudtasks.runner import deliver
 from django_cloudtasks.transports import get_transport
-from tests.testapp.tasks import CustomError, add, fail, fail_custom, identity, on_error, tsum
+from tests.testapp.tasks import (
+    CustomError,
+    add,
+    always_disconnects,
+    fail,
+    fail_custom,
+    identity,
+    on_error,
+    tsum,
+)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -318,6 +327,37 @@ def test_get_raises_a_timeout_error_when_nothing_runs(memory):
         result.get(timeout=0.3, interval=0.05)
     with pytest.raises(TimeoutError):
         result.get(timeout=0.1, interval=0.05)
+
+
+def test_a_timeout_says_a_node_waits_on_its_parents(memory):
+    result = (add.s(1, 2) | add.s(3)).apply_async()
+    with pytest.raises(TimeoutError, match=r"is PENDING, waiting on 1 unfinished parents"):
+        result.get(timeout=0, interval=0)
+
+
+def test_a_timeout_says_when_a_scheduled_node_is_due(memory):
+    result = add.si(1, 2).apply_async(countdown=3600)
+    due = Node.objects.get(pk=result.id).due_at()
+    assert due is not None
+    with pytest.raises(TimeoutError) as caught:
+        result.get(timeout=0, interval=0)
+    assert f"is SCHEDULED until {due.isoformat(timespec='seconds')}" in str(caught.value)
+
+
+def test_a_timeout_says_a_queued_node_was_never_delivered(memory):
+    result = add.si(1, 2).apply_async()
+    with pytest.raises(TimeoutError) as caught:
+        result.get(timeout=0, interval=0)
+    message = str(caught.value)
+    assert f"node {result.id[:8]} (add) is QUEUED: sent, never delivered" in message
+    assert "drain()" in message
+
+
+def test_a_timeout_says_a_retry_is_due_and_after_which_error(memory):
+    result = always_disconnects.delay()
+    memory.drain(limit=1)
+    with pytest.raises(TimeoutError, match=r"is RETRY 1 until .* after ConnectionError: "):
+        result.get(timeout=0, interval=0)
 
 
 def test_results_know_their_parent_children_and_group_members(memory):
