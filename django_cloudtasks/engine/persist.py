@@ -47,7 +47,8 @@ class Persisted:
 def persist(expression: Expression, options: Mapping[str, Any]) -> Persisted:
     """Compile ``expression``, store it as a workflow and enqueue its roots after commit.
 
-    ``options`` are run-wide: ``countdown``/``eta`` delay the whole canvas; the others
+    ``options`` are run-wide: ``countdown``/``eta`` delay the whole canvas, ``name``
+    names the workflow (default: the expression's description); the others
     (``queue``, ``expires``, retry settings...) are defaults for every task.
 
     Raises:
@@ -60,10 +61,11 @@ def persist(expression: Expression, options: Mapping[str, Any]) -> Persisted:
     check_graph(graph, options)
     now = timezone.now()
     run_options = dict(options)
+    name = run_options.pop("name", None) or expression.describe()
     not_before = start_time(run_options, now)
     defaults = {k: v for k, v in run_options.items() if k not in ("countdown", "eta")}
     workflow = Workflow(
-        name=expression.describe()[:200],
+        name=str(name)[:200],
         expression=expression.to_dict(),
         graph_version=graph.version,
         options=run_options,

@@ -430,3 +430,25 @@ def test_a_member_finishing_after_its_group_failed_leaves_the_failed_join_as_it_
     assert join.state == State.FAILURE
     assert join.pending_parents == 3
     assert Node.objects.get(workflow_id=result.workflow_id, task_name="tsum").pending_parents == 1
+
+
+def test_apply_async_name_names_the_workflow(memory):
+    from django_cloudtasks.models import Workflow
+
+    named = (add.s(1, 2) | add.s(3)).apply_async(name="resize avatar 42")
+    single = add.apply_async((1, 2), name="one sum")
+    plain = (add.s(1, 2) | add.s(3)).apply_async()
+
+    assert Workflow.objects.get(nodes__pk=named.id).name == "resize avatar 42"
+    assert Workflow.objects.get(nodes__pk=single.id).name == "one sum"
+    assert Workflow.objects.get(nodes__pk=plain.id).name == "a chain starting with 'add'"
+    assert all("name" not in n.options for n in Node.objects.all())
+    memory.drain()
+    assert named.get(timeout=1) == 6
+
+
+@pytest.mark.parametrize("name", ["", "   ", 42, "x" * 201])
+def test_a_run_name_must_be_a_short_non_empty_string(memory, name):
+    with pytest.raises(TypeError, match="option 'name' of apply_async"):
+        add.s(1, 2).apply_async(name=name)
+    assert not Node.objects.exists()
