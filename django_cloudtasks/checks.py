@@ -50,14 +50,17 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
     * ``django_cloudtasks.E008``: ``OIDC_SCOPES["run"]`` refuses the tokens the Cloud
       Tasks transport asks for (``OIDC_SERVICE_ACCOUNT`` with ``OIDC_AUDIENCE`` or
       ``BASE_URL``): every delivery would be refused.
-    * ``django_cloudtasks.W001``: no way to authenticate requests (neither
+    * ``django_cloudtasks.W001``: a transport that calls the endpoints (not ``eager``
+      or ``memory``) and no way to authenticate requests (neither
       ``AUTH_TOKEN`` nor a usable OIDC configuration); every request to the endpoints
       is refused.
     """
     messages: list[checks.CheckMessage] = []
     transport = conf.TRANSPORT
+    in_process = False
     try:
         transport_path = transport_class(transport).__module__
+        in_process = transport_class(transport).delivers_in_process
     except ConfigurationError:
         transport_path = ""
         messages.append(
@@ -91,7 +94,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
         )
     messages += _check_oidc()
     messages += _check_scopes()
-    if not is_configured():
+    if not is_configured() and not in_process:  # eager and memory call no endpoint
         messages.append(
             checks.Warning(
                 "Neither AUTH_TOKEN nor OIDC is configured: the /cloudtasks/ endpoints "

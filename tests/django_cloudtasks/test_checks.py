@@ -137,6 +137,18 @@ def test_w001_no_auth_token_means_every_request_is_refused(token):
     assert "refuse every request" in messages[0].msg
 
 
+@pytest.mark.parametrize("transport", ["eager", "memory"])
+def test_w001_is_quiet_for_the_in_process_transports_which_call_no_endpoint(transport):
+    with configured(AUTH_TOKEN=None, TRANSPORT=transport):
+        assert "django_cloudtasks.W001" not in ids(check_settings())
+
+
+def test_w001_is_quiet_in_the_original_debug_mode(monkeypatch):
+    monkeypatch.setenv("TASKAPP_DEBUG_MODE", "true")
+    with override_settings(CLOUDTASKS={}):
+        assert check_settings() == []
+
+
 ACCOUNT = "tasks@my-project.iam.gserviceaccount.com"
 
 
@@ -162,8 +174,9 @@ def test_e004_an_oidc_service_account_without_audience_or_base_url():
         AUTH_TOKEN=None, OIDC_SERVICE_ACCOUNT=ACCOUNT, BASE_URL=None, TRANSPORT="memory"
     ):
         messages = check_settings()
-    # Without an audience no token can be verified, so nothing authenticates either.
-    assert ids(messages) == ["django_cloudtasks.E004", "django_cloudtasks.W001"]
+    # Without an audience no token can be verified; W001 stays quiet only because the
+    # memory transport calls no endpoint.
+    assert ids(messages) == ["django_cloudtasks.E004"]
     assert messages[0].level == checks.ERROR
     assert repr(ACCOUNT) in messages[0].msg
     assert "OIDC_AUDIENCE" in messages[0].hint
