@@ -32,6 +32,7 @@ class CloudTasksConfig(AppConfig):
         from django_cloudtasks.transports import install_delivery
 
         autodiscover_modules("tasks")
+        registry.registry.mark_startup()
         canvas.executor.install(WorkflowExecutor())
         registry.result_type = AsyncResult
         install_delivery(deliver)

@@ -282,6 +282,7 @@ class Registry:
         self._tasks: dict[str, Task] = {}
         self._by_function: dict[int, Task] = {}
         self._lock = threading.Lock()
+        self._at_startup: frozenset[str] | None = None
 
     def register(self, func: Callable[..., Any], name: str, policy: TaskPolicy) -> Task:
         """Register ``func`` as ``name``.
@@ -331,6 +332,20 @@ class Registry:
     def names(self) -> list[str]:
         """All registered names, sorted."""
         return sorted(self._tasks)
+
+    def tasks(self) -> list[Task]:
+        """All registered tasks, by name."""
+        return [self._tasks[name] for name in sorted(self._tasks)]
+
+    def mark_startup(self) -> None:
+        """Remember the tasks registered so far: those every process registers at startup
+        (the app calls it once it has imported every installed app's ``tasks`` module)."""
+        self._at_startup = frozenset(self._tasks)
+
+    def known_at_startup(self, name: str) -> bool:
+        """False for a task registered after startup: a module imported later registered
+        it, so a server process that has not imported that module does not know it."""
+        return self._at_startup is None or name in self._at_startup
 
 
 registry = Registry()

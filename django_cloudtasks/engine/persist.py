@@ -32,6 +32,7 @@ from django_cloudtasks.policy import (
 )
 from django_cloudtasks.registry import policy_options, registry, task_queue
 from django_cloudtasks.store import as_row, get_store
+from django_cloudtasks.transports import get_transport
 
 logger = logging.getLogger("django_cloudtasks.engine")
 
@@ -112,6 +113,8 @@ def check_graph(graph: Graph, options: Mapping[str, Any]) -> None:
     for node in graph:
         if not node.is_barrier:
             task = registry.get(node.task_name)
+            if not registry.known_at_startup(node.task_name):
+                _warn_registered_late(task)
             if task.policy.typing:
                 check_binding(
                     node.task_name,
@@ -249,3 +252,21 @@ def _check_errback(data: Any) -> None:
 
 def _due(node: Node, now: datetime) -> datetime:
     return node.due_at() or now
+
+
+#: The tasks registered after startup that were enqueued and warned about, once each.
+_warned_late: set[str] = set()
+
+
+def _warn_registered_late(task: Any) -> None:
+    """Log once that ``task`` is enqueued although servers may not know it."""
+    if task.name in _warned_late or get_transport().delivers_in_process:
+        return  # an in-process transport runs the task where it was registered
+    _warned_late.add(task.name)
+    logger.warning(
+        "task %r is enqueued, but it was registered after startup (by %s): a server that "
+        "has not imported that module answers its deliveries 404; define the task in, "
+        "or import it from, an installed app's tasks.py",
+        task.name,
+        getattr(task.__wrapped__, "__module__", "?"),
+    )

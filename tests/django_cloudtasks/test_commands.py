@@ -519,3 +519,22 @@ def test_purge_shows_its_progress_and_running_total_on_stderr():
         "  5 of 5 workflows deleted (15 nodes) so far",
     ]
     assert out.getvalue().startswith("deleted 5 workflows (15 nodes)")
+
+
+def test_queues_creates_every_queue_a_task_names(strict_emulator, settings):
+    from django_cloudtasks import task
+    from django_cloudtasks.registry import registry
+
+    @task(name="commands_mailer", queue="emails")
+    def mailer():
+        return None
+
+    settings.CLOUDTASKS = {**settings.CLOUDTASKS, "QUEUES": {"bulk": {}}}
+    try:
+        out = run_command("cloudtasks_queues")
+    finally:
+        registry.unregister("commands_mailer")
+
+    assert f"{PARENT}/queues/emails: created (service defaults)" in out
+    queues = {q.name for q in strict_emulator.list_queues(parent=PARENT)}
+    assert queues == {f"{PARENT}/queues/{q}" for q in ("default", "bulk", "emails")}
