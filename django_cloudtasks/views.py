@@ -360,7 +360,12 @@ def sweep(request: HttpRequest) -> JsonResponse:
     """``POST /cloudtasks/sweep/``: the sweeper, for Cloud Scheduler."""
     report = run_sweep()
     return JsonResponse(
-        {"resent": report.resent, "unparked": report.unparked, "failed": report.failed}
+        {
+            "resent": report.resent,
+            "unparked": report.unparked,
+            "parked": report.parked,
+            "failed": report.failed,
+        }
     )
 
 

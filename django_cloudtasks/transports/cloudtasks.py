@@ -219,6 +219,7 @@ class CloudTasksTransport(Transport):
         if errors:
             first = errors[0][1]
             summary = f"could not {verb} {len(errors)} of {len(dispatches)} Cloud Tasks"
+            unsent = [d.node_id for d, _ in errors]
             host = conf.EMULATOR_HOST
             cause = first.cause if isinstance(first, gexc.RetryError) else first
             if host and isinstance(cause, gexc.ServiceUnavailable):
@@ -226,9 +227,10 @@ class CloudTasksTransport(Transport):
                     f"{summary}: the Cloud Tasks emulator at {host} (the EMULATOR_HOST "
                     "setting) does not answer; start it with `manage.py cloudtasks_emulator`. "
                     "The workflow is saved and `manage.py cloudtasks_sweep` will resend it. "
-                    f"({first})"
+                    f"({first})",
+                    unsent,
                 ) from first
-            raise EnqueueError(f"{summary}: {first}") from first
+            raise EnqueueError(f"{summary}: {first}", unsent) from first
 
     def _executor(self) -> ThreadPoolExecutor:
         with self._lock:
