@@ -7,7 +7,6 @@ import threading
 import traceback
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import wrapt
@@ -17,10 +16,12 @@ from canvas import chunks as chunks_of
 from canvas.expression import normalize_options
 from canvas.mapping import MAP_TASK, STARMAP_TASK
 from django_cloudtasks.context import Request, TaskContext, call_function
+from django_cloudtasks.eager_result import EagerResult
 from django_cloudtasks.exceptions import AlreadyRegistered, NotRegistered
 from django_cloudtasks.policy import TaskPolicy, errback_arguments
 
 __all__ = [
+    "EagerResult",
     "Registry",
     "Task",
     "TaskPolicy",
@@ -174,44 +175,6 @@ class Task(wrapt.FunctionWrapper):  # type: ignore[misc]
 
     def __reduce_ex__(self, protocol: Any) -> Any:
         return (get_task, (self.name,))
-
-
-@dataclass(frozen=True)
-class EagerResult:
-    """The outcome of :meth:`Task.apply`: Celery's ``EagerResult``."""
-
-    id: str
-    state: str
-    result: Any
-    traceback: str | None = None
-
-    @property
-    def status(self) -> str:
-        """The same as :attr:`state`."""
-        return self.state
-
-    @property
-    def info(self) -> Any:
-        """The same as :attr:`result`."""
-        return self.result
-
-    def ready(self) -> bool:
-        """Always true: the function has run."""
-        return True
-
-    def successful(self) -> bool:
-        """True when the function returned."""
-        return self.state == "SUCCESS"
-
-    def failed(self) -> bool:
-        """True when the function raised."""
-        return self.state == "FAILURE"
-
-    def get(self, timeout: float | None = None, propagate: bool = True, **_: Any) -> Any:
-        """The return value; the exception is raised when ``propagate`` is true."""
-        if self.failed() and propagate:
-            raise self.result
-        return self.result
 
 
 #: The result handle class ``Task.AsyncResult`` builds; the app installs it when ready
