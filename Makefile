@@ -25,8 +25,17 @@ test-sqlite: $(STAMP)
 test-postgres: $(STAMP)
 	CLOUDTASKS_TEST_DATABASE=postgres $(PY) -m pytest -q tests/django_cloudtasks tests/celery_suite
 
+DEMO_STAMP := $(VENV)/.demo-$(shell cksum pyproject.toml | cut -d' ' -f1)
+
+# The demo needs the package and its emulator extra only: no test, lint or docs tools.
+$(DEMO_STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[emulator]'
+	rm -f $(VENV)/.demo-* && touch $@
+
 ## Run the showcase against the local emulator, a real HTTP server and SQLite.
-demo: $(STAMP)
+demo: $(DEMO_STAMP)
 	$(PY) -m demo $(DEMO_ARGS)
 
 lint: $(STAMP)

@@ -21,6 +21,9 @@ class Executor(Protocol):
     def apply_async(self, expression: Any, options: dict[str, Any]) -> Any:
         """Start running ``expression``; ``options`` apply to the whole run."""
 
+    async def aapply_async(self, expression: Any, options: dict[str, Any]) -> Any:
+        """:meth:`apply_async` for async code, without blocking the event loop."""
+
     def call(self, signature: Any) -> Any:
         """Call ``signature``'s function in this process and return its result."""
 

@@ -11,6 +11,9 @@ from canvas.errors import GraphFormatError
 from canvas.options import merge_options, normalize_option
 from canvas.values import check_json
 
+#: The longest name a run may be given (``apply_async(name=...)``).
+MAX_RUN_NAME = 200
+
 
 class Expression:
     """An immutable description of work: a signature, chain, group or chord.
@@ -137,18 +140,51 @@ class Expression:
 
         ``args``/``kwargs`` are passed to the first task(s) as with :meth:`partial`;
         ``options`` (``countdown``, ``eta``, ``queue``...) apply to the whole run:
-        a ``countdown`` delays the whole canvas, not only its first task.
+        a ``countdown`` delays the whole canvas, not only its first task. ``name``
+        names the run (``"resize avatar 42"``); by default it is :meth:`describe`.
 
         Raises:
             canvas.errors.NoExecutorError: when no executor is installed.
         """
         expression = self.partial(args or (), kwargs) if (args or kwargs) else self
-        run_options = normalize_options(options, f"apply_async of {self.describe()}")
-        return executor.current().apply_async(expression, run_options)
+        return executor.current().apply_async(expression, self._run_options(options, "apply_async"))
 
     def delay(self, *args: Any, **kwargs: Any) -> Any:
         """Shortcut for ``apply_async(args, kwargs)``."""
         return self.apply_async(args, kwargs)
+
+    async def aapply_async(
+        self,
+        args: Sequence[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> Any:
+        """:meth:`apply_async` for async code: awaits the executor's ``aapply_async``.
+
+        Raises:
+            canvas.errors.NoExecutorError: when no executor is installed.
+        """
+        expression = self.partial(args or (), kwargs) if (args or kwargs) else self
+        run_options = self._run_options(options, "aapply_async")
+        return await executor.current().aapply_async(expression, run_options)
+
+    def _run_options(self, options: Mapping[str, Any], method: str) -> dict[str, Any]:
+        """The normalised run options; ``name`` (the run's name) is only valid here."""
+        options = dict(options)
+        name = options.pop("name", None)
+        run_options = normalize_options(options, f"{method} of {self.describe()}")
+        if name is not None:
+            if not isinstance(name, str) or not name.strip() or len(name) > MAX_RUN_NAME:
+                raise TypeError(
+                    f"option 'name' of {method} must be a non-empty string of at most "
+                    f"{MAX_RUN_NAME} characters, got {name!r}"
+                )
+            run_options["name"] = name
+        return run_options
+
+    async def adelay(self, *args: Any, **kwargs: Any) -> Any:
+        """Shortcut for ``await aapply_async(args, kwargs)``."""
+        return await self.aapply_async(args, kwargs)
 
     # -- serialisation -------------------------------------------------------------
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from asgiref.sync import sync_to_async
 from django.apps import AppConfig
 
 
@@ -31,6 +32,7 @@ class CloudTasksConfig(AppConfig):
         from django_cloudtasks.transports import install_delivery
 
         autodiscover_modules("tasks")
+        registry.registry.mark_startup()
         canvas.executor.install(WorkflowExecutor())
         registry.result_type = AsyncResult
         install_delivery(deliver)
@@ -65,6 +67,10 @@ class WorkflowExecutor:
         if conf.EAGER_PROPAGATES and get_transport().name == "eager" and result.failed():
             result.get(timeout=0)  # raises the task's exception (task_eager_propagates)
         return result
+
+    async def aapply_async(self, expression: Any, options: dict[str, Any]) -> Any:
+        """:meth:`apply_async` in a thread, as Django's async code reaches the database."""
+        return await sync_to_async(self.apply_async)(expression, options)
 
     def call(self, signature: Any) -> Any:
         """Call ``signature``'s function in this process (Celery's ``sig()``)."""

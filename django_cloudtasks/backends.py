@@ -129,7 +129,8 @@ class CloudTasksBackend(BaseTaskBackend):
 
     def __init__(self, alias: str, params: dict[str, Any]) -> None:
         super().__init__(alias, params)
-        if "QUEUES" not in params:
+        self._queues_from_settings = "QUEUES" not in params
+        if self._queues_from_settings:
             self.queues = {DEFAULT_TASK_QUEUE_NAME, str(conf.QUEUE), *(conf.QUEUES or {})}
 
     def validate_task(self, task: Task) -> None:
@@ -140,6 +141,17 @@ class CloudTasksBackend(BaseTaskBackend):
                 naive ``run_after``, an unknown queue...) and for a module path too
                 long for a task name.
         """
+        if self.queues and task.queue_name not in self.queues:
+            where = (
+                "add it to CLOUDTASKS['QUEUES'] (an empty dict of settings keeps Cloud Tasks' "
+                "defaults) and run `manage.py cloudtasks_queues`"
+                if self._queues_from_settings
+                else f"add it to the QUEUES of TASKS[{self.alias!r}]"
+            )
+            raise InvalidTask(
+                f"Queue {task.queue_name!r} is not valid for backend {self.alias!r}, whose "
+                f"queues are {', '.join(sorted(self.queues))}: {where}."
+            )
         super().validate_task(task)
         name = registry_name(task)
         if len(name) > _TASK_NAME_MAX:

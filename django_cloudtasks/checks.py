@@ -18,6 +18,7 @@ from django_cloudtasks.auth import (
 )
 from django_cloudtasks.conf import DEFAULTS, TRANSPORTS, conf
 from django_cloudtasks.exceptions import ConfigurationError
+from django_cloudtasks.registry import registry
 from django_cloudtasks.schedules import checks as schedule_checks  # noqa: F401 - registers them
 from django_cloudtasks.transports import transport_class
 
@@ -50,14 +51,17 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
     * ``django_cloudtasks.E008``: ``OIDC_SCOPES["run"]`` refuses the tokens the Cloud
       Tasks transport asks for (``OIDC_SERVICE_ACCOUNT`` with ``OIDC_AUDIENCE`` or
       ``BASE_URL``): every delivery would be refused.
-    * ``django_cloudtasks.W001``: no way to authenticate requests (neither
+    * ``django_cloudtasks.W001``: a transport that calls the endpoints (not ``eager``
+      or ``memory``) and no way to authenticate requests (neither
       ``AUTH_TOKEN`` nor a usable OIDC configuration); every request to the endpoints
       is refused.
     """
     messages: list[checks.CheckMessage] = []
     transport = conf.TRANSPORT
+    in_process = False
     try:
         transport_path = transport_class(transport).__module__
+        in_process = transport_class(transport).delivers_in_process
     except ConfigurationError:
         transport_path = ""
         messages.append(
@@ -91,7 +95,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
         )
     messages += _check_oidc()
     messages += _check_scopes()
-    if not is_configured():
+    if not is_configured() and not in_process:  # eager and memory call no endpoint
         messages.append(
             checks.Warning(
                 "Neither AUTH_TOKEN nor OIDC is configured: the /cloudtasks/ endpoints "
@@ -102,6 +106,52 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
                 id="django_cloudtasks.W001",
             )
         )
+    return messages
+
+
+@checks.register("django_cloudtasks")
+def check_tasks(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """Report tasks a server may not be able to run as configured.
+
+    * ``django_cloudtasks.W007``: a task's ``queue`` is neither ``QUEUE`` nor a key of
+      ``QUEUES``.
+    * ``django_cloudtasks.W008``: with a transport that calls the endpoints, a task
+      registered after startup, by a module that is not (and is not imported by) an
+      installed app's ``tasks`` module: a server that has not imported that module
+      answers its deliveries 404.
+    """
+    messages: list[checks.CheckMessage] = []
+    configured = {str(conf.QUEUE or "default"), *(conf.QUEUES or {})}
+    try:
+        in_process = transport_class(conf.TRANSPORT).delivers_in_process
+    except ConfigurationError:  # E001
+        in_process = False
+    for task in registry.tasks():
+        queue = task.policy.queue
+        if queue and queue not in configured:
+            messages.append(
+                checks.Warning(
+                    f"Task {task.name!r} sends to queue {queue!r}, which is not configured.",
+                    hint=f"Add it to CLOUDTASKS['QUEUES'] ({{{queue!r}: {{}}}} keeps Cloud "
+                    "Tasks' defaults) and run `manage.py cloudtasks_queues`, which creates "
+                    "it.",
+                    obj=task.name,
+                    id="django_cloudtasks.W007",
+                )
+            )
+        if not in_process and not registry.known_at_startup(task.name):
+            module = getattr(task.__wrapped__, "__module__", "?")
+            messages.append(
+                checks.Warning(
+                    f"Task {task.name!r} is registered by {module}, which is imported after "
+                    "startup: a server that has not imported it answers the task's "
+                    "deliveries 404 (unknown task).",
+                    hint="Define the task in (or import it from) the tasks.py module of an "
+                    "installed app: every process imports those at startup.",
+                    obj=task.name,
+                    id="django_cloudtasks.W008",
+                )
+            )
     return messages
 
 

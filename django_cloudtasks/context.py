@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+import builtins
+import contextvars
 import ctypes
+import inspect
 import re
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
+from asgiref.sync import async_to_sync, sync_to_async
 from django.utils import timezone
 
 from canvas import Expression
@@ -151,18 +156,24 @@ def _count(header: str | None) -> int:
     return int(text) if text.isascii() and text.isdigit() and len(text) <= 18 else 0
 
 
-_local = threading.local()
+#: The requests of the task functions running in this context, innermost last. A
+#: context variable, not a thread-local: async tasks share their event loop's thread.
+_running: contextvars.ContextVar[tuple[Request, ...]] = contextvars.ContextVar(
+    "cloudtasks_running", default=()
+)
 
 
 @contextmanager
 def running(request: Request) -> Iterator[None]:
-    """Mark ``request``'s task function as running on this thread while in the block."""
-    stack: list[Request] = _local.__dict__.setdefault("stack", [])
-    stack.append(request)
+    """Mark ``request``'s task function as running in this context while in the block.
+
+    The context is the thread's for a function, the asyncio task's for a coroutine.
+    """
+    token = _running.set((*_running.get(), request))
     try:
         yield
     finally:
-        stack.pop()
+        _running.reset(token)
 
 
 @contextmanager
@@ -202,14 +213,71 @@ def soft_time_limit(seconds: float | None) -> Iterator[None]:
         timer.cancel()
 
 
+def is_async(func: Callable[..., Any]) -> bool:
+    """True when ``func`` is an ``async def`` function: calling it returns a coroutine."""
+    return inspect.iscoroutinefunction(func)
+
+
+def call_function(
+    func: Callable[..., Any],
+    request: Request,
+    args: Sequence[Any],
+    kwargs: Mapping[str, Any],
+    soft_limit: float | None = None,
+) -> Any:
+    """Call a task's function for ``request`` and return what it returned.
+
+    A coroutine function is awaited through ``asgiref``'s ``async_to_sync``: on the
+    server's event loop when this runs in a thread an ASGI server started, in an event
+    loop of its own under WSGI or in a test. ``soft_limit`` is the task's
+    ``soft_time_limit``.
+
+    Raises:
+        Whatever the function raises; :class:`SoftTimeLimitExceeded` after ``soft_limit``.
+    """
+    if is_async(func):
+        return async_to_sync(acall_function)(func, request, args, kwargs, soft_limit)
+    with running(request), soft_time_limit(soft_limit):
+        return func(*args, **kwargs)
+
+
+async def acall_function(
+    func: Callable[..., Any],
+    request: Request,
+    args: Sequence[Any],
+    kwargs: Mapping[str, Any],
+    soft_limit: float | None = None,
+) -> Any:
+    """Await a coroutine function's call for ``request`` in this event loop.
+
+    After ``soft_limit`` seconds the coroutine is cancelled (it sees
+    ``asyncio.CancelledError`` at the ``await`` it waits on, so ``finally`` blocks run)
+    and :class:`SoftTimeLimitExceeded` is raised.
+
+    Raises:
+        Whatever the coroutine raises; :class:`SoftTimeLimitExceeded` after ``soft_limit``.
+    """
+    with running(request):
+        if not soft_limit:
+            return await func(*args, **kwargs)
+        limit = asyncio.timeout(soft_limit)
+        try:
+            async with limit:
+                return await func(*args, **kwargs)
+        except builtins.TimeoutError:
+            if limit.expired():  # the limit's, not a timeout of the task's own
+                raise SoftTimeLimitExceeded(f"soft time limit ({soft_limit:g}s) exceeded") from None
+            raise
+
+
 def running_depth() -> int:
-    """How many task functions are running on this thread (nested eager runs)."""
-    return len(_local.__dict__.get("stack") or ())
+    """How many task functions are running in this context (nested eager runs)."""
+    return len(_running.get())
 
 
 def current_request() -> Request | None:
-    """The request of the task function running on this thread, if any."""
-    stack: list[Request] = _local.__dict__.get("stack") or []
+    """The request of the task function running in this context, if any."""
+    stack = _running.get()
     return stack[-1] if stack else None
 
 
@@ -320,6 +388,14 @@ class TaskContext:
         from django_cloudtasks.models import Node
 
         return Node.objects.is_revoked(self.request.id)
+
+    async def aupdate_state(self, state: str = "PROGRESS", meta: Any = None) -> None:
+        """:meth:`update_state` for an ``async def`` task (the write runs in a thread)."""
+        await sync_to_async(self.update_state)(state, meta)
+
+    async def ais_revoked(self) -> bool:
+        """:meth:`is_revoked` for an ``async def`` task."""
+        return await sync_to_async(self.is_revoked)()
 
     def __repr__(self) -> str:
         return f"<TaskContext {self.name} id={self.request.id}>"

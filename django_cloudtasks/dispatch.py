@@ -141,6 +141,7 @@ class SweepReport:
 
     resent: int = 0
     unparked: int = 0
+    parked: int = 0  # stuck nodes whose ETA turned out beyond the horizon: parked, not sent
     failed: int = 0
 
 
@@ -158,17 +159,19 @@ def sweep(now: datetime | None = None, grace: float | None = None) -> SweepRepor
     report = SweepReport()
     older_than = now - timedelta(seconds=float(grace))
     stuck = Node.objects.stuck(older_than) | Node.objects.expired_leases(older_than)
-    report.resent, report.failed = _resend(stuck.iterator(chunk_size=500), now)
+    report.resent, report.parked, report.failed = _resend(stuck.iterator(chunk_size=500), now)
     due = list(Node.objects.parked_due(horizon(now)))
     if due:
         Node.objects.filter(pk__in=[n.pk for n in due]).update(parked=False)
-        sent, failed = _resend(due, now)
-        report.unparked, report.failed = sent, report.failed + failed
+        sent, parked, failed = _resend(due, now)
+        report.unparked, report.parked = sent, report.parked + parked
+        report.failed += failed
     return report
 
 
-def _resend(nodes: Iterable[Node], now: datetime) -> tuple[int, int]:
-    sent = failed = 0
+def _resend(nodes: Iterable[Node], now: datetime) -> tuple[int, int, int]:
+    """Send ``nodes`` in batches; how many were sent, parked and not sent."""
+    totals = [0, 0, 0]
     batch: list[Dispatch] = []
     for node in nodes:
         dispatch = dispatch_for(node)
@@ -176,17 +179,19 @@ def _resend(nodes: Iterable[Node], now: datetime) -> tuple[int, int]:
             dispatch = replace(dispatch, takeover=node.attempts)
         batch.append(dispatch)
         if len(batch) >= 500:
-            s, f = _send_batch(batch, now)
-            sent, failed, batch = sent + s, failed + f, []
+            totals = [a + b for a, b in zip(totals, _send_batch(batch, now), strict=True)]
+            batch = []
     if batch:
-        s, f = _send_batch(batch, now)
-        sent, failed = sent + s, failed + f
-    return sent, failed
+        totals = [a + b for a, b in zip(totals, _send_batch(batch, now), strict=True)]
+    return totals[0], totals[1], totals[2]
 
 
-def _send_batch(batch: list[Dispatch], now: datetime) -> tuple[int, int]:
+def _send_batch(batch: list[Dispatch], now: datetime) -> tuple[int, int, int]:
+    limit = horizon(now)
+    parked = sum(1 for d in batch if d.eta is not None and d.eta > limit)  # as send_now does
     try:
         send_now(batch, now)
-    except EnqueueError:
-        return 0, len(batch)
-    return len(batch), 0
+    except EnqueueError as exc:
+        unsent = len(batch) - parked if exc.node_ids is None else len(set(exc.node_ids))
+        return len(batch) - parked - unsent, parked, unsent
+    return len(batch) - parked, parked, 0

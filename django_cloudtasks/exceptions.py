@@ -36,6 +36,8 @@ class EnqueueError(CloudTasksError):
     is its result handle (as ``apply_async()`` would have returned it), so the caller
     can keep its id, wait on it or revoke it, and ``workflow_id`` is its id. Elsewhere
     (a send at the commit of an outer transaction, a sweep) both are None.
+    ``node_ids`` are the nodes that were not sent, when the transport knows which
+    (the others of the same send were); None means all of them.
     """
 
     #: The saved workflow's id, when persisting it raised this error.
@@ -44,6 +46,10 @@ class EnqueueError(CloudTasksError):
     output: Any = None
     #: The saved workflow's result handle, when ``apply_async()`` raised this error.
     result: Any = None
+
+    def __init__(self, message: str, node_ids: Sequence[str] | None = None) -> None:
+        super().__init__(message)
+        self.node_ids = None if node_ids is None else tuple(node_ids)
 
 
 class TimeoutError(CloudTasksError, builtins.TimeoutError):

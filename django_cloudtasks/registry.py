@@ -7,7 +7,6 @@ import threading
 import traceback
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import wrapt
@@ -16,11 +15,13 @@ from canvas import Signature, signature, xmap, xstarmap
 from canvas import chunks as chunks_of
 from canvas.expression import normalize_options
 from canvas.mapping import MAP_TASK, STARMAP_TASK
-from django_cloudtasks.context import Request, TaskContext, running
+from django_cloudtasks.context import Request, TaskContext, call_function
+from django_cloudtasks.eager_result import EagerResult
 from django_cloudtasks.exceptions import AlreadyRegistered, NotRegistered
 from django_cloudtasks.policy import TaskPolicy, errback_arguments
 
 __all__ = [
+    "EagerResult",
     "Registry",
     "Task",
     "TaskPolicy",
@@ -84,6 +85,19 @@ class Task(wrapt.FunctionWrapper):  # type: ignore[misc]
         """Run one call asynchronously with run options (``countdown``, ``eta``...)."""
         return Signature(self.name, args or (), kwargs).apply_async(**options)
 
+    async def adelay(self, *args: Any, **kwargs: Any) -> Any:
+        """:meth:`delay` for async code: the workflow is saved in a thread."""
+        return await self.s(*args, **kwargs).aapply_async()
+
+    async def aapply_async(
+        self,
+        args: Sequence[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> Any:
+        """:meth:`apply_async` for async code: the workflow is saved in a thread."""
+        return await Signature(self.name, args or (), kwargs).aapply_async(**options)
+
     def map(self, it: Iterable[Any]) -> Signature:
         """Celery's ``task.map(it)``: one task returning ``[task(item) for item in it]``."""
         return xmap(self.s(), it)
@@ -108,7 +122,8 @@ class Task(wrapt.FunctionWrapper):  # type: ignore[misc]
         """Run the function now, in this process, as Celery's ``task.apply()`` does.
 
         Nothing is stored or sent. A bound task's ``self.request.is_eager`` is true.
-        Returns an :class:`EagerResult`; an exception is kept in it, not raised
+        An ``async def`` task is awaited in an event loop of its own (call it outside
+        one). Returns an :class:`EagerResult`; an exception is kept in it, not raised
         (``throw=True`` raises it). When the function raises, each error callback in
         ``link_error`` (a signature or a list of them) is applied the same way, in the
         form its function takes (``(request, exc, traceback)``, ``(task_id)`` or this
@@ -125,12 +140,10 @@ class Task(wrapt.FunctionWrapper):  # type: ignore[misc]
         request = Request(
             id=task_id, task_name=self.name, args=call_args, kwargs=call_kwargs, is_eager=True
         )
+        if self.policy.bind:
+            call_args = (TaskContext(self, request), *call_args)
         try:
-            with running(request):
-                if self.policy.bind:
-                    value = self.__wrapped__(TaskContext(self, request), *call_args, **call_kwargs)
-                else:
-                    value = self.__wrapped__(*call_args, **call_kwargs)
+            value = call_function(self.__wrapped__, request, call_args, call_kwargs)
         except Exception as exc:
             if throw:
                 raise
@@ -162,44 +175,6 @@ class Task(wrapt.FunctionWrapper):  # type: ignore[misc]
 
     def __reduce_ex__(self, protocol: Any) -> Any:
         return (get_task, (self.name,))
-
-
-@dataclass(frozen=True)
-class EagerResult:
-    """The outcome of :meth:`Task.apply`: Celery's ``EagerResult``."""
-
-    id: str
-    state: str
-    result: Any
-    traceback: str | None = None
-
-    @property
-    def status(self) -> str:
-        """The same as :attr:`state`."""
-        return self.state
-
-    @property
-    def info(self) -> Any:
-        """The same as :attr:`result`."""
-        return self.result
-
-    def ready(self) -> bool:
-        """Always true: the function has run."""
-        return True
-
-    def successful(self) -> bool:
-        """True when the function returned."""
-        return self.state == "SUCCESS"
-
-    def failed(self) -> bool:
-        """True when the function raised."""
-        return self.state == "FAILURE"
-
-    def get(self, timeout: float | None = None, propagate: bool = True, **_: Any) -> Any:
-        """The return value; the exception is raised when ``propagate`` is true."""
-        if self.failed() and propagate:
-            raise self.result
-        return self.result
 
 
 #: The result handle class ``Task.AsyncResult`` builds; the app installs it when ready
@@ -270,6 +245,7 @@ class Registry:
         self._tasks: dict[str, Task] = {}
         self._by_function: dict[int, Task] = {}
         self._lock = threading.Lock()
+        self._at_startup: frozenset[str] | None = None
 
     def register(self, func: Callable[..., Any], name: str, policy: TaskPolicy) -> Task:
         """Register ``func`` as ``name``.
@@ -319,6 +295,20 @@ class Registry:
     def names(self) -> list[str]:
         """All registered names, sorted."""
         return sorted(self._tasks)
+
+    def tasks(self) -> list[Task]:
+        """All registered tasks, by name."""
+        return [self._tasks[name] for name in sorted(self._tasks)]
+
+    def mark_startup(self) -> None:
+        """Remember the tasks registered so far: those every process registers at startup
+        (the app calls it once it has imported every installed app's ``tasks`` module)."""
+        self._at_startup = frozenset(self._tasks)
+
+    def known_at_startup(self, name: str) -> bool:
+        """False for a task registered after startup: a module imported later registered
+        it, so a server process that has not imported that module does not know it."""
+        return self._at_startup is None or name in self._at_startup
 
 
 registry = Registry()

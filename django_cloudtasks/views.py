@@ -6,11 +6,12 @@ import json
 import logging
 import math
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from datetime import datetime
 from functools import wraps
 from typing import Any
 
+from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.exceptions import SuspiciousOperation
 from django.db import transaction
@@ -20,7 +21,7 @@ from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 
 from django_cloudtasks import engine, runner
-from django_cloudtasks.auth import authenticate
+from django_cloudtasks.auth import Verdict, authenticate
 from django_cloudtasks.conf import conf
 from django_cloudtasks.context import task_headers
 from django_cloudtasks.dispatch import sweep as run_sweep
@@ -64,21 +65,57 @@ def endpoint(
     def decorate(view: Callable[..., JsonResponse]) -> Callable[..., JsonResponse]:
         @wraps(view)
         def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> JsonResponse:
-            if request.method not in methods:
-                response = _error(405, f"method {request.method} is not allowed here")
-                response["Allow"] = ", ".join(methods)
-                return response
-            verdict = authenticate(request, scope)
-            if not verdict.ok:
-                response = _error(verdict.status, verdict.message)
-                if verdict.status == 401:
-                    response["WWW-Authenticate"] = 'Bearer realm="cloudtasks"'
-                return response
-            return view(request, *args, **kwargs)
+            refusal = _refusal(request, methods)
+            if refusal is None:
+                refusal = _unauthenticated(authenticate(request, scope))
+            return refusal if refusal is not None else view(request, *args, **kwargs)
 
         return transaction.non_atomic_requests(csrf_exempt(wrapper))
 
     return decorate
+
+
+def async_endpoint(
+    *methods: str, scope: str
+) -> Callable[
+    [Callable[..., Coroutine[Any, Any, JsonResponse]]],
+    Callable[..., Coroutine[Any, Any, JsonResponse]],
+]:
+    """:func:`endpoint` for an async view; credentials are checked in a thread."""
+
+    def decorate(
+        view: Callable[..., Coroutine[Any, Any, JsonResponse]],
+    ) -> Callable[..., Coroutine[Any, Any, JsonResponse]]:
+        @wraps(view)
+        async def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> JsonResponse:
+            refusal = _refusal(request, methods)
+            if refusal is None:
+                # A certificate download may block: never in the event loop.
+                refusal = _unauthenticated(await sync_to_async(authenticate)(request, scope))
+            return refusal if refusal is not None else await view(request, *args, **kwargs)
+
+        return transaction.non_atomic_requests(csrf_exempt(wrapper))
+
+    return decorate
+
+
+def _refusal(request: HttpRequest, methods: tuple[str, ...]) -> JsonResponse | None:
+    """The 405 of a method the endpoint does not take, else None."""
+    if request.method in methods:
+        return None
+    response = _error(405, f"method {request.method} is not allowed here")
+    response["Allow"] = ", ".join(methods)
+    return response
+
+
+def _unauthenticated(verdict: Verdict) -> JsonResponse | None:
+    """The 401 or 403 of credentials that were refused, else None."""
+    if verdict.ok:
+        return None
+    response = _error(verdict.status, verdict.message)
+    if verdict.status == 401:
+        response["WWW-Authenticate"] = 'Bearer realm="cloudtasks"'
+    return response
 
 
 def _check_length(request: HttpRequest) -> int:
@@ -180,29 +217,79 @@ def _node_id(value: Any, field: str = "node") -> uuid.UUID:
         raise BadRequest(f"{field!r} must be an id (UUID), got {shown}") from None
 
 
+def _delivery(request: HttpRequest) -> tuple[uuid.UUID, int | None]:
+    """The node id and retry number of a delivery's body.
+
+    Raises:
+        BadRequest: for a malformed body.
+    """
+    body = _json_body(request)
+    node_id = _node_id(body.get("node"))
+    retry = body.get("retry")
+    if retry is not None and (type(retry) is not int or not 0 <= retry <= MAX_RETRY):
+        shown = repr(retry) if len(repr(retry)) <= 40 else repr(retry)[:37] + "..."
+        raise BadRequest(f"'retry' must be an integer from 0 to {MAX_RETRY}, got {shown}")
+    return node_id, retry
+
+
+def _delivery_error(exc: NodeNotFound | WrongTask | EnqueueError) -> JsonResponse:
+    """The answer to a delivery that raised: 404 no such node, 400 wrong task, 503 unsent."""
+    status = 404 if isinstance(exc, NodeNotFound) else 400 if isinstance(exc, WrongTask) else 503
+    return _error(status, str(exc))
+
+
+#: Why a server may not know a task that was enqueued, and the fix.
+UNKNOWN_TASK_HINT = (
+    "define the task in (or import it from) the tasks.py module of an installed app: "
+    "every process imports those at startup, so every server knows the task"
+)
+
+
+def _unknown_task(task_name: str) -> JsonResponse:
+    logger.warning("delivery of unknown task %r: %s", task_name, UNKNOWN_TASK_HINT)
+    return _error(404, f"unknown task {task_name!r}; {UNKNOWN_TASK_HINT}")
+
+
 @endpoint("POST", scope="run")
 def run(request: HttpRequest, task_name: str) -> JsonResponse:
-    """``POST /cloudtasks/run/<task_name>/`` with ``{"node": <id>, "retry": <n>}``."""
+    """``POST /cloudtasks/run/<task_name>/`` with ``{"node": <id>, "retry": <n>}``.
+
+    An ``async def`` task is awaited in an event loop of its own (``async_to_sync``);
+    under ASGI such a task is routed to :func:`run_async` instead.
+    """
     if task_name not in registry:
-        return _error(404, f"unknown task {task_name!r}")
+        return _unknown_task(task_name)
     try:
-        body = _json_body(request)
-        node_id = _node_id(body.get("node"))
-        retry = body.get("retry")
-        if retry is not None and (type(retry) is not int or not 0 <= retry <= MAX_RETRY):
-            shown = repr(retry) if len(repr(retry)) <= 40 else repr(retry)[:37] + "..."
-            raise BadRequest(f"'retry' must be an integer from 0 to {MAX_RETRY}, got {shown}")
+        node_id, retry = _delivery(request)
     except BadRequest as exc:
         return _error(exc.status, str(exc))
     headers = task_headers(request.headers)
     try:
         outcome = runner.deliver(node_id, task_name=task_name, retries=retry, headers=headers)
-    except NodeNotFound as exc:
-        return _error(404, str(exc))
-    except WrongTask as exc:
-        return _error(400, str(exc))
-    except EnqueueError as exc:
-        return _error(503, str(exc))
+    except (NodeNotFound, WrongTask, EnqueueError) as exc:
+        return _delivery_error(exc)
+    return JsonResponse(outcome.as_json(), status=outcome.status)
+
+
+@async_endpoint("POST", scope="run")
+async def run_async(request: HttpRequest, task_name: str) -> JsonResponse:
+    """The run endpoint of an ``async def`` task: ``run`` as an async view.
+
+    Under ASGI the task's coroutine is awaited on the server's event loop, holding no
+    thread while it waits; the claim and the settling run in a thread, through
+    ``sync_to_async``. Under WSGI Django runs this view in an event loop of its own.
+    """
+    try:
+        node_id, retry = _delivery(request)
+    except BadRequest as exc:
+        return _error(exc.status, str(exc))
+    headers = task_headers(request.headers)
+    try:
+        outcome = await runner.adeliver(
+            node_id, task_name=task_name, retries=retry, headers=headers
+        )
+    except (NodeNotFound, WrongTask, EnqueueError) as exc:
+        return _delivery_error(exc)
     return JsonResponse(outcome.as_json(), status=outcome.status)
 
 
@@ -273,7 +360,12 @@ def sweep(request: HttpRequest) -> JsonResponse:
     """``POST /cloudtasks/sweep/``: the sweeper, for Cloud Scheduler."""
     report = run_sweep()
     return JsonResponse(
-        {"resent": report.resent, "unparked": report.unparked, "failed": report.failed}
+        {
+            "resent": report.resent,
+            "unparked": report.unparked,
+            "parked": report.parked,
+            "failed": report.failed,
+        }
     )
 
 

@@ -23,7 +23,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("constants", "exceptions", "conf", "signals"),
     ("policy",),
     ("models",),
-    ("context", "registry"),
+    ("context", "eager_result", "registry"),
     ("store",),
     ("transports",),
     ("dispatch",),

@@ -32,6 +32,7 @@ from django_cloudtasks.policy import (
 )
 from django_cloudtasks.registry import policy_options, registry, task_queue
 from django_cloudtasks.store import as_row, get_store
+from django_cloudtasks.transports import get_transport
 
 logger = logging.getLogger("django_cloudtasks.engine")
 
@@ -47,7 +48,8 @@ class Persisted:
 def persist(expression: Expression, options: Mapping[str, Any]) -> Persisted:
     """Compile ``expression``, store it as a workflow and enqueue its roots after commit.
 
-    ``options`` are run-wide: ``countdown``/``eta`` delay the whole canvas; the others
+    ``options`` are run-wide: ``countdown``/``eta`` delay the whole canvas, ``name``
+    names the workflow (default: the expression's description); the others
     (``queue``, ``expires``, retry settings...) are defaults for every task.
 
     Raises:
@@ -60,10 +62,11 @@ def persist(expression: Expression, options: Mapping[str, Any]) -> Persisted:
     check_graph(graph, options)
     now = timezone.now()
     run_options = dict(options)
+    name = run_options.pop("name", None) or expression.describe()
     not_before = start_time(run_options, now)
     defaults = {k: v for k, v in run_options.items() if k not in ("countdown", "eta")}
     workflow = Workflow(
-        name=expression.describe()[:200],
+        name=str(name)[:200],
         expression=expression.to_dict(),
         graph_version=graph.version,
         options=run_options,
@@ -110,6 +113,8 @@ def check_graph(graph: Graph, options: Mapping[str, Any]) -> None:
     for node in graph:
         if not node.is_barrier:
             task = registry.get(node.task_name)
+            if not registry.known_at_startup(node.task_name):
+                _warn_registered_late(task)
             if task.policy.typing:
                 check_binding(
                     node.task_name,
@@ -247,3 +252,21 @@ def _check_errback(data: Any) -> None:
 
 def _due(node: Node, now: datetime) -> datetime:
     return node.due_at() or now
+
+
+#: The tasks registered after startup that were enqueued and warned about, once each.
+_warned_late: set[str] = set()
+
+
+def _warn_registered_late(task: Any) -> None:
+    """Log once that ``task`` is enqueued although servers may not know it."""
+    if task.name in _warned_late or get_transport().delivers_in_process:
+        return  # an in-process transport runs the task where it was registered
+    _warned_late.add(task.name)
+    logger.warning(
+        "task %r is enqueued, but it was registered after startup (by %s): a server that "
+        "has not imported that module answers its deliveries 404; define the task in, "
+        "or import it from, an installed app's tasks.py",
+        task.name,
+        getattr(task.__wrapped__, "__module__", "?"),
+    )

@@ -24,6 +24,7 @@ from google.protobuf import duration_pb2
 
 from django_cloudtasks.conf import conf
 from django_cloudtasks.exceptions import ConfigurationError
+from django_cloudtasks.registry import registry
 
 #: Each setting: (the Queue field it sets, its type).
 FIELDS: dict[str, tuple[str, str]] = {
@@ -86,7 +87,8 @@ def current_value(queue: tasks_v2.Queue, key: str) -> float:
 
 
 def configured_queues() -> list[QueueSpec]:
-    """The default ``QUEUE`` and every entry of ``QUEUES``, validated.
+    """The default ``QUEUE``, every entry of ``QUEUES``, then every other queue a
+    registered task names (``@task(queue=...)``, with the service's defaults), validated.
 
     Raises:
         ConfigurationError: for a malformed queue id, an unknown setting or a value
@@ -96,6 +98,9 @@ def configured_queues() -> list[QueueSpec]:
     if not isinstance(raw, Mapping):
         raise ConfigurationError("CLOUDTASKS['QUEUES'] must be a dict of queue id -> settings")
     names = [str(conf.QUEUE or "default")] + [str(name) for name in raw if name != conf.QUEUE]
+    for task in registry.tasks():
+        if task.policy.queue and task.policy.queue not in names:
+            names.append(task.policy.queue)
     return [QueueSpec(name, _validated(name, raw.get(name) or {})) for name in names]
 
 

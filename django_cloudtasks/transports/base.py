@@ -88,3 +88,10 @@ class Transport(abc.ABC):
 
     def close(self) -> None:  # noqa: B027 - optional
         """Release clients and connections."""
+
+    def describe(self, dispatch: Dispatch) -> str:
+        """What the transport knows of a sent delivery's attempts, for error messages.
+
+        An empty string when it knows nothing (the default); never raises.
+        """
+        return ""

@@ -184,6 +184,21 @@ class CloudTasksTransport(Transport):
         with contextlib.suppress(gexc.NotFound):
             self.client.delete_task(name=self.task_path(dispatch), retry=self.retry, timeout=30)
 
+    def describe(self, dispatch: Dispatch) -> str:
+        """Cloud Tasks' record of the delivery: its attempts and the last answer."""
+        try:
+            found = self.client.get_task(name=self.task_path(dispatch), retry=None, timeout=2)
+        except gexc.NotFound:
+            return "Cloud Tasks no longer has its task (it was answered, or deleted)"
+        except Exception:  # a description is best effort: never hide the real error
+            return ""
+        if not found.dispatch_count:
+            due = found.schedule_time
+            return f"Cloud Tasks has not sent it yet (due {due:%H:%M:%S} UTC)" if due else ""
+        last = found.last_attempt.response_status
+        answer = (last.message or f"code {last.code}") if last.code else "no answer yet"
+        return f"Cloud Tasks sent it {found.dispatch_count} times; the last attempt: {answer}"
+
     def _run_all(
         self, dispatches: Sequence[Dispatch], action: Callable[[Dispatch], None], verb: str
     ) -> None:
@@ -204,6 +219,7 @@ class CloudTasksTransport(Transport):
         if errors:
             first = errors[0][1]
             summary = f"could not {verb} {len(errors)} of {len(dispatches)} Cloud Tasks"
+            unsent = [d.node_id for d, _ in errors]
             host = conf.EMULATOR_HOST
             cause = first.cause if isinstance(first, gexc.RetryError) else first
             if host and isinstance(cause, gexc.ServiceUnavailable):
@@ -211,9 +227,10 @@ class CloudTasksTransport(Transport):
                     f"{summary}: the Cloud Tasks emulator at {host} (the EMULATOR_HOST "
                     "setting) does not answer; start it with `manage.py cloudtasks_emulator`. "
                     "The workflow is saved and `manage.py cloudtasks_sweep` will resend it. "
-                    f"({first})"
+                    f"({first})",
+                    unsent,
                 ) from first
-            raise EnqueueError(f"{summary}: {first}") from first
+            raise EnqueueError(f"{summary}: {first}", unsent) from first
 
     def _executor(self) -> ThreadPoolExecutor:
         with self._lock:

@@ -106,3 +106,41 @@ def certs_server(minter):
     server.start()
     yield server
     server.stop()
+
+
+#: The name of the thread that runs the ASGI server's event loop.
+ASGI_LOOP_THREAD = "uvicorn-loop"
+
+
+@pytest.fixture
+def asgi_server(transactional_db) -> Iterator[str]:
+    """This project's ASGI application under a real uvicorn server; yields its base URL.
+
+    The server's event loop runs in the thread named :data:`ASGI_LOOP_THREAD`.
+    """
+    import socket
+    import threading
+
+    import uvicorn
+    from django.core.asgi import get_asgi_application
+
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    config = uvicorn.Config(
+        get_asgi_application(), lifespan="off", log_level="warning", access_log=False
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(
+        target=server.run, kwargs={"sockets": [listener]}, name=ASGI_LOOP_THREAD, daemon=True
+    )
+    thread.start()
+    while not server.started:
+        if not thread.is_alive():
+            raise RuntimeError("uvicorn did not start")
+        threading.Event().wait(0.01)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=10)
+    listener.close()

@@ -243,8 +243,19 @@ def test_queues_default_to_the_cloud_tasks_queues_of_the_settings(settings, memo
     use_backend(settings)
     for queue in ("default", "main", "bulk"):
         tasks.add.using(queue_name=queue)
-    with pytest.raises(InvalidTask, match="elsewhere"):
+    with pytest.raises(InvalidTask) as caught:
         tasks.add.using(queue_name="elsewhere")
+    message = str(caught.value)
+    assert "'elsewhere' is not valid for backend 'default'" in message
+    assert "bulk, default, main" in message
+    assert "add it to CLOUDTASKS['QUEUES']" in message
+    assert "cloudtasks_queues" in message
+
+
+def test_a_queue_outside_the_backends_own_queues_points_to_them(settings, memory):
+    use_backend(settings, QUEUES=["default", "emails"])
+    with pytest.raises(InvalidTask, match=r"add it to the QUEUES of TASKS\['default'\]"):
+        tasks.add.using(queue_name="bulk")
 
 
 def test_a_running_task_reports_running(cloud, memory):

@@ -32,6 +32,7 @@ from django_cloudtasks.constants import State, WorkflowStatus
 from django_cloudtasks.manager import CloudChainManager
 from django_cloudtasks.models import Node, Workflow
 from django_cloudtasks.registry import registry
+from django_cloudtasks.views import UNKNOWN_TASK_HINT
 from tests.django_cloudtasks.test_views import REVOKE, TOKEN, TRACKER, post, run_url, start_chain
 from tests.testapp.models import Execution
 from tests.testapp.tasks import add, identity
@@ -291,7 +292,7 @@ def test_a_name_that_is_not_registered_answers_404_and_imports_nothing(client, c
         client,
         raw(run_url(name), '{"node": "NODE_ID"}'),
         404,
-        f"unknown task {name!r}",
+        f"unknown task {name!r}; {UNKNOWN_TASK_HINT}",
         chain,
     )
     assert set(sys.modules) == modules
@@ -307,7 +308,9 @@ def test_a_stored_node_whose_task_is_no_longer_registered_answers_404(client, me
         before = snapshot()
         response = post(client, run_url("bad_input_unregistered_later"), {"node": str(node.pk)})
         assert response.status_code == 404
-        assert response.json() == {"error": "unknown task 'bad_input_unregistered_later'"}
+        assert response.json() == {
+            "error": f"unknown task 'bad_input_unregistered_later'; {UNKNOWN_TASK_HINT}"
+        }
         assert snapshot() == before
     finally:
         registry.register(original.__wrapped__, original.name, original.policy)

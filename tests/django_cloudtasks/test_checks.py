@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 from django.core import checks
 from django.test import override_settings
 
-from django_cloudtasks.checks import check_settings
+from django_cloudtasks import task
+from django_cloudtasks.checks import check_settings, check_tasks
+from django_cloudtasks.registry import registry
+from django_cloudtasks.transports import reset_transport
+from django_cloudtasks.transports.base import Transport
 
 GOOD_CLOUDTASKS = {
     "PROJECT": "my-project",
@@ -37,12 +43,85 @@ def test_a_good_configuration_passes_every_check():
         assert run_our_checks() == []
 
 
+def _registered_by_a_test_module(message) -> bool:
+    """W008 for a task a test module defines: those are registered after startup."""
+    if message.id != "django_cloudtasks.W008":
+        return False
+    module = registry.get(message.obj).__wrapped__.__module__
+    return module.startswith("tests.") and module != "tests.testapp.tasks"
+
+
+@pytest.fixture
+def late_task():
+    """A task registered now, after startup, by this test module."""
+
+    @task(name="checks_late_task", queue="emails")
+    def late():
+        return 1
+
+    yield late
+    registry.unregister("checks_late_task")
+
+
+def test_w007_a_task_sends_to_a_queue_that_is_not_configured(late_task):
+    with configured(TRANSPORT="memory"):
+        (message,) = [m for m in check_tasks() if m.obj == "checks_late_task"]
+    assert message.id == "django_cloudtasks.W007"
+    assert "'emails', which is not configured" in message.msg
+    assert "CLOUDTASKS['QUEUES']" in message.hint and "cloudtasks_queues" in message.hint
+    with configured(TRANSPORT="memory", QUEUES={"emails": {}}):
+        assert [m for m in check_tasks() if m.obj == "checks_late_task"] == []
+
+
+def test_w008_a_task_registered_after_startup_may_be_unknown_to_a_server(late_task):
+    with configured(QUEUES={"emails": {}}):
+        (message,) = [m for m in check_tasks() if m.obj == "checks_late_task"]
+    assert message.id == "django_cloudtasks.W008"
+    assert "tests.django_cloudtasks.test_checks" in message.msg
+    assert "404" in message.msg and "tasks.py" in message.hint
+
+
+def test_w008_is_quiet_for_the_tasks_of_an_apps_tasks_module_and_in_process_transports(
+    late_task,
+):
+    with configured():
+        assert "add" not in {m.obj for m in check_tasks()}
+    with configured(TRANSPORT="eager", QUEUES={"emails": {}}):
+        assert [m for m in check_tasks() if m.obj == "checks_late_task"] == []
+
+
+class RecordingTransport(Transport):
+    """A transport that hands deliveries elsewhere (it keeps them): not in-process."""
+
+    name = "recording"
+
+    def send(self, dispatches):
+        pass
+
+
+@pytest.mark.django_db
+def test_enqueueing_a_task_registered_after_startup_logs_why_a_server_may_404(late_task, caplog):
+    path = f"{__name__}.RecordingTransport"
+    with configured(TRANSPORT=path), caplog.at_level(logging.WARNING, "django_cloudtasks"):
+        reset_transport()
+        try:
+            late_task.delay()
+            late_task.delay()
+        finally:
+            reset_transport()
+    warnings = [r.getMessage() for r in caplog.records if "checks_late_task" in r.getMessage()]
+    assert len(warnings) == 1  # once per task
+    assert "registered after startup" in warnings[0] and "tasks.py" in warnings[0]
+
+
 def test_the_test_suite_configuration_passes_every_check():
     assert run_our_checks() == []
 
 
 def run_our_checks():
-    return checks.run_checks(tags=["django_cloudtasks"])
+    """Our checks, without W008 for the tasks this suite's test modules define."""
+    messages = checks.run_checks(tags=["django_cloudtasks"])
+    return [m for m in messages if not _registered_by_a_test_module(m)]
 
 
 @pytest.mark.django_db  # Django 6 model checks ask the database about JSON support
@@ -137,6 +216,18 @@ def test_w001_no_auth_token_means_every_request_is_refused(token):
     assert "refuse every request" in messages[0].msg
 
 
+@pytest.mark.parametrize("transport", ["eager", "memory"])
+def test_w001_is_quiet_for_the_in_process_transports_which_call_no_endpoint(transport):
+    with configured(AUTH_TOKEN=None, TRANSPORT=transport):
+        assert "django_cloudtasks.W001" not in ids(check_settings())
+
+
+def test_w001_is_quiet_in_the_original_debug_mode(monkeypatch):
+    monkeypatch.setenv("TASKAPP_DEBUG_MODE", "true")
+    with override_settings(CLOUDTASKS={}):
+        assert check_settings() == []
+
+
 ACCOUNT = "tasks@my-project.iam.gserviceaccount.com"
 
 
@@ -162,8 +253,9 @@ def test_e004_an_oidc_service_account_without_audience_or_base_url():
         AUTH_TOKEN=None, OIDC_SERVICE_ACCOUNT=ACCOUNT, BASE_URL=None, TRANSPORT="memory"
     ):
         messages = check_settings()
-    # Without an audience no token can be verified, so nothing authenticates either.
-    assert ids(messages) == ["django_cloudtasks.E004", "django_cloudtasks.W001"]
+    # Without an audience no token can be verified; W001 stays quiet only because the
+    # memory transport calls no endpoint.
+    assert ids(messages) == ["django_cloudtasks.E004"]
     assert messages[0].level == checks.ERROR
     assert repr(ACCOUNT) in messages[0].msg
     assert "OIDC_AUDIENCE" in messages[0].hint
@@ -288,7 +380,8 @@ STRONG_TOKEN = "Jx0-4lN2vUq9ZrT7cWm1sEo8bHk3yFd6aPg5"
 
 
 def deploy_checks() -> list:
-    return checks.run_checks(tags=["django_cloudtasks"], include_deployment_checks=True)
+    messages = checks.run_checks(tags=["django_cloudtasks"], include_deployment_checks=True)
+    return [m for m in messages if not _registered_by_a_test_module(m)]
 
 
 def test_a_production_configuration_passes_the_deployment_checks():

@@ -249,10 +249,13 @@ def test_sweep_resends_a_node_whose_dispatch_was_lost(memory):
     memory.clear()  # the dispatch never reached Cloud Tasks
     Node.objects.filter(pk=result.id).update(ready_at=timezone.now() - timedelta(minutes=10))
 
-    assert run_command("cloudtasks_sweep", "--grace", "900") == "resent 0, unparked 0, failed 0\n"
+    assert (
+        run_command("cloudtasks_sweep", "--grace", "900")
+        == "resent 0, unparked 0, parked 0, failed 0\n"
+    )
     assert memory.sent == []
 
-    assert run_command("cloudtasks_sweep") == "resent 1, unparked 0, failed 0\n"
+    assert run_command("cloudtasks_sweep") == "resent 1, unparked 0, parked 0, failed 0\n"
     assert [d.node_id for d in memory.sent] == [result.id]
     memory.drain()
     assert result.get(timeout=5) == 5
@@ -264,7 +267,7 @@ def test_sweep_sends_parked_nodes_now_within_reach(memory):
     assert memory.sent == [] and Node.objects.get(pk=result.id).parked
     Node.objects.filter(pk=result.id).update(eta=timezone.now() + timedelta(days=2))
 
-    assert run_command("cloudtasks_sweep") == "resent 0, unparked 1, failed 0\n"
+    assert run_command("cloudtasks_sweep") == "resent 0, unparked 1, parked 0, failed 0\n"
     assert [d.node_id for d in memory.sent] == [result.id]
 
 
@@ -281,7 +284,31 @@ def test_sweep_exits_1_when_sending_fails(memory, monkeypatch):
     with pytest.raises(CommandError, match="1 nodes could not be sent") as caught:
         call_command("cloudtasks_sweep", stdout=out)
     assert caught.value.returncode == 1
-    assert out.getvalue() == "resent 0, unparked 0, failed 1\n"
+    assert out.getvalue() == "resent 0, unparked 0, parked 0, failed 1\n"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_sweep_counts_each_node_where_it_went(memory, monkeypatch):
+    lost = [add.delay(i, i) for i in range(3)]
+    far = add.apply_async((9, 9), countdown=40 * 24 * 3600)
+    memory.clear()
+    Node.objects.filter(pk=far.id).update(parked=False)  # as if its park was lost
+    Node.objects.update(ready_at=timezone.now() - timedelta(minutes=10))
+    refused = lost[0].id
+    real_send = memory.send
+
+    def partial_outage(dispatches):
+        real_send([d for d in dispatches if d.node_id != refused])
+        raise EnqueueError("one task was refused", [refused])
+
+    monkeypatch.setattr(memory, "send", partial_outage)
+    out = StringIO()
+    with pytest.raises(CommandError, match="1 nodes could not be sent"):
+        call_command("cloudtasks_sweep", stdout=out)
+
+    assert out.getvalue() == "resent 2, unparked 0, parked 1, failed 1\n"
+    assert sorted(d.node_id for d in memory.sent) == sorted(r.id for r in lost[1:])
+    assert Node.objects.get(pk=far.id).parked
 
 
 # -- cloudtasks_queues -------------------------------------------------------------------
@@ -519,3 +546,22 @@ def test_purge_shows_its_progress_and_running_total_on_stderr():
         "  5 of 5 workflows deleted (15 nodes) so far",
     ]
     assert out.getvalue().startswith("deleted 5 workflows (15 nodes)")
+
+
+def test_queues_creates_every_queue_a_task_names(strict_emulator, settings):
+    from django_cloudtasks import task
+    from django_cloudtasks.registry import registry
+
+    @task(name="commands_mailer", queue="emails")
+    def mailer():
+        return None
+
+    settings.CLOUDTASKS = {**settings.CLOUDTASKS, "QUEUES": {"bulk": {}}}
+    try:
+        out = run_command("cloudtasks_queues")
+    finally:
+        registry.unregister("commands_mailer")
+
+    assert f"{PARENT}/queues/emails: created (service defaults)" in out
+    queues = {q.name for q in strict_emulator.list_queues(parent=PARENT)}
+    assert queues == {f"{PARENT}/queues/{q}" for q in ("default", "bulk", "emails")}

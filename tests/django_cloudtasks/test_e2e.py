@@ -163,3 +163,17 @@ def test_the_sweeper_takes_over_a_node_whose_cloud_task_was_given_up(
 
     assert result.get(timeout=30) == 5
     assert Node.objects.get(pk=result.parent.id).attempts == 2
+
+
+def test_a_timeout_reports_cloud_tasks_attempts_and_the_last_answer(live_emulator):
+    gateway.fail_next(1_000)
+    result = add.si(1, 1).delay()
+    for _ in range(400):
+        if any(r.status_code == 503 for r in live_emulator.history):
+            break
+        time.sleep(0.025)
+    with pytest.raises(TimeoutError) as caught:
+        result.get(timeout=0, interval=0)
+    message = str(caught.value)
+    assert "(add) is QUEUED: sent, never delivered; Cloud Tasks sent it " in message
+    assert "the last attempt: HTTP 503" in message

@@ -9,7 +9,16 @@ from django_cloudtasks.constants import State, WorkflowStatus
 from django_cloudtasks.models import Node
 from django_cloudtasks.runner import deliver
 from django_cloudtasks.transports import get_transport
-from tests.testapp.tasks import CustomError, add, fail, fail_custom, identity, on_error, tsum
+from tests.testapp.tasks import (
+    CustomError,
+    add,
+    always_disconnects,
+    fail,
+    fail_custom,
+    identity,
+    on_error,
+    tsum,
+)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -320,6 +329,37 @@ def test_get_raises_a_timeout_error_when_nothing_runs(memory):
         result.get(timeout=0.1, interval=0.05)
 
 
+def test_a_timeout_says_a_node_waits_on_its_parents(memory):
+    result = (add.s(1, 2) | add.s(3)).apply_async()
+    with pytest.raises(TimeoutError, match=r"is PENDING, waiting on 1 unfinished parents"):
+        result.get(timeout=0, interval=0)
+
+
+def test_a_timeout_says_when_a_scheduled_node_is_due(memory):
+    result = add.si(1, 2).apply_async(countdown=3600)
+    due = Node.objects.get(pk=result.id).due_at()
+    assert due is not None
+    with pytest.raises(TimeoutError) as caught:
+        result.get(timeout=0, interval=0)
+    assert f"is SCHEDULED until {due.isoformat(timespec='seconds')}" in str(caught.value)
+
+
+def test_a_timeout_says_a_queued_node_was_never_delivered(memory):
+    result = add.si(1, 2).apply_async()
+    with pytest.raises(TimeoutError) as caught:
+        result.get(timeout=0, interval=0)
+    message = str(caught.value)
+    assert f"node {result.id[:8]} (add) is QUEUED: sent, never delivered" in message
+    assert "drain()" in message
+
+
+def test_a_timeout_says_a_retry_is_due_and_after_which_error(memory):
+    result = always_disconnects.delay()
+    memory.drain(limit=1)
+    with pytest.raises(TimeoutError, match=r"is RETRY 1 until .* after ConnectionError: "):
+        result.get(timeout=0, interval=0)
+
+
 def test_results_know_their_parent_children_and_group_members(memory):
     result = (add.s(1, 1) | group(add.s(1), add.s(2))).apply_async()
     memory.drain()
@@ -390,3 +430,25 @@ def test_a_member_finishing_after_its_group_failed_leaves_the_failed_join_as_it_
     assert join.state == State.FAILURE
     assert join.pending_parents == 3
     assert Node.objects.get(workflow_id=result.workflow_id, task_name="tsum").pending_parents == 1
+
+
+def test_apply_async_name_names_the_workflow(memory):
+    from django_cloudtasks.models import Workflow
+
+    named = (add.s(1, 2) | add.s(3)).apply_async(name="resize avatar 42")
+    single = add.apply_async((1, 2), name="one sum")
+    plain = (add.s(1, 2) | add.s(3)).apply_async()
+
+    assert Workflow.objects.get(nodes__pk=named.id).name == "resize avatar 42"
+    assert Workflow.objects.get(nodes__pk=single.id).name == "one sum"
+    assert Workflow.objects.get(nodes__pk=plain.id).name == "a chain starting with 'add'"
+    assert all("name" not in n.options for n in Node.objects.all())
+    memory.drain()
+    assert named.get(timeout=1) == 6
+
+
+@pytest.mark.parametrize("name", ["", "   ", 42, "x" * 201])
+def test_a_run_name_must_be_a_short_non_empty_string(memory, name):
+    with pytest.raises(TypeError, match="option 'name' of apply_async"):
+        add.s(1, 2).apply_async(name=name)
+    assert not Node.objects.exists()

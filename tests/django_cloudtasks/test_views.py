@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from datetime import timedelta
 
@@ -210,13 +211,19 @@ def test_an_empty_configured_token_accepts_nothing(client, memory, settings):
     assert Execution.objects.count() == 0
 
 
-def test_run_of_an_unknown_task_answers_404(client, memory):
+def test_run_of_an_unknown_task_answers_404_with_where_tasks_must_live(client, memory, caplog):
     first = start_chain(memory)
 
-    response = post(client, run_url("no_such_task"), memory.sent[0].body())
+    with caplog.at_level(logging.WARNING, logger="django_cloudtasks.views"):
+        response = post(client, run_url("no_such_task"), memory.sent[0].body())
 
     assert response.status_code == 404
-    assert response.json() == {"error": "unknown task 'no_such_task'"}
+    error = response.json()["error"]
+    assert error.startswith("unknown task 'no_such_task'; ")
+    assert "tasks.py module of an installed app" in error
+    assert any(
+        "no_such_task" in r.getMessage() and "tasks.py" in r.getMessage() for r in caplog.records
+    )
     assert_nothing_ran(first, memory)
 
 
@@ -706,7 +713,7 @@ def test_the_sweep_resends_stuck_nodes_and_answers_counts(client, memory):
     response = client.post("/cloudtasks/sweep/", headers=TOKEN)
 
     assert response.status_code == 200
-    assert response.json() == {"resent": 1, "unparked": 0, "failed": 0}
+    assert response.json() == {"resent": 1, "unparked": 0, "parked": 0, "failed": 0}
     assert [d.node_id for d in memory.sent] == [str(first.pk)]
 
 
@@ -742,6 +749,7 @@ def test_only_the_token_authenticated_endpoints_are_csrf_exempt(memory):
 
     assert sorted(exempt) == [
         "cloudtasks/revoke/",
+        "cloudtasks/run/<cloudtasks_async_task:task_name>/",
         "cloudtasks/run/<str:task_name>/",
         "cloudtasks/schedule/<str:name>/",
         "cloudtasks/schedules/tick/",
@@ -751,6 +759,7 @@ def test_only_the_token_authenticated_endpoints_are_csrf_exempt(memory):
     client = Client(enforce_csrf_checks=True)
     for route in exempt:
         url = "/" + route.replace("<str:task_name>", "add").replace("<str:name>", "nightly")
+        url = url.replace("<cloudtasks_async_task:task_name>", "aadd")
         assert client.post(url).status_code == 401, url
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import builtins
+import threading
 
 from django_cloudtasks import task
 from django_cloudtasks.decorators import register_task
@@ -365,6 +367,89 @@ def lineage(self, *_):
         "group_index": r.group_index,
         "chord": r.chord,
     }
+
+
+# -- async def tasks ----------------------------------------------------------------------
+
+
+async def _arecord(name: str, value: object = None) -> None:
+    await Execution.objects.acreate(task=name, value=value)
+
+
+@task
+async def aadd(x, y):
+    """An async task: awaits before and after it records its run."""
+    await asyncio.sleep(0)
+    await _arecord("aadd", [x, y])
+    return x + y
+
+
+@task
+async def afail(x):
+    await asyncio.sleep(0)
+    raise ValueError(f"async failing with {x}")
+
+
+@task(bind=True, max_retries=2, default_retry_delay=0)
+async def aretry_once(self, x):
+    """Asks for one retry, then returns what its bound context saw."""
+    await self.aupdate_state("PROGRESS", {"attempt": self.request.retries})
+    if self.request.retries == 0:
+        raise self.retry()
+    return {"x": x, "retries": self.request.retries, "revoked": await self.ais_revoked()}
+
+
+@task(soft_time_limit=0.2)
+async def aslow(seconds):
+    """Sleeps ``seconds``; records that its cleanup ran when it was cancelled."""
+    try:
+        await asyncio.sleep(seconds)
+    finally:
+        await _arecord("aslow-cleanup", seconds)
+    return seconds
+
+
+@task
+async def await_gather(n):
+    """Runs ``n`` sleeps concurrently inside one task and records how many overlapped."""
+    running = [0, 0]
+
+    async def one() -> None:
+        running[0] += 1
+        running[1] = max(running)
+        await asyncio.sleep(0.01)
+        running[0] -= 1
+
+    await asyncio.gather(*(one() for _ in range(n)))
+    return running[1]
+
+
+@task
+async def await_event(key):
+    """Waits (on the server's event loop) until ``release_event(key)`` was called."""
+    await _arecord("await_event", key)
+    while not await Execution.objects.filter(task="release_event", value=key).aexists():
+        await asyncio.sleep(0.02)
+    return key
+
+
+@task
+def release_event(key):
+    _record("release_event", key)
+    return key
+
+
+@task
+async def athread(_=None):
+    """The name of the thread the coroutine ran on."""
+    await asyncio.sleep(0)
+    return threading.current_thread().name
+
+
+@task
+def sthread(_=None):
+    """The name of the thread the function ran on."""
+    return threading.current_thread().name
 
 
 # The chaos run's tasks live in their own module; importing it registers them.

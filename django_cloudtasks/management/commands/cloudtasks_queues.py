@@ -1,4 +1,5 @@
-"""``manage.py cloudtasks_queues [--dry-run]``: create or update the queues of the settings."""
+"""``manage.py cloudtasks_queues [--dry-run]``: create or update the queues of the settings
+and of the tasks."""
 
 from __future__ import annotations
 
@@ -21,11 +22,13 @@ from django_cloudtasks.transports.cloudtasks import CloudTasksTransport
 
 
 class Command(BaseCommand):
-    """Make the Cloud Tasks queues match ``CLOUDTASKS['QUEUE']`` and ``CLOUDTASKS['QUEUES']``."""
+    """Make the Cloud Tasks queues match ``CLOUDTASKS['QUEUE']``, ``CLOUDTASKS['QUEUES']``
+    and every queue a registered task names."""
 
     help = (
         "Create or update on Cloud Tasks (or on the emulator when EMULATOR_HOST is set) the "
-        "default QUEUE and every queue of CLOUDTASKS['QUEUES'], with their rate limits "
+        "default QUEUE, every queue of CLOUDTASKS['QUEUES'] and every other queue a task "
+        "names with @task(queue=...) (with the service's defaults), with their rate limits "
         "(max_dispatches_per_second, max_concurrent_dispatches) and retry settings "
         "(max_attempts, max_retry_duration, min_backoff, max_backoff in seconds, "
         "max_doublings). Only the configured settings are changed. Exits 1 when a queue "

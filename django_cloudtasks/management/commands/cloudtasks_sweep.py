@@ -44,14 +44,15 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        """Sweep and print ``resent N, unparked N, failed N``.
+        """Sweep and print ``resent N, unparked N, parked N, failed N``.
 
         Raises:
             CommandError: (exit status 1) when some nodes could not be sent.
         """
         report = sweep(grace=options["grace"])
         self.stdout.write(
-            f"resent {report.resent}, unparked {report.unparked}, failed {report.failed}"
+            f"resent {report.resent}, unparked {report.unparked}, parked {report.parked}, "
+            f"failed {report.failed}"
         )
         if report.failed:
             raise CommandError(

@@ -10,17 +10,27 @@ import time
 import uuid
 from typing import Any
 
+from asgiref.sync import sync_to_async
+
 from django_cloudtasks.constants import CELERY_STATES, READY_STATES, NodeKind, State, WorkflowStatus
-from django_cloudtasks.context import current_request
 from django_cloudtasks.engine import progress_of, revoke_node, revoke_workflow
 from django_cloudtasks.exceptions import (
     NodeNotFound,
     TaskRevokedError,
-    TimeoutError,
     rebuild_exception,
 )
 from django_cloudtasks.models import Node, Workflow
-from django_cloudtasks.transports import get_transport
+from django_cloudtasks.results.sets import ResultSet
+from django_cloudtasks.results.waiting import (
+    assert_will_not_block,
+    await_final,
+    has_finished,
+    is_final,
+    wait,
+    waiting_on,
+)
+
+__all__ = ["AsyncResult", "GroupResult", "ResultSet", "WorkflowResult", "result_for"]
 
 
 class AsyncResult:
@@ -128,16 +138,54 @@ class AsyncResult:
             The task's exception (rebuilt) on FAILURE, and :class:`TaskRevokedError`
                 on REVOKED, when ``propagate`` is true.
         """
-        _assert_will_not_block()
-        node = _wait(
-            lambda: Node.objects.filter(pk=self.id).first(),
-            lambda n: n is not None and n.state in READY_STATES,
-            timeout,
-            interval,
-        )
+        assert_will_not_block()
+        node = wait(self._fetch, is_final, timeout, interval, describe=waiting_on)
         return _outcome(node, propagate)
 
     wait = get
+
+    def _fetch(self) -> Node | None:
+        return Node.objects.filter(pk=self.id).first()
+
+    # -- for async code: the same answers, the database read in a thread -------------
+
+    async def aget(
+        self, timeout: float | None = None, interval: float = 0.2, propagate: bool = True
+    ) -> Any:
+        """:meth:`get` for async code: waits with ``asyncio.sleep``, holding no thread.
+
+        Raises:
+            The errors of :meth:`get`.
+        """
+        assert_will_not_block()
+        node = await await_final(self._fetch, is_final, timeout, interval, describe=waiting_on)
+        return _outcome(node, propagate)
+
+    async def astate(self) -> str:
+        """:attr:`state` for async code."""
+        return await sync_to_async(lambda: self.state)()
+
+    astatus = astate
+
+    async def aresult(self) -> Any:
+        """:attr:`result` for async code."""
+        return await sync_to_async(lambda: self.result)()
+
+    async def aready(self) -> bool:
+        """:meth:`ready` for async code."""
+        return await sync_to_async(self.ready)()
+
+    async def asuccessful(self) -> bool:
+        """:meth:`successful` for async code."""
+        return await sync_to_async(self.successful)()
+
+    async def afailed(self) -> bool:
+        """:meth:`failed` for async code."""
+        return await sync_to_async(self.failed)()
+
+    async def arevoke(self) -> list[str]:
+        """:meth:`revoke` for async code."""
+        return await sync_to_async(self.revoke)()
 
     def revoke(self) -> list[str]:
         """Revoke this node and everything downstream; returns the revoked node ids."""
@@ -218,73 +266,29 @@ class GroupResult(AsyncResult):
 
     join = get
 
+    async def aget(
+        self, timeout: float | None = None, interval: float = 0.2, propagate: bool = True
+    ) -> Any:
+        """:meth:`get` for async code (see ``AsyncResult.aget``)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        values = []
+        for member in await sync_to_async(lambda: self.results)():
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            values.append(await member.aget(timeout=left, interval=interval, propagate=propagate))
+        return values
+
+    ajoin = aget
+
+    async def acompleted_count(self) -> int:
+        """:meth:`completed_count` for async code."""
+        return await sync_to_async(self.completed_count)()
+
     def revoke(self) -> list[str]:
         """Revoke every member (and so the join and what follows)."""
         revoked: list[str] = []
         for member in self.results:
             revoked += member.revoke()
         return revoked + revoke_node(self.id)
-
-
-class ResultSet:
-    """Any results waited for together (Celery's ``ResultSet``), in the order given."""
-
-    def __init__(self, results: list[AsyncResult | GroupResult]) -> None:
-        self.results = list(results)
-
-    def __repr__(self) -> str:
-        return f"<ResultSet: {len(self.results)} results>"
-
-    def __len__(self) -> int:
-        return len(self.results)
-
-    def __iter__(self) -> Any:
-        return iter(self.results)
-
-    def add(self, result: AsyncResult | GroupResult) -> None:
-        """Add ``result`` to the set, unless it is already in it."""
-        if result not in self.results:
-            self.results.append(result)
-
-    def completed_count(self) -> int:
-        """How many results succeeded."""
-        return sum(1 for r in self.results if r.successful())
-
-    def ready(self) -> bool:
-        """True once every result is final."""
-        return all(r.ready() for r in self.results)
-
-    def successful(self) -> bool:
-        """True when every result succeeded."""
-        return all(r.successful() for r in self.results)
-
-    def failed(self) -> bool:
-        """True when some result failed."""
-        return any(r.failed() for r in self.results)
-
-    def get(
-        self, timeout: float | None = None, interval: float = 0.2, propagate: bool = True
-    ) -> list[Any]:
-        """Wait for every result; return their values in order (see ``AsyncResult.get``).
-
-        Raises:
-            TimeoutError: when they are not all ready within ``timeout`` seconds.
-        """
-        deadline = None if timeout is None else time.monotonic() + timeout
-        values = []
-        for member in self.results:
-            left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            values.append(member.get(timeout=left, interval=interval, propagate=propagate))
-        return values
-
-    join = get
-
-    def revoke(self) -> list[str]:
-        """Revoke every result (and what follows each)."""
-        revoked: list[str] = []
-        for member in self.results:
-            revoked += member.revoke()
-        return revoked
 
 
 class WorkflowResult:
@@ -343,9 +347,10 @@ class WorkflowResult:
             TimeoutError: after ``timeout`` seconds.
             The first failure's exception on FAILURE when ``propagate`` is true.
         """
-        workflow = _wait(
-            self._workflow, lambda w: w.status != WorkflowStatus.PENDING, timeout, interval
-        )
+        workflow = wait(self._workflow, has_finished, timeout, interval)
+        return self._final(workflow, propagate)
+
+    def _final(self, workflow: Workflow, propagate: bool) -> Any:
         if workflow.status == WorkflowStatus.FAILURE and propagate:
             first = (
                 Node.objects.filter(workflow=workflow, state=State.FAILURE)
@@ -357,33 +362,29 @@ class WorkflowResult:
                 raise _exception(first)
         return self.output.get(timeout=0, propagate=propagate)
 
+    async def aget(
+        self, timeout: float | None = None, interval: float = 0.2, propagate: bool = True
+    ) -> Any:
+        """:meth:`get` for async code (see ``AsyncResult.aget``)."""
+        workflow = await await_final(self._workflow, has_finished, timeout, interval)
+        return await sync_to_async(self._final)(workflow, propagate)
+
+    async def astatus(self) -> str:
+        """:attr:`status` for async code."""
+        return await sync_to_async(lambda: self.status)()
+
     def revoke(self) -> list[str]:
         """Revoke every unfinished node."""
         return revoke_workflow(self.id)
+
+    async def arevoke(self) -> list[str]:
+        """:meth:`revoke` for async code."""
+        return await sync_to_async(self.revoke)()
 
 
 def result_for(node: Node) -> AsyncResult | GroupResult:
     """The right handle for ``node``: a ``GroupResult`` for a group join."""
     return GroupResult(node.pk) if node.kind == NodeKind.BARRIER else AsyncResult(node.pk)
-
-
-def _wait(fetch: Any, done: Any, timeout: float | None, interval: float) -> Any:
-    deadline = None if timeout is None else time.monotonic() + timeout
-    while True:
-        item = fetch()
-        if done(item):
-            return item
-        if deadline is not None and time.monotonic() >= deadline:
-            raise TimeoutError(f"the operation timed out after {timeout}s")
-        time.sleep(interval)
-
-
-def _assert_will_not_block() -> None:
-    if current_request() is not None and get_transport().name != "eager":
-        raise RuntimeError(
-            "Never call result.get() within a task: it waits for a delivery that may "
-            "need this very worker. Compose the work with | (a chain or a chord) instead."
-        )
 
 
 def _value(node: Node) -> Any:
