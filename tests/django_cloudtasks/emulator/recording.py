@@ -37,12 +37,18 @@ class Received:
 
 @dataclass
 class Reply:
-    """What the handler answers: a status, headers and body after an optional delay."""
+    """What the handler answers: a status, headers and body after an optional delay.
+
+    With ``until_in_flight``, the answer waits until that many requests are in flight
+    at once (at most ``delay`` seconds), so that a concurrency check does not depend
+    on how fast a loaded machine starts them.
+    """
 
     status: int = 200
     delay: float = 0.0
     headers: dict[str, str] = field(default_factory=dict)
     body: bytes = b""
+    until_in_flight: int = 0
 
 
 @dataclass
@@ -109,9 +115,15 @@ def handler_class(recorder: Callable[[], RecordingHandler]) -> type[BaseHTTPRequ
                 handler.received.append(received)
                 handler.in_flight += 1
                 handler.max_in_flight = max(handler.max_in_flight, handler.in_flight)
+                handler.cond.notify_all()
             reply = handler.reply_for(self.path)
             try:
-                if reply.delay:
+                if reply.until_in_flight:
+                    with handler.cond:
+                        handler.cond.wait_for(
+                            lambda: handler.max_in_flight >= reply.until_in_flight, reply.delay
+                        )
+                elif reply.delay:
                     time.sleep(reply.delay)
                 with handler.cond:
                     handler.in_flight -= 1

@@ -259,13 +259,15 @@ def the_emulator_caps_nothing_below_a_queues_concurrency(world: World) -> None:
     tasks_client = world.start()
     queue = world.queue()
     tasks_client.pause_queue(name=queue)
-    world.handler.default = Reply(200, delay=1.5)
+    # Each answer waits until 250 are in flight at once (20 s at most): a cap at 200
+    # would hold them all and fail the row.
+    world.handler.default = Reply(200, delay=20, until_in_flight=250)
     for _ in range(300):
         world.task(queue)
 
     tasks_client.resume_queue(name=queue)  # all due at once: a burst of 100, then 500/s
-    assert len(world.handler.wait_for(300, timeout=30)) == 300
-    assert world.handler.max_in_flight > 200
+    assert len(world.handler.wait_for(300, timeout=60)) == 300
+    assert world.handler.max_in_flight >= 250
 
 
 # -- names and queues -----------------------------------------------------------------
