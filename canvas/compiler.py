@@ -42,6 +42,7 @@ class _Builder:
         if isinstance(expr, chain):
             return self.emit_chain(expr, incoming, options, path)
         if isinstance(expr, group):
+            options = bounded(expr, options, path)
             outputs = tuple(
                 self.emit(member, incoming, member_defaults, member_path)
                 for member, member_defaults, member_path in _flat_members(expr, options, path)
@@ -78,7 +79,7 @@ class _Builder:
             member_defaults, member_path = options, _join(path, i)
             if isinstance(member, group) and len(expr.tasks) > 1:
                 inherited = merge_options(options, member.options) if member.options else options
-                flat = _flat_members(member, inherited, member_path)
+                flat = _flat_members(member, bounded(member, inherited, member_path), member_path)
                 if not flat:
                     continue
                 if len(flat) == 1:
@@ -110,6 +111,7 @@ def _flat_members(
         member, inherited = stack.pop()
         if isinstance(member, group):
             inner = merge_options(inherited, member.options) if member.options else inherited
+            inner = bounded(member, inner, _join(path, f"g{len(members)}"))
             stack.extend((m, inner) for m in reversed(member.tasks))
         else:
             members.append((member, inherited))
@@ -118,6 +120,24 @@ def _flat_members(
 
 def _without_errbacks(options: Mapping[str, Any]) -> Mapping[str, Any]:
     return {k: v for k, v in options.items() if k != "link_error"}
+
+
+#: A concurrency key starting with this is local to one run (the engine prefixes it
+#: with the workflow's id): a bounded group's members share such a key.
+RUN_KEY_PREFIX = "@"
+
+
+def bounded(expr: group, options: Mapping[str, Any], path: str) -> Mapping[str, Any]:
+    """The options a group's members inherit, given the group's merged ``options``.
+
+    A group's own ``max_concurrency`` without a ``concurrency_key`` of its own bounds
+    its members: they share a key local to this run and this group, so at most that
+    many of them are in flight at once.
+    """
+    own = expr.options
+    if own.get("max_concurrency") is None or own.get("concurrency_key") is not None:
+        return options
+    return {**options, "concurrency_key": f"{RUN_KEY_PREFIX}group:{path or 'root'}"}
 
 
 def _join(path: str, part: int | str) -> str:
@@ -139,7 +159,8 @@ def compile(expression: Expression) -> Graph:
         raise CanvasError(f"cannot compile {expression!r}: not a canvas expression")
     builder = _Builder()
     if isinstance(expression, group):
-        flat = _flat_members(expression, merge_options({}, expression.options), "")
+        inherited = bounded(expression, merge_options({}, expression.options), "")
+        flat = _flat_members(expression, inherited, "")
         if len(flat) == 1:
             # Celery's special case of group(A.s() | group(B.s(), C.s())): a group whose
             # one member ends in a group gives that group's results, not a list of them.

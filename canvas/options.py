@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -24,7 +25,45 @@ OPTION_NAMES: dict[str, str] = {
     "soft_time_limit": "seconds after which SoftTimeLimitExceeded is raised inside the task",
     "result_kwarg": "pass the parent's result as this keyword argument instead of the first "
     "positional one",
+    "concurrency_key": "the key whose nodes in flight max_concurrency counts, across workflows",
+    "max_concurrency": "at most this many nodes of the same concurrency key in flight at once; "
+    "on a group without a concurrency_key, at most this many of its members",
+    "rate_limit": "at most this many starts per second, minute or hour ('10/m'), per "
+    "concurrency key, else per task",
 }
+
+#: Options that describe a whole run, read by ``apply_async`` and never given to nodes.
+RUN_OPTIONS: frozenset[str] = frozenset()
+
+#: The units a rate limit may be given in, in seconds.
+RATE_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def rate_per_second(value: Any, label: str = "rate_limit") -> float:
+    """The number of starts per second that ``value`` allows, in Celery's syntax.
+
+    ``"10/m"`` is ten a minute; the units are ``s``, ``m`` and ``h``. A bare number
+    (or a string of one) counts per second.
+
+    Raises:
+        TypeError: for a value that is neither a number nor a string.
+        ValueError: for a string that does not parse, or a rate that is not positive.
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise TypeError(f"{label} must be a string such as '10/m' or a number, got {value!r}")
+    if isinstance(value, str):
+        match = re.fullmatch(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*(?:/\s*([smh]))?\s*", value)
+        if match is None:
+            raise ValueError(
+                f"{label} {value!r} does not parse: give a count per second, minute or "
+                "hour, such as '20/s', '10/m' or '100/h'"
+            )
+        rate = float(match.group(1)) / RATE_UNITS[match.group(2) or "s"]
+    else:
+        rate = float(value)
+    if not rate > 0 or rate == float("inf"):
+        raise ValueError(f"{label} must allow a positive number of starts, got {value!r}")
+    return rate
 
 
 #: Celery options with no counterpart here, and the rewrite each error names.
@@ -111,6 +150,23 @@ def _normalize(name: str, value: Any, where: str) -> Any:
         if not isinstance(value, str) or not value:
             raise TypeError(f"{label} must be a non-empty string, got {value!r}")
         return value
+    if name in ("concurrency_key", "unique_key"):
+        if not isinstance(value, str) or not value:
+            raise TypeError(f"{label} must be a non-empty string, got {value!r}")
+        if len(value) > 200:
+            raise ValueError(f"{label} is longer than 200 characters: {value[:40]!r}...")
+        return value
+    if name == "max_concurrency":
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"{label} must be an int, got {value!r}")
+        if value < 1:
+            raise ValueError(f"{label} must be at least 1, got {value!r}")
+        return value
+    if name == "rate_limit":
+        rate_per_second(value, label)
+        return value
+    if name in ("unique_for", "debounce"):
+        return _non_negative_number(value, label)
     # link_error is normalised by canvas.expression.normalize_options.
     raise AssertionError(name)  # pragma: no cover - OPTION_NAMES and this list agree
 

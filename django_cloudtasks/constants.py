@@ -17,6 +17,7 @@ class State(models.TextChoices):
     """What ``AsyncResult.state`` reports for a node."""
 
     PENDING = "PENDING", "Pending"  # waiting on parents, or ready but not yet sent
+    WAITING = "WAITING", "Waiting"  # ready, waiting for a slot of its concurrency key
     SCHEDULED = "SCHEDULED", "Scheduled"  # ready, ETA later
     QUEUED = "QUEUED", "Queued"  # sent to Cloud Tasks
     STARTED = "STARTED", "Started"
@@ -29,10 +30,19 @@ class State(models.TextChoices):
 #: States in which a node will not change any more (its result is final).
 READY_STATES = frozenset({State.SUCCESS, State.FAILURE, State.REVOKED})
 #: States in which a node is waiting to be delivered.
-WAITING_STATES = frozenset({State.PENDING, State.SCHEDULED, State.QUEUED, State.RETRY})
+WAITING_STATES = frozenset(
+    {State.PENDING, State.WAITING, State.SCHEDULED, State.QUEUED, State.RETRY}
+)
 #: The state Celery would report for each node state (a queued or scheduled task is
 #: PENDING in Celery's vocabulary); the others are the same.
-CELERY_STATES: dict[str, str] = {State.SCHEDULED: State.PENDING, State.QUEUED: State.PENDING}
+CELERY_STATES: dict[str, str] = {
+    State.SCHEDULED: State.PENDING,
+    State.QUEUED: State.PENDING,
+    State.WAITING: State.PENDING,
+}
+#: States in which a node with a concurrency key holds one of its key's slots (a
+#: REVOKED node still running holds it until its run ends or its lease expires).
+SLOT_STATES = frozenset({State.QUEUED, State.SCHEDULED, State.RETRY, State.STARTED})
 #: States from which a delivery may claim a node.
 CLAIMABLE_STATES = frozenset({State.SCHEDULED, State.QUEUED, State.RETRY})
 

@@ -13,6 +13,7 @@ from django.utils import timezone
 
 from canvas import InputRule
 from django_cloudtasks.constants import READY_STATES, NodeId, NodeKind, State, WorkflowStatus
+from django_cloudtasks.limits import FlowKey as FlowKey  # Django finds the model here
 
 
 class WorkflowQuerySet(models.QuerySet["Workflow"]):
@@ -150,6 +151,8 @@ class Node(models.Model):
     #: The node whose delivery went on to run this one inline (``INLINE_SECONDS``); a
     #: redelivery of that node takes this one over if its run died.
     inline_origin = models.UUIDField(null=True, blank=True)
+    #: The key of its ``max_concurrency`` and ``rate_limit`` options ("" for neither).
+    flow_key = models.CharField(max_length=255, blank=True, default="")
 
     result = models.JSONField(null=True, blank=True)
     error_type = models.CharField(max_length=200, blank=True)
@@ -182,6 +185,11 @@ class Node(models.Model):
             models.Index(fields=["task_name"], name="ct_node_task"),
             models.Index(
                 fields=["errback_of"], name="ct_node_errback", condition=Q(errback_of__isnull=False)
+            ),
+            models.Index(
+                fields=["flow_key", "ready_at", "index"],
+                name="ct_node_waiting",
+                condition=Q(state="WAITING"),
             ),
         ]
 

@@ -11,13 +11,14 @@ from __future__ import annotations
 import inspect
 import json
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, Protocol
 
 from canvas import InputRule
+from canvas.options import rate_per_second
 from canvas.values import check_json
 from django_cloudtasks.conf import conf
 
@@ -43,6 +44,12 @@ class TaskPolicy:
     soft_time_limit: float | None = None
     throws: tuple[type[BaseException], ...] = ()
     typing: bool = True
+    concurrency_key: str | Callable[..., Any] | None = None
+    max_concurrency: int | None = None
+    rate_limit: str | float | None = None
+
+    def __post_init__(self) -> None:
+        check_limits(self)
 
     def node_options(self) -> dict[str, Any]:
         """Options this policy sets for every node that runs the task."""
@@ -51,7 +58,87 @@ class TaskPolicy:
             options["expires"] = self.expires
         if self.dispatch_deadline is not None:
             options["dispatch_deadline"] = self.dispatch_deadline
+        if self.max_concurrency is not None:
+            options["max_concurrency"] = self.max_concurrency
+        if self.rate_limit is not None:
+            options["rate_limit"] = self.rate_limit
         return options
+
+
+def check_limits(policy: TaskPolicy) -> None:
+    """Refuse flow-control arguments of ``@task`` that cannot work.
+
+    Raises:
+        TypeError: for a key that is neither a string nor a callable, a
+            ``max_concurrency`` that is not an int, or a ``concurrency_key``
+            without a ``max_concurrency``.
+        ValueError: for a ``max_concurrency`` below 1, a ``rate_limit`` that does not
+            parse, or a negative ``unique_for``.
+    """
+    for name in ("concurrency_key",):
+        key = getattr(policy, name)
+        if key is not None and not ((isinstance(key, str) and key) or callable(key)):
+            raise TypeError(
+                f"{name} must be a template string over the task's arguments (such as "
+                f"'acct:{{account_id}}') or a function of them, got {key!r}"
+            )
+    limit = policy.max_concurrency
+    if limit is not None:
+        if isinstance(limit, bool) or not isinstance(limit, int):
+            raise TypeError(f"max_concurrency must be an int, got {limit!r}")
+        if limit < 1:
+            raise ValueError(f"max_concurrency must be at least 1, got {limit!r}")
+    elif policy.concurrency_key is not None:
+        raise TypeError("concurrency_key needs max_concurrency: how many may run at once per key")
+    if policy.rate_limit is not None:
+        rate_per_second(policy.rate_limit)
+
+
+def evaluate_key(
+    key: str | Callable[..., Any],
+    what: str,
+    signature: inspect.Signature,
+    args: Sequence[Any],
+    kwargs: Mapping[str, Any],
+) -> str:
+    """The key ``key`` gives for a call with ``args`` and ``kwargs``.
+
+    A string is a template formatted with the call's arguments by name
+    (``"acct:{account_id}"``); a callable is called with them as keyword arguments.
+    Arguments the call does not give (such as a parent's result, known only once the
+    parent ran) are left out.
+
+    Raises:
+        ValueError: when the template names an argument the call does not have, or the
+            function raises; the message names ``what``.
+        TypeError: when the function returns something other than a non-empty string.
+    """
+    try:
+        arguments = dict(signature.bind_partial(*args, **kwargs).arguments)
+    except TypeError:
+        arguments = dict(kwargs)
+    for name, param in signature.parameters.items():
+        if param.kind == param.VAR_KEYWORD and name in arguments:
+            arguments.update(arguments.pop(name))
+        elif param.kind == param.VAR_POSITIONAL:
+            arguments.pop(name, None)
+    try:
+        value = key.format(**arguments) if isinstance(key, str) else key(**arguments)
+    except Exception as exc:
+        raise ValueError(f"the {what} of {_describe_call(args, kwargs)} failed: {exc!r}") from exc
+    if not isinstance(value, str) or not value:
+        raise TypeError(
+            f"the {what} of {_describe_call(args, kwargs)} must be a non-empty string, "
+            f"got {value!r}"
+        )
+    if len(value) > 200:
+        raise ValueError(f"the {what} {value[:40]!r}... is longer than 200 characters")
+    return value
+
+
+def _describe_call(args: Sequence[Any], kwargs: Mapping[str, Any]) -> str:
+    parts = [repr(a) for a in args] + [f"{k}={v!r}" for k, v in kwargs.items()]
+    return f"the call ({', '.join(parts)})"
 
 
 #: The keyword arguments an error callback receives about the failure it reports.

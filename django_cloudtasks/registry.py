@@ -224,6 +224,9 @@ for _name in (
     "soft_time_limit",
     "throws",
     "typing",
+    "rate_limit",
+    "max_concurrency",
+    "concurrency_key",
 ):
     setattr(Task, _name, _policy_attribute(_name))
 Task.time_limit = _policy_attribute("dispatch_deadline")  # type: ignore[attr-defined]
@@ -330,9 +333,16 @@ def task(
     Celery's ``time_limit`` (as ``dispatch_deadline``), ``soft_time_limit``,
     ``retry_kwargs``, ``dont_autoretry_for``, ``ignore_result``, ``throws``, ``typing``.
 
+    Flow control (see the flow-control page): ``concurrency_key`` (a template string
+    over the arguments, ``"acct:{account_id}"``, or a function of them) with
+    ``max_concurrency``, and ``rate_limit`` (Celery's ``"10/m"``).
+
     Raises:
         AlreadyRegistered: when another function already has the name.
-        TypeError: for an unknown keyword argument.
+        TypeError: for an unknown keyword argument, a key that is neither a string nor
+            a callable, or a ``concurrency_key`` without ``max_concurrency``.
+        ValueError: for a ``max_concurrency`` below 1 or a ``rate_limit`` that does not
+            parse.
     """
     for option, rewrite in _UNSUPPORTED.items():
         if option in policy:
@@ -353,10 +363,12 @@ def task(
     if "max_retries" in retry_kwargs:
         policy["max_retries"] = retry_kwargs["max_retries"]
 
+    declared = TaskPolicy(**policy)
+
     def decorate(function: Callable[..., Any]) -> Task:
         if not callable(function):
             raise TypeError(f"@task decorates functions, got {function!r}")
-        return registry.register(function, name or function.__name__, TaskPolicy(**policy))
+        return registry.register(function, name or function.__name__, declared)
 
     return decorate(func) if func is not None else decorate
 
@@ -366,7 +378,6 @@ _UNSUPPORTED = {
     "priority": "Cloud Tasks queues have no priorities; send urgent work to its own queue "
     "(queue=...)",
     "routing_key": "name the Cloud Tasks queue with queue=...",
-    "rate_limit": "set the queue's max_dispatches_per_second in CLOUDTASKS['QUEUES']",
     "link": "compose with |: (task.s() | callback.s())",
     "exchange": "name the Cloud Tasks queue with queue=...",
     "acks_late": "deliveries are always acknowledged late (a delivery that does not "

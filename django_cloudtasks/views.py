@@ -359,12 +359,15 @@ def _revoke_params(request: HttpRequest) -> QueryDict:
 def sweep(request: HttpRequest) -> JsonResponse:
     """``POST /cloudtasks/sweep/``: the sweeper, for Cloud Scheduler."""
     report = run_sweep()
+    flow = engine.sweep_flow()
     return JsonResponse(
         {
             "resent": report.resent,
             "unparked": report.unparked,
             "parked": report.parked,
             "failed": report.failed,
+            "slots_released": flow.released,
+            "waiting_sent": flow.sent,
         }
     )
 

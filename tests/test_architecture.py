@@ -22,7 +22,7 @@ CYCLE_NOTE = "breaks cycle"
 LAYERS: list[tuple[str, ...]] = [
     ("constants", "exceptions", "conf", "signals"),
     ("policy",),
-    ("models",),
+    ("limits", "models"),
     ("context", "eager_result", "registry"),
     ("store",),
     ("transports",),

@@ -40,6 +40,7 @@ _FONT = 11
 #: Fill and outline colour of each state.
 STATE_COLOURS: dict[str, tuple[str, str]] = {
     State.PENDING: ("#f3f4f6", "#9ca3af"),
+    State.WAITING: ("#e0f2fe", "#0891b2"),
     State.SCHEDULED: ("#ede9fe", "#7c3aed"),
     State.QUEUED: ("#bfdbfe", "#2563eb"),
     State.STARTED: ("#fde68a", "#d97706"),
@@ -59,6 +60,7 @@ _BAR_ORDER = (
     State.RETRY,
     State.QUEUED,
     State.SCHEDULED,
+    State.WAITING,
     State.PENDING,
 )
 

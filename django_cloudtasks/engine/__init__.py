@@ -4,9 +4,10 @@ Everything that moves a node or a workflow from one state to another is a functi
 here: :func:`persist` a canvas, :func:`claim` a node for a delivery (and
 :func:`extend_lease`), :func:`succeed` (record and advance), :func:`schedule_retry`,
 :func:`record_failure` (with its error callbacks), :func:`revoke_node` and
-:func:`revoke_workflow`, :func:`replace` (``self.replace()``) and :func:`pass_on`, and
-:func:`retry_node`, the retry by hand that resumes a failed workflow. The SQL they run
-comes from :mod:`django_cloudtasks.store`.
+:func:`revoke_workflow`, :func:`replace` (``self.replace()``) and :func:`pass_on`,
+:func:`retry_node`, the retry by hand that resumes a failed workflow, and
+:func:`sweep_flow`, the sweeper's part of flow control. The SQL they run comes from
+:mod:`django_cloudtasks.store`.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from django_cloudtasks.engine.advance import (
     succeed,
 )
 from django_cloudtasks.engine.failure import descendants, fail, record_failure, schedule_retry
+from django_cloudtasks.engine.flow import FlowSweep, sweep_flow
 from django_cloudtasks.engine.persist import Persisted, persist
 from django_cloudtasks.engine.progress import progress_of, record_progress
 from django_cloudtasks.engine.replace import pass_on, replace
@@ -32,6 +34,7 @@ from django_cloudtasks.store import Take
 
 __all__ = [
     "Advanced",
+    "FlowSweep",
     "Persisted",
     "RetryRefused",
     "RetryReport",
@@ -56,4 +59,5 @@ __all__ = [
     "schedule_retry",
     "settle",
     "succeed",
+    "sweep_flow",
 ]

@@ -29,6 +29,7 @@ from django_cloudtasks.constants import (
     WorkflowStatus,
 )
 from django_cloudtasks.dispatch import dispatch_for, enqueue_on_commit
+from django_cloudtasks.engine.flow import Ledger, admit, end_revoked_run, holds_slot, is_limited
 from django_cloudtasks.models import Node, Workflow
 from django_cloudtasks.policy import due_by, lease_seconds
 from django_cloudtasks.store import Done, Take, get_store
@@ -152,30 +153,38 @@ def settle(node: Node, value: Any, attempt: int, take: Take | None = None) -> Ad
     (the advance only applies if the record did); elsewhere it is two.
     """
     now = timezone.now()
+    ledger = Ledger()
     if node.children and get_store().records_in_advance:
         done = Done(node.pk, attempt, value)
-        advanced = advance(node.workflow_id, [(node.children, value)], now, done=done, take=take)
+        advanced = advance(
+            node.workflow_id, [(node.children, value)], now, done=done, take=take, ledger=ledger
+        )
         if not advanced.done:
-            _keep_result_of_revoked(node, value)
-            return Advanced()
+            return _keep_result_of_revoked(node, value)
     else:
         recorded = Node.objects.filter(pk=node.pk, state=State.STARTED, attempts=attempt).update(
             state=State.SUCCESS, result=value, finished_at=now, lease_until=None
         )
         if not recorded:
-            _keep_result_of_revoked(node, value)
-            return Advanced()
+            return _keep_result_of_revoked(node, value)
         advanced = Advanced()
         if node.children:
-            advanced = advance(node.workflow_id, [(node.children, value)], now, take=take)
+            advanced = advance(
+                node.workflow_id, [(node.children, value)], now, take=take, ledger=ledger
+            )
     node.state, node.result = State.SUCCESS, value
     if node.is_output:
         finish_workflow(node.workflow_id, WorkflowStatus.SUCCESS, now)
+    if holds_slot(node):
+        ledger.release(node)
+    advanced.dispatches += [dispatch_for(n) for n in admit(ledger, now)]
     return advanced
 
 
-def _keep_result_of_revoked(node: Node, value: Any) -> None:
+def _keep_result_of_revoked(node: Node, value: Any) -> Advanced:
+    """Keep the result of a node revoked while it ran; its run's slot goes back."""
     Node.objects.filter(pk=node.pk, state=State.REVOKED).update(result=value)
+    return Advanced(dispatches=[dispatch_for(n) for n in admit(end_revoked_run(node))])
 
 
 def _take_inline(
@@ -219,6 +228,7 @@ def advance(
     *,
     done: Done | None = None,
     take: Take | None = None,
+    ledger: Ledger | None = None,
 ) -> Advanced:
     """Hand each ``(children, value)`` to those children; return the ready dispatches.
 
@@ -226,9 +236,12 @@ def advance(
     are closed too, iteratively: one statement each, whatever the size of the group.
     ``done`` records that node's success in the first statement, which then applies
     only if it did (PostgreSQL); ``take`` claims a successor there instead of
-    dispatching it.
+    dispatching it. Children with limits go into ``ledger`` for the caller to admit
+    (without one, they are admitted here).
     """
     store = get_store()
+    own = ledger is None
+    ledger = Ledger() if ledger is None else ledger
     queue: deque[tuple[Sequence[int], Any, Mapping[str, Any] | None]] = deque(
         (children, value, None) for children, value in work
     )
@@ -259,14 +272,20 @@ def advance(
             elif row["state"] == State.STARTED and "taken" in row:
                 advanced.taken = row["taken"]
             elif row["kind"] == NodeKind.TASK and row["state"] in (State.QUEUED, State.SCHEDULED):
-                advanced.dispatches.append(_dispatch_from_row(row, now))
+                ready = _node_from_row(row, now)
+                if is_limited(ready):
+                    ledger.arrive(ready)
+                else:
+                    advanced.dispatches.append(dispatch_for(ready))
             elif row["kind"] == NodeKind.BARRIER and row["state"] == State.PENDING:
                 queue.append((row["children"], None, row))
+    if own:
+        advanced.dispatches += [dispatch_for(n) for n in admit(ledger, now)]
     return advanced
 
 
-def _dispatch_from_row(row: Mapping[str, Any], now: datetime) -> Dispatch:
-    node = Node(
+def _node_from_row(row: Mapping[str, Any], now: datetime) -> Node:
+    return Node(
         id=row["id"],
         workflow_id=row["workflow_id"],
         task_name=row["task_name"],
@@ -276,8 +295,9 @@ def _dispatch_from_row(row: Mapping[str, Any], now: datetime) -> Dispatch:
         eta=row["eta"],
         ready_at=now,
         options=row["options"],
+        flow_key=row["flow_key"] or "",
+        state=row["state"],
     )
-    return dispatch_for(node)
 
 
 def finish_workflow(workflow_id: WorkflowId, status: str, now: datetime) -> None:

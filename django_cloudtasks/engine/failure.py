@@ -16,6 +16,7 @@ from canvas import Expression, InputRule, Signature
 from django_cloudtasks import signals
 from django_cloudtasks.constants import (
     READY_STATES,
+    SLOT_STATES,
     WAITING_STATES,
     NodeKind,
     State,
@@ -24,6 +25,13 @@ from django_cloudtasks.constants import (
 )
 from django_cloudtasks.dispatch import dispatch_for, enqueue_on_commit
 from django_cloudtasks.engine.advance import finish_workflow
+from django_cloudtasks.engine.flow import (
+    Ledger,
+    admit,
+    end_revoked_run,
+    holds_slot,
+    send_after_commit,
+)
 from django_cloudtasks.models import Node, Workflow
 from django_cloudtasks.registry import registry, task_queue
 from django_cloudtasks.store import chunks
@@ -80,6 +88,8 @@ def schedule_retry(
             for name, value in fields.items():
                 setattr(node, name, value)
             enqueue_on_commit([dispatch_for(node)])
+        else:
+            send_after_commit(admit(end_revoked_run(node)))
 
 
 def record_failure(node: Node, error: Mapping[str, str], attempt: int | None) -> None:
@@ -113,7 +123,7 @@ def fail(node: Node, error: Mapping[str, Any], attempt: int | None) -> list[Disp
         state=State.FAILURE, finished_at=now, lease_until=None, **fields
     )
     if not done:
-        return []
+        return [dispatch_for(n) for n in admit(end_revoked_run(node))]
     failed: list[Node] = []
     downstream = descendants(node.workflow_id, node.children)
     for chunk in chunks(sorted(downstream)):
@@ -149,7 +159,13 @@ def fail(node: Node, error: Mapping[str, Any], attempt: int | None) -> list[Disp
                 fresh.append(data)
         if fresh:
             callbacks.append((failed_node, failure, fresh))
-    return _create_errbacks(node.workflow_id, callbacks, now)
+    dispatches = _create_errbacks(node.workflow_id, callbacks, now)
+    if holds_slot(node) and node.state in SLOT_STATES:
+        # Its slot goes back last: the key's row is locked after every node row.
+        ledger = Ledger()
+        ledger.release(node)
+        dispatches += [dispatch_for(n) for n in admit(ledger, now)]
+    return dispatches
 
 
 def _create_errbacks(

@@ -15,11 +15,12 @@ from django.utils import timezone
 
 import canvas
 from canvas import Expression, Graph, InputRule, Signature
-from canvas.options import merge_options
+from canvas.options import RUN_OPTIONS, merge_options
 from django_cloudtasks import signals
 from django_cloudtasks.constants import LINEAGE, NodeKind, State
 from django_cloudtasks.dispatch import dispatch_for, enqueue_on_commit
 from django_cloudtasks.engine.advance import advance
+from django_cloudtasks.engine.flow import Ledger, admit, flow_key, is_limited, run_key
 from django_cloudtasks.exceptions import EnqueueError
 from django_cloudtasks.models import Node, Workflow
 from django_cloudtasks.policy import (
@@ -52,9 +53,14 @@ def persist(expression: Expression, options: Mapping[str, Any]) -> Persisted:
     names the workflow (default: the expression's description); the others
     (``queue``, ``expires``, retry settings...) are defaults for every task.
 
+    Nodes with a concurrency limit take a slot of their key or wait in its line;
+    rate-limited ones are paced (see :mod:`.flow`).
+
     Raises:
         NotRegistered: for a task name no ``@task`` registered.
-        TypeError: when a node's arguments cannot bind to its function.
+        TypeError: when a node's arguments cannot bind to its function, or a key
+            function returns something other than a string.
+        ValueError: when a key function raises, or a key comes without a limit.
         EnqueueError: when the roots could not be sent; the workflow is saved (its id is
             the error's ``workflow_id``) and the sweeper sends them.
     """
@@ -79,6 +85,7 @@ def persist(expression: Expression, options: Mapping[str, Any]) -> Persisted:
     try:
         with transaction.atomic():
             workflow.save(force_insert=True)
+            ready = admit_roots(ready, now)
             get_store().insert(Node, rows)
             dispatches = [dispatch_for(row) for row in ready]
             barriers = [as_row(r) for r in rows if r.kind == NodeKind.BARRIER and not r.parents]
@@ -100,6 +107,24 @@ def _created(workflow: Workflow, size: int) -> None:
         "workflow created",
         extra={"workflow_id": str(workflow.pk), "nodes": size, "workflow_name": workflow.name},
     )
+
+
+def admit_roots(ready: list[Node], now: datetime, ledger: Ledger | None = None) -> list[Node]:
+    """The rows ready at once that are sent now, before they are inserted.
+
+    Rows with limits take a slot of their key, or wait in its line (they become
+    WAITING), and are paced; the others all go. ``ledger`` may hold other changes of
+    keys to make in the same statements. Must run inside the transaction that inserts
+    the rows.
+    """
+    ledger = Ledger() if ledger is None else ledger
+    free = []
+    for row in ready:
+        if is_limited(row):
+            ledger.arrive(row, stored=False)
+        else:
+            free.append(row)
+    return free + admit(ledger, now)
 
 
 def check_graph(graph: Graph, options: Mapping[str, Any]) -> None:
@@ -157,6 +182,12 @@ def build_rows(
         node_options = {**policy_options(gnode.task_name), **merge_options(gnode.options, defaults)}
         if lineage[gnode.id]:
             node_options[LINEAGE] = lineage[gnode.id]
+        for name in RUN_OPTIONS:
+            node_options.pop(name, None)
+        key = ""
+        if not gnode.is_barrier:
+            task = registry.get(gnode.task_name)
+            key = run_key(flow_key(task, node_options, gnode.args, gnode.kwargs), workflow.pk)
         row = Node(
             id=ids[gnode.id],
             workflow=workflow,
@@ -175,6 +206,7 @@ def build_rows(
             queue=node_options.get("queue") or task_queue(gnode.task_name),
             countdown=float(node_options.get("countdown") or 0),
             eta=parse_moment(node_options.get("eta")),
+            flow_key=key,
             created_at=now,
         )
         if not gnode.parents:

@@ -12,7 +12,8 @@ from canvas import Expression, InputRule
 from django_cloudtasks.constants import REPLACED, NodeKind, State
 from django_cloudtasks.dispatch import dispatch_for, enqueue_on_commit
 from django_cloudtasks.engine.advance import advance, settle
-from django_cloudtasks.engine.persist import build_rows, check_graph
+from django_cloudtasks.engine.flow import Ledger, holds_slot
+from django_cloudtasks.engine.persist import admit_roots, build_rows, check_graph
 from django_cloudtasks.models import Node, Workflow
 from django_cloudtasks.store import as_row, get_store
 
@@ -26,8 +27,9 @@ def replace(node: Node, expression: Expression, attempt: int) -> bool:
     replacement's roots are sent after commit. What followed the node still follows
     it, and a failure inside the replacement fails the node and everything after it
     (their error callbacks run with a ``ChordError``). The replacement's tasks inherit
-    the node's queue when they name none. Applies only if ``attempt`` still holds the
-    node; returns whether it did.
+    the node's queue when they name none. A concurrency slot the node holds goes back
+    while it waits; the replacement's tasks have their own limits. Applies only if
+    ``attempt`` still holds the node; returns whether it did.
 
     Raises:
         NotRegistered: for a task name no ``@task`` registered.
@@ -57,6 +59,11 @@ def replace(node: Node, expression: Expression, attempt: int) -> bool:
         rows, ready = build_rows(graph, workflow, defaults, now, None, base=base)
         rows[graph.output].children = [*rows[graph.output].children, node.index]
         Workflow.objects.filter(pk=workflow.pk).update(size=base + len(rows))
+        ledger = Ledger()
+        if holds_slot(node):
+            # It waits for its replacement now; it takes a slot again once that is done.
+            ledger.release(node)
+        ready = admit_roots(ready, now, ledger)
         get_store().insert(Node, rows)
         dispatches = [dispatch_for(row) for row in ready]
         barriers = [as_row(r) for r in rows if r.kind == NodeKind.BARRIER and not r.parents]

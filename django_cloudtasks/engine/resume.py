@@ -11,6 +11,7 @@ from django.utils import timezone
 from django_cloudtasks.constants import NodeId, NodeKind, State, WorkflowId, WorkflowStatus
 from django_cloudtasks.dispatch import dispatch_for, enqueue_on_commit
 from django_cloudtasks.engine.failure import descendants
+from django_cloudtasks.engine.flow import Ledger, admit, is_limited
 from django_cloudtasks.exceptions import CloudTasksError, NodeNotFound
 from django_cloudtasks.models import Node, Workflow
 from django_cloudtasks.store import chunks
@@ -111,7 +112,13 @@ def retry_node(node_id: NodeId) -> RetryReport:
             Workflow.objects.filter(pk=node.workflow_id).exclude(
                 status=WorkflowStatus.REVOKED
             ).update(status=WorkflowStatus.PENDING, finished_at=None)
-        enqueue_on_commit([dispatch_for(node)])
+        if is_limited(node):
+            # It gave its slot back when it failed: it takes one again, or waits.
+            ledger = Ledger()
+            ledger.arrive(node)
+            enqueue_on_commit([dispatch_for(n) for n in admit(ledger, now)])
+        else:
+            enqueue_on_commit([dispatch_for(node)])
     blocked = [] if resumed else _blocking_failures(rows, reset)
     logger.info(
         "node retried by hand",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django.db import transaction
+from django.db.models import Case, F, When
 from django.utils import timezone
 
 from django_cloudtasks import signals
@@ -10,18 +11,22 @@ from django_cloudtasks.constants import NodeId, NodeKind, State, WorkflowId, Wor
 from django_cloudtasks.dispatch import cancel_on_commit, dispatch_for
 from django_cloudtasks.engine.advance import finish_workflow
 from django_cloudtasks.engine.failure import descendants
+from django_cloudtasks.engine.flow import Ledger, admit, holds_slot, send_after_commit
 from django_cloudtasks.exceptions import NodeNotFound, WorkflowNotFound
 from django_cloudtasks.models import Node, Workflow
 from django_cloudtasks.registry import registry
 from django_cloudtasks.store import chunks
 
 
-def revoke_node(node_id: NodeId, expired: bool = False) -> list[str]:
+def revoke_node(node_id: NodeId, expired: bool = False, *, by_its_run: bool = False) -> list[str]:
     """Revoke a node and everything downstream of it; returns the revoked node ids.
 
     A node already running is marked REVOKED too: its result is kept when it ends,
-    but nothing downstream starts. Waiting Cloud Tasks are deleted after commit.
-    ``expired`` is passed on to the ``task_revoked`` signal.
+    but nothing downstream starts; a concurrency slot it holds goes back when its run
+    ends (or its lease expires). ``by_its_run`` says the node's own run revokes it
+    (it expired, or raised ``Ignore``), which ends that run: its slot goes back now.
+    Waiting Cloud Tasks are deleted after commit. ``expired`` is passed on to the
+    ``task_revoked`` signal.
 
     Raises:
         NodeNotFound: when no node has that id.
@@ -34,7 +39,7 @@ def revoke_node(node_id: NodeId, expired: bool = False) -> list[str]:
         indices = {node.index}
         if node.kind != NodeKind.ERRBACK:
             indices |= descendants(node.workflow_id, node.children)
-        return _revoke(node.workflow_id, indices, expired)
+        return _revoke(node.workflow_id, indices, expired, node.pk if by_its_run else None)
 
 
 def revoke_workflow(workflow_id: WorkflowId) -> list[str]:
@@ -51,7 +56,12 @@ def revoke_workflow(workflow_id: WorkflowId) -> list[str]:
         return _revoke(workflow_id, None)
 
 
-def _revoke(workflow_id: WorkflowId, indices: set[int] | None, expired: bool = False) -> list[str]:
+def _revoke(
+    workflow_id: WorkflowId,
+    indices: set[int] | None,
+    expired: bool = False,
+    ended: NodeId | None = None,
+) -> list[str]:
     now = timezone.now()
     nodes = Node.objects.filter(workflow_id=workflow_id).unfinished()
     if indices is not None:
@@ -62,17 +72,43 @@ def _revoke(workflow_id: WorkflowId, indices: set[int] | None, expired: bool = F
     victims = list(
         nodes.order_by("index")
         .select_for_update()
-        .only("id", "workflow_id", "task_name", "retries", "queue", "state", "is_output")
+        .only(
+            "id",
+            "workflow_id",
+            "task_name",
+            "retries",
+            "queue",
+            "state",
+            "is_output",
+            "flow_key",
+            "options",
+        )
     )
     if not victims:
         return []
     ids = [v.pk for v in victims]
+    ledger = Ledger()
+    # A limited node still running keeps its lease, the mark of the slot it holds
+    # until its run ends.
+    running = [
+        v.pk for v in victims if v.state == State.STARTED and holds_slot(v) and v.pk != ended
+    ]
+    for victim in victims:
+        if victim.state == State.WAITING:
+            ledger.leave_line(victim)
+        elif holds_slot(victim) and victim.pk not in running:
+            ledger.release(victim)
     for chunk in chunks(ids):
         Node.objects.filter(pk__in=chunk).unfinished().update(
-            state=State.REVOKED, finished_at=now, lease_until=None
+            state=State.REVOKED,
+            finished_at=now,
+            lease_until=Case(When(pk__in=running, then=F("lease_until")), default=None)
+            if running
+            else None,
         )
     if indices is None or any(v.is_output for v in victims):
         finish_workflow(workflow_id, WorkflowStatus.REVOKED, now)
+    send_after_commit(admit(ledger, now))
     cancel_on_commit(
         [
             dispatch_for(v)

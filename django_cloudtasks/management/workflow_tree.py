@@ -20,7 +20,7 @@ from django_cloudtasks.constants import NodeKind, State, WorkflowStatus
 from django_cloudtasks.models import Node, Workflow
 
 #: States in which a node has not started yet.
-_NOT_STARTED = (State.PENDING, State.SCHEDULED, State.QUEUED)
+_NOT_STARTED = (State.PENDING, State.WAITING, State.SCHEDULED, State.QUEUED)
 #: Longest argument list or error message shown on one line.
 _MAX_TEXT = 80
 

@@ -315,7 +315,7 @@ class WorkflowResult:
         if status != WorkflowStatus.PENDING:
             return status
         started = Node.objects.filter(workflow_id=self.id).exclude(
-            state__in=(State.PENDING, State.SCHEDULED, State.QUEUED)
+            state__in=(State.PENDING, State.WAITING, State.SCHEDULED, State.QUEUED)
         )
         return State.STARTED if started.exists() else State.PENDING
 

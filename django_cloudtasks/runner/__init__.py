@@ -144,7 +144,7 @@ def _prepare(node: Node, headers: Mapping[str, str], inline: Inline | None) -> O
     now = node.started_at or timezone.now()
     engine.extend_lease(node, now)
     if is_expired(node.options.get("expires"), node.ready_at or node.created_at, now):
-        engine.revoke_node(node.pk, expired=True)
+        engine.revoke_node(node.pk, expired=True, by_its_run=True)
         return Outcome(200, State.REVOKED, "expired")
     return _run(node, headers, inline if inline is not None and inline.open() else None)
 

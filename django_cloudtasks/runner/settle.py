@@ -138,7 +138,7 @@ def _settle_error(call: Call, exc: Exception) -> Outcome:
     if isinstance(exc, Replace):
         return _replace(node, exc, attempt)
     if isinstance(exc, Ignore):
-        engine.revoke_node(node.pk)
+        engine.revoke_node(node.pk, by_its_run=True)
         signals.node_finished.send(Node, node=node, state=State.REVOKED)
         return Outcome(200, State.REVOKED, "ignored")
     if isinstance(exc, Reject) or (isinstance(exc, TypeError) and _is_json_error(exc)):

@@ -21,6 +21,7 @@ from django.db import connection, models
 from canvas import InputRule
 from django_cloudtasks.constants import CLAIMABLE_STATES, NodeId, NodeKind, State, WorkflowId
 from django_cloudtasks.models import Node, Workflow
+from django_cloudtasks.store.flow import FlowStatements
 from django_cloudtasks.store.rows import (
     ADVANCE_COLUMNS,
     NODE_FIELDS,
@@ -91,7 +92,7 @@ class Statement:
         self.params.extend(params)
 
 
-class Store:
+class Store(FlowStatements):
     """The raw statements of one database; subclasses give the dialect."""
 
     vendor = ""
@@ -246,7 +247,7 @@ class Store:
             st.add(
                 f"({index} = %s AND pending_parents = 1 AND state = {SQL_PENDING} "
                 f"AND kind = {SQL_TASK} AND countdown <= 0 AND (eta IS NULL OR eta <= %s) "
-                "AND queue = %s)",
+                "AND queue = %s AND flow_key = '')",
                 take.index,
                 now_db,
                 take.queue,

@@ -18,6 +18,21 @@ class PostgresStore(Store):
     vendor = "postgresql"
     records_in_advance = True
 
+    #: The key's statement also takes the waiters it hands slots to out of line.
+    promotes_with_slots = True
+
+    def least(self) -> str:
+        """``LEAST``."""
+        return "LEAST"
+
+    def greatest(self) -> str:
+        """``GREATEST``."""
+        return "GREATEST"
+
+    def skip_locked(self) -> str:
+        """``FOR UPDATE SKIP LOCKED``: a node being revoked is passed over, not waited for."""
+        return " FOR UPDATE SKIP LOCKED"
+
     def ids(self) -> str:
         """``jsonb_array_elements_text`` of the parameter, as integers."""
         return "(SELECT CAST(jsonb_array_elements_text(CAST(%s AS jsonb)) AS integer))"

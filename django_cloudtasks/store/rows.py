@@ -42,11 +42,12 @@ ADVANCE_COLUMNS = (
     "is_output",
     "options",
     "workflow_id",
+    "flow_key",
 )
 
 #: Columns only needed for a node that became ready; the others return NULL for them,
 #: so that a group member does not read back its join's list of every member.
-WHEN_READY = frozenset({"children", "parents", "options"})
+WHEN_READY = frozenset({"children", "parents", "options", "flow_key"})
 
 _NODE_ATTNAMES = [f.attname for f in NODE_FIELDS]
 _converters: dict[str, list[tuple[Any, list[Any]]]] = {}

@@ -16,6 +16,14 @@ class SqliteStore(Store):
     vendor = "sqlite"
     records_in_advance = False
 
+    def least(self) -> str:
+        """SQLite's n-ary ``min``."""
+        return "min"
+
+    def greatest(self) -> str:
+        """SQLite's n-ary ``max``."""
+        return "max"
+
     def ids(self) -> str:
         """``json_each`` of the parameter."""
         return "(SELECT value FROM json_each(%s))"

@@ -86,3 +86,29 @@ def test_a_group_of_groups_closes_each_join_with_one_statement(memory):
     assert queries_of(lambda: memory.drain(limit=1)) == 1 + record_and_advance() + 2
     memory.drain()
     assert result.get(timeout=0) == [[0, 1, 2], [1, 2, 3]]
+
+
+# -- flow control: what a limit costs ---------------------------------------------------
+
+
+def test_a_limited_task_costs_one_statement_more_to_take_its_slot_and_one_to_give_it_back(memory):
+    from tests.testapp.flow_tasks import one_per_account
+
+    assert queries_of(lambda: one_per_account.delay("q", 0)) == 2 + 1
+    assert queries_of(lambda: memory.drain(limit=1)) == 3 + 1
+
+
+def hand_on():
+    """Statements to give a slot to the next in line and take it out: one on PostgreSQL."""
+    return 1 if connection.vendor == "postgresql" else 2
+
+
+def test_a_member_of_a_bounded_group_hands_its_slot_on_with_one_statement_more(memory):
+    from tests.testapp.flow_tasks import counting_member
+
+    (group(counting_member.si(i) for i in range(30)).set(max_concurrency=5) | tsum.s()).delay()
+    # The member counts its group's members in flight: one query of its own.
+    assert queries_of(lambda: memory.drain(limit=1)) == 1 + 1 + record_and_advance() + hand_on()
+    memory.drain(limit=24)
+    # Nobody waits any more: the slot goes back in the same one statement.
+    assert queries_of(lambda: memory.drain(limit=1)) == 1 + 1 + record_and_advance() + 1

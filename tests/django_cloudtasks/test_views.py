@@ -713,7 +713,14 @@ def test_the_sweep_resends_stuck_nodes_and_answers_counts(client, memory):
     response = client.post("/cloudtasks/sweep/", headers=TOKEN)
 
     assert response.status_code == 200
-    assert response.json() == {"resent": 1, "unparked": 0, "parked": 0, "failed": 0}
+    assert response.json() == {
+        "resent": 1,
+        "unparked": 0,
+        "parked": 0,
+        "failed": 0,
+        "slots_released": 0,
+        "waiting_sent": 0,
+    }
     assert [d.node_id for d in memory.sent] == [str(first.pk)]
 
 

@@ -452,5 +452,6 @@ def sthread(_=None):
     return threading.current_thread().name
 
 
-# The chaos run's tasks live in their own module; importing it registers them.
-from tests.testapp import chaos_tasks  # noqa: E402, F401
+# The chaos run's and the flow-control tests' tasks live in modules of their own;
+# importing them registers them.
+from tests.testapp import chaos_tasks, flow_tasks  # noqa: E402, F401

@@ -8,6 +8,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from django_cloudtasks.dispatch import sweep
+from django_cloudtasks.engine import sweep_flow
 
 
 def _seconds(value: str) -> float:
@@ -44,16 +45,20 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        """Sweep and print ``resent N, unparked N, parked N, failed N``.
+        """Sweep and print ``resent N, unparked N, parked N, failed N`` (and flow control's).
 
         Raises:
             CommandError: (exit status 1) when some nodes could not be sent.
         """
         report = sweep(grace=options["grace"])
-        self.stdout.write(
+        flow = sweep_flow(grace=options["grace"])
+        line = (
             f"resent {report.resent}, unparked {report.unparked}, parked {report.parked}, "
             f"failed {report.failed}"
         )
+        if flow.released or flow.sent:
+            line += f", slots released {flow.released}, waiting sent {flow.sent}"
+        self.stdout.write(line)
         if report.failed:
             raise CommandError(
                 f"{report.failed} nodes could not be sent; they stay ready for the next sweep "
