@@ -30,10 +30,16 @@ OPTION_NAMES: dict[str, str] = {
     "on a group without a concurrency_key, at most this many of its members",
     "rate_limit": "at most this many starts per second, minute or hour ('10/m'), per "
     "concurrency key, else per task",
+    "unique_key": "while a workflow with this key is unfinished, apply_async() returns it "
+    "instead of starting another",
+    "unique_for": "seconds from its start during which a workflow keeps its unique_key, "
+    "even once finished",
+    "debounce": "seconds of quiet before a unique workflow starts; calls in between fold "
+    "into it with their arguments",
 }
 
 #: Options that describe a whole run, read by ``apply_async`` and never given to nodes.
-RUN_OPTIONS: frozenset[str] = frozenset()
+RUN_OPTIONS = frozenset({"unique_key", "unique_for", "debounce"})
 
 #: The units a rate limit may be given in, in seconds.
 RATE_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}

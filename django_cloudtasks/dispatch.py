@@ -132,6 +132,7 @@ def dispatch_for(node: Node, not_before: datetime | None = None) -> Dispatch:
         eta=node.due_at(not_before),
         queue=node.queue,
         dispatch_deadline=node.options.get("dispatch_deadline"),
+        deferred=int(node.options.get("deferred") or 0),
     )
 
 

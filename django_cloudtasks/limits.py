@@ -1,7 +1,7 @@
 """The shared state of flow-control keys: one :class:`FlowKey` row per key.
 
-Kept apart from :mod:`django_cloudtasks.models`, which re-exports it; nothing here
-knows nodes or workflows.
+Kept apart from :mod:`django_cloudtasks.models`, which re-exports it, with the
+indexes and the constraint flow control adds to nodes and workflows.
 """
 
 from __future__ import annotations
@@ -50,3 +50,21 @@ class FlowKey(models.Model):
 
     def __str__(self) -> str:
         return f"{self.key} ({self.running} running, {self.waiting} waiting)"
+
+
+#: No two unfinished workflows share a ``unique_key`` (``apply_async(unique_key=...)``).
+UNIQUE_KEY = models.UniqueConstraint(
+    fields=["unique_key"],
+    name="ct_workflow_unique_key",
+    condition=Q(status="PENDING", unique_key__isnull=False),
+)
+#: Finished workflows that keep their key for a while (``unique_for``).
+UNIQUE_UNTIL = models.Index(
+    fields=["unique_key", "unique_until"],
+    name="ct_workflow_unique_until",
+    condition=Q(unique_until__isnull=False),
+)
+#: Each key's line of waiting nodes, in the order they are served.
+WAITING_LINE = models.Index(
+    fields=["flow_key", "ready_at", "index"], name="ct_node_waiting", condition=Q(state="WAITING")
+)

@@ -13,6 +13,7 @@ from django.utils import timezone
 
 from canvas import InputRule
 from django_cloudtasks.constants import READY_STATES, NodeId, NodeKind, State, WorkflowStatus
+from django_cloudtasks.limits import UNIQUE_KEY, UNIQUE_UNTIL, WAITING_LINE
 from django_cloudtasks.limits import FlowKey as FlowKey  # Django finds the model here
 
 
@@ -48,17 +49,21 @@ class Workflow(models.Model):
     size = models.PositiveIntegerField(default=0)
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    unique_key = models.CharField(max_length=200, null=True, blank=True)
+    unique_until = models.DateTimeField(null=True, blank=True)
 
     objects = WorkflowQuerySet.as_manager()
 
     class Meta:
         ordering = ["-created_at"]
+        constraints = [UNIQUE_KEY]
         indexes = [
             models.Index(
                 fields=["finished_at"],
                 name="ct_workflow_finished",
                 condition=~Q(status=WorkflowStatus.PENDING),
-            )
+            ),
+            UNIQUE_UNTIL,
         ]
 
     def __str__(self) -> str:
@@ -186,11 +191,7 @@ class Node(models.Model):
             models.Index(
                 fields=["errback_of"], name="ct_node_errback", condition=Q(errback_of__isnull=False)
             ),
-            models.Index(
-                fields=["flow_key", "ready_at", "index"],
-                name="ct_node_waiting",
-                condition=Q(state="WAITING"),
-            ),
+            WAITING_LINE,
         ]
 
     def __str__(self) -> str:
@@ -202,10 +203,10 @@ class Node(models.Model):
         """The Cloud Tasks task id of the current delivery: hashed, never reused.
 
         A hashed prefix spreads names across Cloud Tasks' key space; the retry number
-        makes every policy retry a new task while a repeated enqueue of the same
-        delivery answers ALREADY_EXISTS.
+        (and a debounce's postponements) make every retry a new task while a repeated
+        enqueue of the same delivery answers ALREADY_EXISTS.
         """
-        return cloud_task_id(str(self.id), self.retries)
+        return cloud_task_id(str(self.id), self.retries, deferred=self.options.get("deferred", 0))
 
     @property
     def is_ready(self) -> bool:
@@ -260,16 +261,19 @@ def id_prefix_range(term: str) -> tuple[uuid.UUID, uuid.UUID] | None:
     return uuid.UUID(digits.ljust(32, "0")), uuid.UUID(digits.ljust(32, "f"))
 
 
-def cloud_task_id(node_id: str, retries: int, takeover: int = 0) -> str:
+def cloud_task_id(node_id: str, retries: int, takeover: int = 0, deferred: int = 0) -> str:
     """``<8 hex of sha256>-<node id>-<retry>``: stable for a delivery, new per retry.
 
     A ``takeover`` (the attempt whose runner died, resent by the sweeper) adds
     ``-t<attempt>``: the first delivery's name may still be taken in Cloud Tasks long
-    after Cloud Tasks gave up on it, so the resend needs a name of its own.
+    after Cloud Tasks gave up on it, so the resend needs a name of its own. So does
+    each postponement of a debounced node (``-d<deferred>``).
     """
     key = f"{node_id}:{retries}" + (f":{takeover}" if takeover else "")
+    key += f":d{deferred}" if deferred else ""
     digest = hashlib.sha256(key.encode()).hexdigest()[:8]
-    return f"{digest}-{node_id}-{retries}" + (f"-t{takeover}" if takeover else "")
+    tail = (f"-t{takeover}" if takeover else "") + (f"-d{deferred}" if deferred else "")
+    return f"{digest}-{node_id}-{retries}{tail}"
 
 
 # -- the original package's tables (1.x), kept read-only ----------------------------------

@@ -47,6 +47,8 @@ class TaskPolicy:
     concurrency_key: str | Callable[..., Any] | None = None
     max_concurrency: int | None = None
     rate_limit: str | float | None = None
+    unique_key: str | Callable[..., Any] | None = None
+    unique_for: float | None = None
 
     def __post_init__(self) -> None:
         check_limits(self)
@@ -75,7 +77,7 @@ def check_limits(policy: TaskPolicy) -> None:
         ValueError: for a ``max_concurrency`` below 1, a ``rate_limit`` that does not
             parse, or a negative ``unique_for``.
     """
-    for name in ("concurrency_key",):
+    for name in ("concurrency_key", "unique_key"):
         key = getattr(policy, name)
         if key is not None and not ((isinstance(key, str) and key) or callable(key)):
             raise TypeError(
@@ -92,6 +94,11 @@ def check_limits(policy: TaskPolicy) -> None:
         raise TypeError("concurrency_key needs max_concurrency: how many may run at once per key")
     if policy.rate_limit is not None:
         rate_per_second(policy.rate_limit)
+    if policy.unique_for is not None:
+        if isinstance(policy.unique_for, bool) or not isinstance(policy.unique_for, int | float):
+            raise TypeError(f"unique_for must be a number of seconds, got {policy.unique_for!r}")
+        if policy.unique_for < 0:
+            raise ValueError(f"unique_for must not be negative, got {policy.unique_for!r}")
 
 
 def evaluate_key(

@@ -227,6 +227,8 @@ for _name in (
     "rate_limit",
     "max_concurrency",
     "concurrency_key",
+    "unique_key",
+    "unique_for",
 ):
     setattr(Task, _name, _policy_attribute(_name))
 Task.time_limit = _policy_attribute("dispatch_deadline")  # type: ignore[attr-defined]
@@ -335,7 +337,8 @@ def task(
 
     Flow control (see the flow-control page): ``concurrency_key`` (a template string
     over the arguments, ``"acct:{account_id}"``, or a function of them) with
-    ``max_concurrency``, and ``rate_limit`` (Celery's ``"10/m"``).
+    ``max_concurrency``, ``rate_limit`` (Celery's ``"10/m"``), and ``unique_key`` with
+    ``unique_for``.
 
     Raises:
         AlreadyRegistered: when another function already has the name.

@@ -7,10 +7,10 @@ import logging
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 import canvas
@@ -21,6 +21,7 @@ from django_cloudtasks.constants import LINEAGE, NodeKind, State
 from django_cloudtasks.dispatch import dispatch_for, enqueue_on_commit
 from django_cloudtasks.engine.advance import advance
 from django_cloudtasks.engine.flow import Ledger, admit, flow_key, is_limited, run_key
+from django_cloudtasks.engine.unique import existing_run, fold, output_of, uniqueness
 from django_cloudtasks.exceptions import EnqueueError
 from django_cloudtasks.models import Node, Workflow
 from django_cloudtasks.policy import (
@@ -54,7 +55,9 @@ def persist(expression: Expression, options: Mapping[str, Any]) -> Persisted:
     (``queue``, ``expires``, retry settings...) are defaults for every task.
 
     Nodes with a concurrency limit take a slot of their key or wait in its line;
-    rate-limited ones are paced (see :mod:`.flow`).
+    rate-limited ones are paced (see :mod:`.flow`). With a ``unique_key`` (see
+    :mod:`.unique`), a workflow already holding that key is returned instead, and a
+    ``debounce`` folds this call into it while it has not started.
 
     Raises:
         NotRegistered: for a task name no ``@task`` registered.
@@ -70,7 +73,18 @@ def persist(expression: Expression, options: Mapping[str, Any]) -> Persisted:
     run_options = dict(options)
     name = run_options.pop("name", None) or expression.describe()
     not_before = start_time(run_options, now)
-    defaults = {k: v for k, v in run_options.items() if k not in ("countdown", "eta")}
+    unique = uniqueness(expression, run_options)
+    if unique is not None:
+        existing = existing_run(unique.key, now)
+        if existing is not None:
+            if unique.debounce:
+                fold(existing, graph, expression, unique.debounce, now)
+            return Persisted(existing, output_of(existing))
+        if unique.debounce:
+            quiet = now + timedelta(seconds=float(unique.debounce))
+            not_before = max(filter(None, (not_before, quiet)))
+    skipped = ("countdown", "eta", *RUN_OPTIONS)
+    defaults = {k: v for k, v in run_options.items() if k not in skipped}
     workflow = Workflow(
         name=str(name)[:200],
         expression=expression.to_dict(),
@@ -80,6 +94,8 @@ def persist(expression: Expression, options: Mapping[str, Any]) -> Persisted:
         output_index=graph.output,
         size=len(graph),
         created_at=now,
+        unique_key=None if unique is None else unique.key,
+        unique_until=None if unique is None else unique.until(now),
     )
     rows, ready = build_rows(graph, workflow, defaults, now, not_before)
     try:
@@ -92,6 +108,14 @@ def persist(expression: Expression, options: Mapping[str, Any]) -> Persisted:
             if barriers:
                 dispatches += advance(workflow.pk, [], now, barriers).dispatches
             enqueue_on_commit(dispatches)
+    except IntegrityError:
+        # Another caller stored a workflow with the same unique key first.
+        existing = None if unique is None else existing_run(unique.key, now)
+        if unique is None or existing is None:
+            raise
+        if unique.debounce:
+            fold(existing, graph, expression, unique.debounce, now)
+        return Persisted(existing, output_of(existing))
     except EnqueueError as exc:
         # Committed, but the send failed: the sweeper sends the roots later.
         exc.workflow_id, exc.output = str(workflow.pk), rows[graph.output]

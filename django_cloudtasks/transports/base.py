@@ -52,11 +52,13 @@ class Dispatch:
     dispatch_deadline: float | None = None
     #: The attempt a sweeper resend takes over (0 for a first delivery).
     takeover: int = 0
+    #: How many times a debounce postponed the node: each time is a new Cloud Task.
+    deferred: int = 0
 
     @property
     def cloud_task_id(self) -> str:
         """The Cloud Tasks task id of this delivery (see ``Node.cloud_task_id``)."""
-        return cloud_task_id(self.node_id, self.retries, self.takeover)
+        return cloud_task_id(self.node_id, self.retries, self.takeover, self.deferred)
 
     def body(self) -> dict[str, Any]:
         """The JSON body the run endpoint receives."""

@@ -100,3 +100,9 @@ def holder(key, name, seconds=0.0):
         time.sleep(seconds)
     Execution.objects.create(task="holder", value=[name, "end"])
     return name
+
+
+@task(unique_key="invoice:{invoice}")
+def bill(invoice, amount=0):
+    Execution.objects.create(task="bill", value=[invoice, amount])
+    return amount
