@@ -6,6 +6,8 @@ indexes and the constraint flow control adds to nodes and workflows.
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
@@ -17,6 +19,10 @@ class FlowKeyQuerySet(models.QuerySet["FlowKey"]):
     def busy(self) -> FlowKeyQuerySet:
         """Keys with nodes holding slots or waiting for one."""
         return self.filter(Q(running__gt=0) | Q(waiting__gt=0))
+
+    def busy_or_paced(self, now: datetime) -> FlowKeyQuerySet:
+        """Busy keys, and keys whose rate limit holds back a start after ``now``."""
+        return self.filter(Q(running__gt=0) | Q(waiting__gt=0) | Q(next_start__gt=now.timestamp()))
 
 
 class FlowKey(models.Model):

@@ -56,6 +56,11 @@ class NodeAdmin(OperatedAdmin):
     list_filter = ("state", "kind", "task_name")
     search_fields = ("id", "task_name", "workflow__id")
     search_help_text = "A node or workflow id (or part of one), or a task name."
+
+    def lookup_allowed(self, lookup: str, value: str, request: HttpRequest) -> bool:
+        """Also the nodes of one flow-control key (linked from the keys' page)."""
+        return lookup == "flow_key" or super().lookup_allowed(lookup, value, request)
+
     actions = ["revoke_nodes", "retry_nodes"]
     change_form_template = "admin/django_cloudtasks/node/change_form.html"
     readonly_fields = (

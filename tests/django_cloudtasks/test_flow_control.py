@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -393,3 +394,59 @@ def test_chunks_bounded_to_two_send_two_parts_at_a_time(memory):
     assert Node.objects.filter(state=State.WAITING).count() == 3
     memory.drain()
     assert result.get(timeout=0) == [[2 * i, 2 * i + 2] for i in range(0, 10, 2)]
+
+
+# -- what operators see -----------------------------------------------------------------
+
+
+def test_cloudtasks_status_shows_each_key_with_its_running_and_waiting_nodes(memory):
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    for i in range(3):
+        per_account.delay("st", i)
+    tsum.s([1]).set(rate_limit="6/m").delay()
+    tsum.s([2]).set(rate_limit="6/m").delay()
+
+    out = StringIO()
+    call_command("cloudtasks_status", stdout=out)
+    text = out.getvalue()
+    assert re.search(r"^  WAITING +1$", text, re.MULTILINE)
+    assert "Flow-control keys in use: 2" in text
+    line = next(row for row in text.splitlines() if "acct:st" in row)
+    assert line.split() == ["acct:st", "2", "1", "2", "-"]
+    paced = next(row for row in text.splitlines() if "task:tsum" in row)
+    assert "0.1/s, next start in" in paced
+
+    data = json.loads(_status_json())
+    keys = {k["key"]: k for k in data["keys"]}
+    assert keys["acct:st"]["running"] == 2 and keys["acct:st"]["waiting"] == 1
+    assert keys["task:tsum"]["next_start_in"] > 0
+
+
+def _status_json() -> str:
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    out = StringIO()
+    call_command("cloudtasks_status", "--json", stdout=out)
+    return out.getvalue()
+
+
+def test_the_admin_lists_the_keys_and_links_to_their_waiting_nodes(admin_client, memory):
+    from django.urls import reverse
+
+    for i in range(3):
+        per_account.delay("adm", i)
+
+    page = admin_client.get(reverse("admin:django_cloudtasks_flowkey_changelist"))
+    assert page.status_code == 200
+    text = page.content.decode()
+    assert "acct:adm" in text
+    nodes = reverse("admin:django_cloudtasks_node_changelist")
+    waiting = admin_client.get(f"{nodes}?flow_key=acct:adm&state=WAITING")
+    assert waiting.status_code == 200
+    assert waiting.context["cl"].result_count == 1
+    assert admin_client.get(reverse("admin:django_cloudtasks_flowkey_add")).status_code == 403

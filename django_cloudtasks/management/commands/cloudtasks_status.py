@@ -1,10 +1,14 @@
-"""``manage.py cloudtasks_status [ID] [--json]``: a workflow as a tree, or overall counts."""
+"""``manage.py cloudtasks_status [ID] [--json]``: a workflow as a tree, or overall counts.
+
+The counts end with the flow-control keys in use: their running and waiting nodes,
+their limit and their rate.
+"""
 
 from __future__ import annotations
 
 import json
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
@@ -14,7 +18,7 @@ from django.utils import timezone
 from django_cloudtasks.conf import conf
 from django_cloudtasks.constants import State, WorkflowStatus
 from django_cloudtasks.management.workflow_tree import as_dict, render_text
-from django_cloudtasks.models import Node, Workflow, id_prefix_range
+from django_cloudtasks.models import FlowKey, Node, Workflow, id_prefix_range
 
 
 class Command(BaseCommand):
@@ -24,7 +28,8 @@ class Command(BaseCommand):
         "With a workflow id (or the id of one of its nodes, as AsyncResult.id gives), show "
         "the workflow as a tree: each task with its state, duration, retries and error, "
         "group joins as the group, error callbacks under the node that failed. Without an "
-        "id, count workflows by status and nodes by state."
+        "id, count workflows by status and nodes by state, and show the flow-control keys "
+        "in use (running and waiting nodes, limit, rate)."
     )
     requires_system_checks: list[str] = []  # inspecting must work with a broken config
 
@@ -115,6 +120,7 @@ class Command(BaseCommand):
             "stuck": Node.objects.stuck(now - timedelta(seconds=grace)).count(),
             "parked": Node.objects.filter(parked=True, state=State.SCHEDULED).count(),
             "sweep_grace": grace,
+            "keys": [_key_state(key, now) for key in FlowKey.objects.busy_or_paced(now)],
         }
 
     def _print_counts(self, counts: dict[str, Any]) -> None:
@@ -131,6 +137,32 @@ class Command(BaseCommand):
                 "  (if they were lost between commit and enqueue, "
                 "`manage.py cloudtasks_sweep` sends them again)"
             )
+        keys = counts["keys"]
+        if keys:
+            self.stdout.write(f"Flow-control keys in use: {len(keys)}")
+            self.stdout.write(f"  {'key':<40} {'running':>8} {'waiting':>8} {'limit':>6}  rate")
+            for key in keys:
+                limit = "-" if key["max_concurrency"] is None else str(key["max_concurrency"])
+                rate = "-" if key["rate_per_second"] is None else f"{key['rate_per_second']:g}/s"
+                if key["next_start_in"]:
+                    rate += f", next start in {key['next_start_in']:.3g}s"
+                self.stdout.write(
+                    f"  {key['key'][:40]:<40} {key['running']:>8} {key['waiting']:>8} "
+                    f"{limit:>6}  {rate}"
+                )
 
     def _print_json(self, data: dict[str, Any]) -> None:
         self.stdout.write(json.dumps(data, indent=2, default=str))
+
+
+def _key_state(key: FlowKey, now: datetime) -> dict[str, Any]:
+    """A key's slots and pace, as the report shows them."""
+    ahead = None if key.next_start is None else key.next_start - now.timestamp()
+    return {
+        "key": key.key,
+        "running": key.running,
+        "waiting": key.waiting,
+        "max_concurrency": key.capacity,
+        "rate_per_second": key.rate,
+        "next_start_in": ahead if ahead is not None and ahead > 0 else None,
+    }
