@@ -107,28 +107,39 @@ def evaluate_key(
     signature: inspect.Signature,
     args: Sequence[Any],
     kwargs: Mapping[str, Any],
+    input_rule: str = InputRule.NONE,
+    result_kwarg: str | None = None,
 ) -> str:
     """The key ``key`` gives for a call with ``args`` and ``kwargs``.
 
     A string is a template formatted with the call's arguments by name
     (``"acct:{account_id}"``); a callable is called with them as keyword arguments.
-    Arguments the call does not give (such as a parent's result, known only once the
-    parent ran) are left out.
+    Arguments the call does not give are left out, and so is the parent's result that
+    a node with the ``prepend`` ``input_rule`` receives (first, or as ``result_kwarg``):
+    it is known only once the parent ran.
 
     Raises:
         ValueError: when the template names an argument the call does not have, or the
             function raises; the message names ``what``.
         TypeError: when the function returns something other than a non-empty string.
     """
+    call_args, call_kwargs = list(args), dict(kwargs)
+    if input_rule == InputRule.PREPEND:
+        # The parent's result is not known yet: its place is held, and left out.
+        if result_kwarg:
+            call_kwargs[result_kwarg] = _UNKNOWN
+        else:
+            call_args.insert(0, _UNKNOWN)
     try:
-        arguments = dict(signature.bind_partial(*args, **kwargs).arguments)
+        arguments = dict(signature.bind_partial(*call_args, **call_kwargs).arguments)
     except TypeError:
-        arguments = dict(kwargs)
+        arguments = dict(call_kwargs)
     for name, param in signature.parameters.items():
         if param.kind == param.VAR_KEYWORD and name in arguments:
             arguments.update(arguments.pop(name))
         elif param.kind == param.VAR_POSITIONAL:
             arguments.pop(name, None)
+    arguments = {k: v for k, v in arguments.items() if v is not _UNKNOWN}
     try:
         value = key.format(**arguments) if isinstance(key, str) else key(**arguments)
     except Exception as exc:
@@ -141,6 +152,10 @@ def evaluate_key(
     if len(value) > 200:
         raise ValueError(f"the {what} {value[:40]!r}... is longer than 200 characters")
     return value
+
+
+#: Holds the place of a parent's result, not known when a key is computed.
+_UNKNOWN = object()
 
 
 def _describe_call(args: Sequence[Any], kwargs: Mapping[str, Any]) -> str:

@@ -192,11 +192,12 @@ def _take_inline(
 ) -> tuple[list[Dispatch], Node | None]:
     """Claim a successor to run next in this request, saving a Cloud Tasks round trip.
 
-    Only a successor due now, on the same queue, qualifies. It is claimed in the
-    transaction that records its parent, so there is no moment when it is ready but
-    neither sent nor claimed, and it gets no Cloud Task: if this process dies while it
-    runs, the redelivery of ``origin`` takes it over once its lease expires (see
-    ``runner._resume``), and the sweeper resends it if that redelivery never comes.
+    Only a successor due now, of the same workflow and on the same queue, qualifies.
+    It is claimed in the transaction that records its parent, so there is no moment
+    when it is ready but neither sent nor claimed, and it gets no Cloud Task: if this
+    process dies while it runs, the redelivery of ``origin`` takes it over once its
+    lease expires (see ``runner._resume``), and the sweeper resends it if that
+    redelivery never comes.
 
     The node's first child is usually claimed by the statement that advances it
     (:class:`~django_cloudtasks.store.Take`); this is for a successor further away,
@@ -204,7 +205,9 @@ def _take_inline(
     """
     now = timezone.now()
     for position, dispatch in enumerate(dispatches):
-        if (dispatch.eta is None or dispatch.eta <= now) and dispatch.queue == node.queue:
+        due = dispatch.eta is None or dispatch.eta <= now
+        # A node of another workflow (handed a slot of a shared key) is sent, not taken.
+        if due and dispatch.queue == node.queue and dispatch.workflow_id == str(node.workflow_id):
             deadline = float(dispatch.dispatch_deadline or conf.DISPATCH_DEADLINE)
             follow = claim(
                 dispatch.node_id,

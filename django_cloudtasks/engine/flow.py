@@ -52,14 +52,19 @@ def interval_of(options: Mapping[str, Any]) -> float | None:
 
 
 def flow_key(
-    task: Task, options: Mapping[str, Any], args: Sequence[Any], kwargs: Mapping[str, Any]
+    task: Task,
+    options: Mapping[str, Any],
+    args: Sequence[Any],
+    kwargs: Mapping[str, Any],
+    input_rule: str = "none",
 ) -> str:
     """The key of a node's limits, given its merged ``options``; ``""`` for none.
 
     A ``concurrency_key`` option (set on the signature or a canvas) is the key itself;
-    otherwise the task's own ``concurrency_key`` is evaluated with the node's
-    arguments; a limit with neither counts per task (``task:<name>``). A key starting
-    with ``@`` (a bounded group's) stays local to the run: :func:`run_key` completes it.
+    otherwise the task's own ``concurrency_key`` is evaluated with the node's arguments
+    (without the parent's result it will receive, see ``input_rule``); a limit with
+    neither counts per task (``task:<name>``). A key starting with ``@`` (a bounded
+    group's) stays local to the run: :func:`run_key` completes it.
 
     Raises:
         ValueError: when the task's key function raises, a template names a missing
@@ -83,6 +88,8 @@ def flow_key(
             task.call_signature(),
             args,
             kwargs,
+            input_rule,
+            options.get("result_kwarg"),
         )
     if given is None:
         return f"task:{task.name}" if limited else ""

@@ -211,7 +211,8 @@ def build_rows(
         key = ""
         if not gnode.is_barrier:
             task = registry.get(gnode.task_name)
-            key = run_key(flow_key(task, node_options, gnode.args, gnode.kwargs), workflow.pk)
+            key = flow_key(task, node_options, gnode.args, gnode.kwargs, gnode.input)
+            key = run_key(key, workflow.pk)
         row = Node(
             id=ids[gnode.id],
             workflow=workflow,

@@ -450,3 +450,67 @@ def test_the_admin_lists_the_keys_and_links_to_their_waiting_nodes(admin_client,
     assert waiting.status_code == 200
     assert waiting.context["cl"].result_count == 1
     assert admin_client.get(reverse("admin:django_cloudtasks_flowkey_add")).status_code == 403
+
+
+# -- a slot through retries, revocation and the other transports -------------------------
+
+
+def test_a_retry_keeps_its_slot_through_its_backoff(memory):
+    from tests.testapp.tasks import flaky
+
+    first = flaky.s(1).set(concurrency_key="retry", max_concurrency=1).delay()
+    second = tsum.s([3]).set(concurrency_key="retry", max_concurrency=1).delay()
+    memory.drain(limit=1)  # the first attempt asks for a retry
+
+    assert Node.objects.get(pk=first.id).state == State.RETRY
+    assert Node.objects.get(pk=second.id).state == State.WAITING
+    memory.drain()
+    assert first.get(timeout=0) == 1
+    assert second.get(timeout=0) == 3
+
+
+def test_a_task_that_ignores_itself_gives_its_slot_back(memory):
+    from tests.testapp.tasks import ignores
+
+    ignores.s().set(concurrency_key="ign", max_concurrency=1).delay()
+    second = tsum.s([4]).set(concurrency_key="ign", max_concurrency=1).delay()
+    memory.drain()
+
+    assert second.get(timeout=0) == 4
+    assert FlowKey.objects.get(key="ign").running == 0
+
+
+def test_revoking_a_bounded_group_empties_its_key(memory):
+    result = group(counting_member.s(i) for i in range(10)).set(max_concurrency=3).delay()
+    other = tsum.s([5]).set(concurrency_key="other", max_concurrency=1).delay()
+
+    result.revoke()
+
+    run_key = FlowKey.objects.exclude(key="other").get()
+    assert (run_key.running, run_key.waiting) == (0, 0)
+    assert Node.objects.filter(task_name="counting_member", state=State.REVOKED).count() == 10
+    memory.drain()
+    assert flow_tasks.IN_FLIGHT == []
+    assert other.get(timeout=0) == 5
+
+
+def test_a_bounded_group_runs_under_the_eager_transport(eager):
+    result = group(counting_member.s(i) for i in range(12)).set(max_concurrency=4).delay()
+
+    assert result.get(timeout=0) == list(range(12))
+    assert max(flow_tasks.IN_FLIGHT) <= 4
+
+
+def test_a_limited_successor_is_not_run_inline_past_its_line(memory, settings):
+    from django_cloudtasks.transports import get_transport
+
+    settings.CLOUDTASKS = {**settings.CLOUDTASKS, "INLINE_SECONDS": 30}
+    memory = get_transport()  # the settings changed: a new memory transport
+    chained = (tsum.si([1]) | per_account.si(1, 0)).delay()
+    holders = [per_account.delay(1, i) for i in (1, 2)]
+    memory.drain(limit=1)  # tsum: its successor's key is full, so it waits
+
+    assert Node.objects.get(pk=chained.id).state == State.WAITING
+    memory.drain()
+    assert chained.get(timeout=0) == 0
+    assert [h.get(timeout=0) for h in holders] == [1, 2]
