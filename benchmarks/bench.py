@@ -42,15 +42,20 @@ POLL_SECONDS = 0.05
 
 @dataclass(frozen=True)
 class Case:
-    """A workflow shape and its size: ``chain100``, ``chord1000``, ``persist10000``..."""
+    """A workflow shape and its size: ``chain100``, ``chord1000``, ``persist10000``...
+
+    ``bounded10000x100`` is a group of 10,000 with ``max_concurrency=100``.
+    """
 
     kind: str
     size: int
+    limit: int | None = None
 
     @property
     def name(self) -> str:
         """As given on the command line."""
-        return f"{self.kind}{self.size}"
+        bound = f"x{self.limit}" if self.limit is not None else ""
+        return f"{self.kind}{self.size}{bound}"
 
     @property
     def tasks(self) -> int:
@@ -64,12 +69,15 @@ class Case:
         Raises:
             argparse.ArgumentTypeError: for an unknown shape or a missing size.
         """
-        match = re.fullmatch(r"(chain|chord|group|persist)(\d+)", text.strip().replace("_", ""))
-        if not match:
+        match = re.fullmatch(
+            r"(chain|chord|group|bounded|persist)(\d+)(?:x(\d+))?", text.strip().replace("_", "")
+        )
+        if not match or (match[1] == "bounded") != (match[3] is not None):
             raise argparse.ArgumentTypeError(
-                f"{text!r}: a case is chain|chord|group|persist followed by a size"
+                f"{text!r}: a case is chain|chord|group|persist followed by a size, or "
+                "bounded<size>x<max_concurrency>"
             )
-        return cls(match[1], int(match[2]))
+        return cls(match[1], int(match[2]), int(match[3]) if match[3] else None)
 
 
 # -- the database --------------------------------------------------------------------
@@ -478,6 +486,8 @@ def our_workflow(case: Case) -> tuple[Any, Any]:
         expression = chain(inc.si(0), *(inc.s() for _ in range(case.size - 1)))
     elif case.kind == "chord":
         expression = chord([noop.si(i) for i in range(case.size)], tsum.s())
+    elif case.kind == "bounded":
+        expression = group(noop.si(i) for i in range(case.size)).set(max_concurrency=case.limit)
     else:
         expression = group(noop.si(i) for i in range(case.size))
     return expression, our_expected(case)
