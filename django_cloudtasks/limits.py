@@ -74,3 +74,9 @@ UNIQUE_UNTIL = models.Index(
 WAITING_LINE = models.Index(
     fields=["flow_key", "ready_at", "index"], name="ct_node_waiting", condition=Q(state="WAITING")
 )
+#: Nodes revoked while they ran, still holding their slot (the sweeper frees abandoned ones).
+REVOKED_HOLDERS = models.Index(
+    fields=["lease_until"],
+    name="ct_node_revoked_lease",
+    condition=Q(state="REVOKED", lease_until__isnull=False),
+)

@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from canvas import InputRule
 from django_cloudtasks.constants import READY_STATES, NodeId, NodeKind, State, WorkflowStatus
-from django_cloudtasks.limits import UNIQUE_KEY, UNIQUE_UNTIL, WAITING_LINE
+from django_cloudtasks.limits import REVOKED_HOLDERS, UNIQUE_KEY, UNIQUE_UNTIL, WAITING_LINE
 from django_cloudtasks.limits import FlowKey as FlowKey  # Django finds the model here
 
 
@@ -192,6 +192,7 @@ class Node(models.Model):
                 fields=["errback_of"], name="ct_node_errback", condition=Q(errback_of__isnull=False)
             ),
             WAITING_LINE,
+            REVOKED_HOLDERS,
         ]
 
     def __str__(self) -> str:
