@@ -287,17 +287,22 @@ def send_after_commit(nodes: Sequence[Node]) -> None:
     enqueue_on_commit([dispatch_for(n) for n in nodes])
 
 
-def repair(now: datetime | None = None) -> int:
-    """Recount every busy key from its nodes and send the waiters the count leaves room for.
+def repair(now: datetime | None = None, stalled_for: float = 0.0) -> int:
+    """Recount each key whose line has not moved for ``stalled_for`` seconds.
 
     The counters change with the nodes they count, in the same transactions, so this
     finds nothing to do unless rows were changed by other means; it is the sweeper's
-    safety net. Idle keys whose pace has passed are deleted. Returns how many waiting
-    nodes were sent.
+    safety net, and it looks only at keys with nodes waiting whose row has not changed
+    for that long. Each is recounted from its nodes, and its line gets the slots the
+    count leaves free. Idle keys whose pace has passed are deleted. Returns how many
+    waiting nodes were sent.
     """
     now = now or timezone.now()
     sent = 0
-    for key in list(FlowKey.objects.busy().values_list("key", flat=True)):
+    stalled = FlowKey.objects.filter(
+        waiting__gt=0, updated_at__lt=now - timedelta(seconds=stalled_for)
+    )
+    for key in list(stalled.values_list("key", flat=True)):
         with transaction.atomic():
             if FlowKey.objects.select_for_update().filter(key=key).first() is None:
                 continue
@@ -329,12 +334,13 @@ def sweep_flow(now: datetime | None = None, grace: float | None = None) -> FlowS
     """The sweeper's part for flow control: abandoned slots go back, lines move on.
 
     ``grace`` (default ``SWEEP_GRACE``) is how long past its lease a revoked node's
-    run counts as gone.
+    run counts as gone, and how long a key's line must have stood still to be
+    recounted (see :func:`repair`).
     """
     now = now or timezone.now()
     grace = float(conf.SWEEP_GRACE if grace is None else grace)
     released = release_abandoned(now - timedelta(seconds=grace))
-    return FlowSweep(released=released, sent=repair(now))
+    return FlowSweep(released=released, sent=repair(now, stalled_for=grace))
 
 
 def admit_waiting(key: str, options: Mapping[str, Any], now: datetime) -> list[Node]:
