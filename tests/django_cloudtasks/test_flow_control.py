@@ -517,3 +517,17 @@ def test_a_limited_successor_is_not_run_inline_past_its_line(memory, settings):
     memory.drain()
     assert chained.get(timeout=0) == 0
     assert [h.get(timeout=0) for h in holders] == [1, 2]
+
+
+def test_a_limited_task_that_replaces_itself_gives_its_slot_back_while_it_waits(memory):
+    from tests.testapp.tasks import replaced_by_add
+
+    replaced = replaced_by_add.s(5).set(concurrency_key="rep", max_concurrency=1).delay()
+    waiting = tsum.s([6]).set(concurrency_key="rep", max_concurrency=1).delay()
+    memory.drain(limit=1)  # replaced_by_add runs and hands its place to add(5, 1)
+
+    assert Node.objects.get(pk=waiting.id).state == State.QUEUED
+    memory.drain()
+    assert replaced.get(timeout=0) == 6
+    assert waiting.get(timeout=0) == 6
+    assert FlowKey.objects.get(key="rep").running == 0
