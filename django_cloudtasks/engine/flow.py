@@ -170,9 +170,14 @@ def admit(ledger: Ledger, now: datetime | None = None) -> list[Node]:
             if interval is None:
                 send += [node for node, _ in arrivals]
                 continue
-            after = store.pace(key, len(arrivals), interval, now)
             nodes = [node for node, _ in arrivals]
-            _pace(nodes, after, interval, now, arrivals, paced)
+            # Where the store writes the stored nodes' ETAs with the pace, they need no
+            # statement of their own.
+            written = store.paces_nodes and all(stored for _, stored in arrivals)
+            ids = [node.pk for node in nodes] if written else []
+            after = store.pace(key, len(arrivals), interval, now, ids)
+            flags = [(node, False) for node in nodes] if written else arrivals
+            _pace(nodes, after, interval, now, flags, paced)
             send += nodes
             continue
         slots = store.take_slots(

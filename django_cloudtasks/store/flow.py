@@ -146,11 +146,18 @@ class FlowStatements:
         promoted = tuple(node_from_db(r[3:]) for r in rows if len(r) > 3 and r[3] is not None)
         return Slots(int(granted_n), int(handed_n), next_start, promoted)
 
-    def pace(self, key: str, count: int, interval: float, now: datetime) -> float:
+    #: Whether :meth:`pace` also writes the paced nodes' ETAs, in the same statement.
+    paces_nodes = False
+
+    def pace(
+        self, key: str, count: int, interval: float, now: datetime, node_ids: Sequence[Any] = ()
+    ) -> float:
         """Pace ``count`` starts of rate-limit key ``key``, ``interval`` seconds apart.
 
         Returns when the one after them may start (seconds since the epoch); the
-        ``count`` starts are the ``count`` intervals before it.
+        ``count`` starts are the ``count`` intervals before it. Where
+        :attr:`paces_nodes`, the stored nodes ``node_ids`` (the ``count`` paced, in
+        order) get their start as ETA in the same statement.
         """
         qn = connection.ops.quote_name
         table = qn(FlowKey._meta.db_table)
@@ -164,10 +171,19 @@ class FlowStatements:
             f"{int(count)} * {step!r}, rate = {1 / step!r}, updated_at = %s "
             "RETURNING next_start"
         )
+        params: list[Any] = [key, 1 / step, now_s + count * step, now_db, now_db]
+        if self.paces_nodes and node_ids:
+            sql, extra = self._pace_nodes_sql(sql, len(node_ids), step, now, node_ids)
+            params += extra
         with connection.cursor() as cursor:
-            cursor.execute(sql, [key, 1 / step, now_s + count * step, now_db, now_db])
+            cursor.execute(sql, params)
             (next_start,) = cursor.fetchone()
         return float(next_start)
+
+    def _pace_nodes_sql(
+        self, sql: str, count: int, step: float, now: datetime, node_ids: Sequence[Any]
+    ) -> tuple[str, list[Any]]:
+        raise NotImplementedError
 
     def give_back(self, key: str, count: int, now: datetime) -> None:
         """Put back ``count`` slots handed to the line that :meth:`promote` could not use."""
@@ -210,6 +226,10 @@ class FlowStatements:
     def set_starts(self, starts: Sequence[tuple[Any, datetime]]) -> None:
         """Give each node of ``starts`` (id, moment) that ETA, SCHEDULED if it is later."""
         if not starts:
+            return
+        if len(starts) > 5000:  # three parameters a node: stay under SQLite's limit
+            for first in range(0, len(starts), 5000):
+                self.set_starts(starts[first : first + 5000])
             return
         qn = connection.ops.quote_name
         table = qn(Node._meta.db_table)

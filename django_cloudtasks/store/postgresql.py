@@ -4,12 +4,22 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from django.db import connection, models
 
 from django_cloudtasks.models import Node
-from django_cloudtasks.store.base import SQL_STARTED, SQL_SUCCESS, Done, Statement, Store, column
+from django_cloudtasks.store.base import (
+    SQL_QUEUED,
+    SQL_SCHEDULED,
+    SQL_STARTED,
+    SQL_SUCCESS,
+    Done,
+    Statement,
+    Store,
+    column,
+)
 
 
 class PostgresStore(Store):
@@ -20,6 +30,27 @@ class PostgresStore(Store):
 
     #: The key's statement also takes the waiters it hands slots to out of line.
     promotes_with_slots = True
+    #: A pace also writes the paced nodes' ETAs.
+    paces_nodes = True
+
+    def _pace_nodes_sql(
+        self, sql: str, count: int, step: float, now: datetime, node_ids: Sequence[Any]
+    ) -> tuple[str, list[Any]]:
+        """The pace's upsert, then each node's start as its ETA (SCHEDULED when later)."""
+        table = connection.ops.quote_name(Node._meta.db_table)
+        start = f"to_timestamp(k.next_start - ({int(count)} - o.pos + 1) * {float(step)!r})"
+        now_db = Node._meta.get_field("eta").get_db_prep_value(now, connection)
+        paced = (
+            f"UPDATE {table} AS n SET eta = GREATEST(n.eta, {start}), state = CASE WHEN "
+            f"n.state IN ({SQL_QUEUED}, {SQL_SCHEDULED}) THEN {SQL_SCHEDULED} ELSE n.state END "
+            "FROM k, (SELECT CAST(e.value AS uuid) AS id, e.pos FROM "
+            "jsonb_array_elements_text(CAST(%s AS jsonb)) WITH ORDINALITY AS e(value, pos)) o "
+            f"WHERE n.id = o.id AND {start} > %s RETURNING 1"
+        )
+        return (
+            f"WITH k AS ({sql}), paced AS ({paced}) SELECT next_start FROM k",
+            [json.dumps([str(i) for i in node_ids]), now_db],
+        )
 
     def least(self) -> str:
         """``LEAST``."""

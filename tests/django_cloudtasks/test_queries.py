@@ -112,3 +112,17 @@ def test_a_member_of_a_bounded_group_hands_its_slot_on_with_one_statement_more(m
     memory.drain(limit=24)
     # Nobody waits any more: the slot goes back in the same one statement.
     assert queries_of(lambda: memory.drain(limit=1)) == 1 + 1 + record_and_advance() + 1
+
+
+def pace_and_eta():
+    """Statements to pace a stored node and give it its ETA: one on PostgreSQL."""
+    return 1 if connection.vendor == "postgresql" else 2
+
+
+def test_a_rate_limited_successor_is_paced_with_one_statement_more(memory):
+    (add.s(1, 1) | tsum.si([1]).set(rate_limit="1/m") | tsum.si([2]).set(rate_limit="1/m")).delay()
+    memory.drain(limit=1)  # the first successor starts at once: its pace had no one before
+
+    assert queries_of(lambda: memory.drain(limit=1)) == 1 + record_and_advance() + pace_and_eta()
+    paced = Node.objects.get(index=2)
+    assert paced.state == "SCHEDULED" and paced.eta is not None
