@@ -25,10 +25,12 @@ class CloudTasksConfig(AppConfig):
         from django_cloudtasks import (
             checks,  # noqa: F401 - registers the checks
             registry,
+            signals,
             store,  # noqa: F401 - registers the database check
         )
         from django_cloudtasks.results import AsyncResult
         from django_cloudtasks.runner import deliver
+        from django_cloudtasks.schedules.runs import start_buffered_when_finished
         from django_cloudtasks.transports import install_delivery
 
         autodiscover_modules("tasks")
@@ -37,6 +39,9 @@ class CloudTasksConfig(AppConfig):
         registry.result_type = AsyncResult
         install_delivery(deliver)
         setting_changed.connect(_settings_changed, dispatch_uid="django_cloudtasks.settings")
+        signals.workflow_finished.connect(
+            start_buffered_when_finished, dispatch_uid="django_cloudtasks.schedules.buffer_one"
+        )
 
 
 def _settings_changed(setting: str, **kwargs: Any) -> None:

@@ -40,7 +40,9 @@ class _Immediate:
 immediate = _Immediate()
 
 
-def _after_commit(callback: Callable[[], None]) -> None:
+def after_commit(callback: Callable[[], object]) -> None:
+    """Call ``callback`` once the current transaction commits (at once when
+    :data:`immediate` is on, or outside a transaction)."""
     if immediate.on:
         callback()
     else:
@@ -54,7 +56,7 @@ def enqueue_on_commit(dispatches: Sequence[Dispatch]) -> None:
     them, and :class:`EnqueueError` propagates to the code that committed.
     """
     if dispatches:
-        _after_commit(partial(send_now, list(dispatches)))
+        after_commit(partial(send_now, list(dispatches)))
 
 
 def send_now(dispatches: Sequence[Dispatch], now: datetime | None = None) -> None:
@@ -119,7 +121,7 @@ def cancel_on_commit(dispatches: Sequence[Dispatch]) -> None:
             logger.exception("could not delete %d revoked Cloud Tasks", len(dispatches))
 
     if dispatches:
-        _after_commit(cancel)
+        after_commit(cancel)
 
 
 def dispatch_for(node: Node, not_before: datetime | None = None) -> Dispatch:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 from django.db import IntegrityError, transaction
@@ -20,6 +21,7 @@ from django.db.models import Max
 from django.utils import timezone
 
 from django_cloudtasks.conf import conf
+from django_cloudtasks.dispatch import after_commit
 from django_cloudtasks.models import ScheduleRun, ScheduleRunState, ScheduleState
 from django_cloudtasks.schedules.declarations import Schedule, ScheduleError, all_schedules
 from django_cloudtasks.schedules.timing import is_slot, latest_slot, slots_between
@@ -107,6 +109,43 @@ def _promote_buffered(schedule: Schedule, now: datetime) -> ScheduleRun | None:
     _start(schedule, waiting, now)
     waiting.save(update_fields=["workflow", "state", "started_at"])
     return waiting
+
+
+def start_buffered_when_finished(sender: Any, workflow_id: Any, **kwargs: Any) -> None:
+    """Start a ``buffer_one`` schedule's buffered run as soon as its running one finishes.
+
+    A receiver of ``workflow_finished`` (connected at startup). It asks the database
+    nothing unless a declared schedule buffers; then one query finds whether the
+    finished workflow was such a schedule's run, and the buffered run starts after the
+    commit. The sweeper's :func:`tick` remains the backstop.
+    """
+    buffering = {n: s for n, s in all_schedules().items() if s.overlap == "buffer_one"}
+    if not buffering:
+        return
+    name = (
+        ScheduleRun.objects.filter(workflow_id=workflow_id, schedule__in=list(buffering))
+        .values_list("schedule", flat=True)
+        .first()
+    )
+    if name is not None:
+        after_commit(partial(promote_buffered, buffering[name]))
+
+
+def promote_buffered(schedule: Schedule, now: datetime | None = None) -> ScheduleRun | None:
+    """Start ``schedule``'s buffered run if nothing of it runs and it is not paused.
+
+    Errors are logged, not raised: the sweeper's tick tries again.
+    """
+    now = now or timezone.now()
+    try:
+        with transaction.atomic():
+            state = _state_for_update(schedule.name)
+            if state.paused or not schedule.enabled:
+                return None
+            return _promote_buffered(schedule, now)
+    except ScheduleError as exc:
+        logger.error("schedule %s: %s", schedule.name, exc)
+        return None
 
 
 def _decide(schedule: Schedule, trigger: str) -> str:

@@ -209,32 +209,49 @@ def test_overlap_buffer_one_starts_one_more_when_the_running_one_finishes(settin
     assert runs.fire(job, utc(2026, 5, 1, 2)).outcome == "buffered"
     assert runs.fire(job, utc(2026, 5, 1, 3)).outcome == "skipped"
     assert runs.tick(now=utc(2026, 5, 1, 3, 1)).promoted == {}  # the first still runs
+    first = ScheduleRun.objects.get(slot=utc(2026, 5, 1, 1)).workflow_id
 
-    drain()
-    report = runs.tick(now=utc(2026, 5, 1, 3, 1))
+    transport = get_transport()
+    transport.drain(limit=1)  # type: ignore[attr-defined]  # 01:00 finishes; 02:00 starts
 
-    assert report.promoted == {"job": 1}
     buffered = ScheduleRun.objects.get(slot=utc(2026, 5, 1, 2))
+    assert Workflow.objects.get(pk=first).status == "SUCCESS"
     assert buffered.state == ScheduleRunState.STARTED
-    assert buffered.workflow is not None
+    assert buffered.workflow is not None and buffered.workflow.status == "PENDING"
+    pending = transport.pending  # type: ignore[attr-defined]
+    assert [d.workflow_id for d in pending] == [str(buffered.workflow_id)]
     drain()
     assert Execution.objects.filter(task="add").count() == 2
+    assert runs.tick(now=utc(2026, 5, 1, 3, 1)).promoted == {}  # nothing left for the sweeper
 
 
-def test_buffer_one_starts_the_buffered_run_at_the_next_call_after_the_running_one_finished(
+def test_the_sweeper_starts_a_buffered_run_the_finish_did_not(settings, memory, monkeypatch):
+    job = _hourly(settings, "buffer_one")
+    runs.fire(job, utc(2026, 5, 1, 1))
+    runs.fire(job, utc(2026, 5, 1, 2))
+    monkeypatch.setattr(runs, "all_schedules", dict)  # as if the receiver saw no schedule
+    drain()
+    monkeypatch.undo()
+    assert ScheduleRun.objects.get(slot=utc(2026, 5, 1, 2)).state == ScheduleRunState.BUFFERED
+
+    assert runs.tick(now=utc(2026, 5, 1, 2, 1)).promoted == {"job": 1}
+    assert ScheduleRun.objects.get(slot=utc(2026, 5, 1, 2)).state == ScheduleRunState.STARTED
+
+
+def test_buffer_one_over_http_starts_the_buffered_run_when_the_running_one_finishes(
     client, settings, memory
 ):
     _hourly(settings, "buffer_one")
     assert call(client, "job", utc(2026, 5, 1, 1)).json()["outcome"] == "started"
     assert call(client, "job", utc(2026, 5, 1, 2)).json()["outcome"] == "buffered"
-    drain()  # the 01:00 run finishes
+    drain()  # the 01:00 run finishes; the 02:00 one starts at once and finishes too
 
     answer = call(client, "job", utc(2026, 5, 1, 3)).json()
 
-    assert answer["outcome"] == "buffered"  # 02:00 started first, so 03:00 waits
+    assert answer["outcome"] == "started"
     states = dict(ScheduleRun.objects.values_list("slot__hour", "state"))
-    assert states == {1: "STARTED", 2: "STARTED", 3: "BUFFERED"}
-    assert ScheduleRun.objects.get(slot=utc(2026, 5, 1, 2)).workflow is not None
+    assert states == {1: "STARTED", 2: "STARTED", 3: "STARTED"}
+    assert Execution.objects.filter(task="add").count() == 2  # 01:00 and 02:00 ran
 
 
 def test_run_now_starts_a_run_whatever_the_overlap_and_the_pause(settings, memory):
