@@ -12,15 +12,40 @@ from __future__ import annotations
 import dataclasses
 import urllib.parse
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from google.cloud import tasks_v2
 
-if TYPE_CHECKING:  # records imports this module to build a queue's override
-    from .records import HttpTarget
-
 _SCHEMES = {tasks_v2.UriOverride.Scheme.HTTP: "http", tasks_v2.UriOverride.Scheme.HTTPS: "https"}
 _IF_NOT_EXISTS = tasks_v2.UriOverride.UriOverrideEnforceMode.IF_NOT_EXISTS
+
+
+@dataclass(frozen=True)
+class HttpTarget:
+    """What every attempt of a task sends, read once from its ``http_request``."""
+
+    url: str
+    method: int
+    headers: dict[str, str]
+    body: bytes
+    oidc_email: str | None
+    oidc_audience: str | None
+    oauth_email: str | None = None
+
+    @classmethod
+    def of(cls, pb: Any) -> HttpTarget:
+        """From the protobuf of an ``HttpRequest``."""
+        oidc = pb.oidc_token if pb.HasField("oidc_token") else None
+        oauth = pb.oauth_token if pb.HasField("oauth_token") else None
+        return cls(
+            url=pb.url,
+            method=pb.http_method,
+            headers=dict(pb.headers),
+            body=bytes(pb.body),
+            oidc_email=oidc.service_account_email if oidc is not None else None,
+            oidc_audience=oidc.audience if oidc is not None else None,
+            oauth_email=oauth.service_account_email if oauth is not None else None,
+        )
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from typing import Any
 from google.cloud import tasks_v2
 
 from .names import queue_short_id
-from .overrides import QueueOverride
+from .overrides import HttpTarget, QueueOverride
 from .policy import RetryPolicy, TokenBucket
 from .queue_config import retry_policy
 
@@ -115,34 +115,6 @@ class QueueRecord:
     def pop(self) -> None:
         """Remove the entry ``peek`` returned."""
         heapq.heappop(self.heap)
-
-
-@dataclass(frozen=True)
-class HttpTarget:
-    """What every attempt of a task sends, read once from its ``http_request``."""
-
-    url: str
-    method: int
-    headers: dict[str, str]
-    body: bytes
-    oidc_email: str | None
-    oidc_audience: str | None
-    oauth_email: str | None = None
-
-    @classmethod
-    def of(cls, pb: Any) -> HttpTarget:
-        """From the protobuf of an ``HttpRequest``."""
-        oidc = pb.oidc_token if pb.HasField("oidc_token") else None
-        oauth = pb.oauth_token if pb.HasField("oauth_token") else None
-        return cls(
-            url=pb.url,
-            method=pb.http_method,
-            headers=dict(pb.headers),
-            body=bytes(pb.body),
-            oidc_email=oidc.service_account_email if oidc is not None else None,
-            oidc_audience=oidc.audience if oidc is not None else None,
-            oauth_email=oauth.service_account_email if oauth is not None else None,
-        )
 
 
 def _set_time(timestamp: Any, epoch_seconds: float) -> None:

@@ -21,6 +21,7 @@ from .errors import EmulatorError, invalid, not_found
 from .filters import parse_queue_filter
 from .names import is_location_name, is_queue_name, new_task_id, parse_task_name
 from .options import EmulatorOptions
+from .overrides import HttpTarget
 from .policy import throttled_delay
 from .queue_config import (
     apply_update,
@@ -31,7 +32,6 @@ from .queue_config import (
 from .records import (
     AttemptRecord,
     Dispatch,
-    HttpTarget,
     QueueRecord,
     TaskRecord,
     to_datetime,
