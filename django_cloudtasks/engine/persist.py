@@ -102,12 +102,7 @@ def persist(expression: Expression, options: Mapping[str, Any]) -> Persisted:
         with transaction.atomic():
             workflow.save(force_insert=True)
             ready = admit_roots(ready, now)
-            get_store().insert(Node, rows)
-            dispatches = [dispatch_for(row) for row in ready]
-            barriers = [as_row(r) for r in rows if r.kind == NodeKind.BARRIER and not r.parents]
-            if barriers:
-                dispatches += advance(workflow.pk, [], now, barriers).dispatches
-            enqueue_on_commit(dispatches)
+            insert_and_send(workflow, rows, ready, now)
     except IntegrityError:
         # Another caller stored a workflow with the same unique key first.
         existing = None if unique is None else existing_run(unique.key, now)
@@ -123,6 +118,20 @@ def persist(expression: Expression, options: Mapping[str, Any]) -> Persisted:
         raise
     _created(workflow, len(rows))
     return Persisted(workflow, rows[graph.output])
+
+
+def insert_and_send(workflow: Workflow, rows: list[Node], ready: list[Node], now: datetime) -> None:
+    """Insert ``rows`` (new nodes of ``workflow``) in one statement; send the ``ready``
+    ones and close the joins that have no parents, after commit.
+
+    Call inside the transaction that stores them.
+    """
+    get_store().insert(Node, rows)
+    dispatches = [dispatch_for(row) for row in ready]
+    barriers = [as_row(r) for r in rows if r.kind == NodeKind.BARRIER and not r.parents]
+    if barriers:
+        dispatches += advance(workflow.pk, [], now, barriers).dispatches
+    enqueue_on_commit(dispatches)
 
 
 def _created(workflow: Workflow, size: int) -> None:

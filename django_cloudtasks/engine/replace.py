@@ -9,13 +9,12 @@ from django.utils import timezone
 
 import canvas
 from canvas import Expression, InputRule
-from django_cloudtasks.constants import REPLACED, NodeKind, State
-from django_cloudtasks.dispatch import dispatch_for, enqueue_on_commit
-from django_cloudtasks.engine.advance import advance, settle
+from django_cloudtasks.constants import REPLACED, State
+from django_cloudtasks.dispatch import enqueue_on_commit
+from django_cloudtasks.engine.advance import settle
 from django_cloudtasks.engine.flow import Ledger, holds_slot
-from django_cloudtasks.engine.persist import admit_roots, build_rows, check_graph
+from django_cloudtasks.engine.persist import admit_roots, build_rows, check_graph, insert_and_send
 from django_cloudtasks.models import Node, Workflow
-from django_cloudtasks.store import as_row, get_store
 
 logger = logging.getLogger("django_cloudtasks.engine")
 
@@ -64,12 +63,7 @@ def replace(node: Node, expression: Expression, attempt: int) -> bool:
             # It waits for its replacement now; it takes a slot again once that is done.
             ledger.release(node)
         ready = admit_roots(ready, now, ledger)
-        get_store().insert(Node, rows)
-        dispatches = [dispatch_for(row) for row in ready]
-        barriers = [as_row(r) for r in rows if r.kind == NodeKind.BARRIER and not r.parents]
-        if barriers:
-            dispatches += advance(workflow.pk, [], now, barriers).dispatches
-        enqueue_on_commit(dispatches)
+        insert_and_send(workflow, rows, ready, now)
     logger.info(
         "node replaced",
         extra={"workflow_id": str(node.workflow_id), "node_id": str(node.pk), "nodes": len(rows)},
