@@ -51,6 +51,8 @@ class Workflow(models.Model):
     finished_at = models.DateTimeField(null=True, blank=True)
     unique_key = models.CharField(max_length=200, null=True, blank=True)
     unique_until = models.DateTimeField(null=True, blank=True)
+    #: The W3C ``traceparent`` of the ``apply_async()`` caller: each delivery continues it.
+    traceparent = models.CharField(max_length=55, blank=True, default="")
 
     objects = WorkflowQuerySet.as_manager()
 
@@ -164,6 +166,8 @@ class Node(models.Model):
     error_module = models.CharField(max_length=200, blank=True)
     error_message = models.TextField(blank=True)
     error_traceback = models.TextField(blank=True)
+    #: One entry per finished attempt (start, end, outcome, error), oldest first.
+    attempt_log = models.JSONField(default=list, blank=True)
 
     created_at = models.DateTimeField(default=timezone.now)
     started_at = models.DateTimeField(null=True, blank=True)
