@@ -17,6 +17,7 @@ from django_cloudtasks.auth import (
     oidc_scope,
 )
 from django_cloudtasks.conf import DEFAULTS, TRANSPORTS, conf
+from django_cloudtasks.engine import result_expires
 from django_cloudtasks.exceptions import ConfigurationError
 from django_cloudtasks.registry import registry
 from django_cloudtasks.schedules import checks as schedule_checks  # noqa: F401 - registers them
@@ -31,6 +32,8 @@ MIN_TOKEN_LENGTH = 32
 #: ... and so is one made of fewer different characters (as Django's ``SECRET_KEY``
 #: check does); a random hex token of 32 characters has more.
 MIN_TOKEN_CHARACTERS = 8
+#: A ``RESULT_EXPIRES`` above this many days is reported by ``django_cloudtasks.W030``.
+MAX_EXPIRES_DAYS = 3650
 
 
 @checks.register("django_cloudtasks")
@@ -332,3 +335,36 @@ def _scope_problems(scopes: Any) -> list[str]:
                         f"{where}[{key!r}] is {value!r}, not a list of non-empty strings"
                     )
     return problems
+
+
+@checks.register("django_cloudtasks")
+def check_retention(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """Report a ``RESULT_EXPIRES`` the sweeper cannot use.
+
+    * ``django_cloudtasks.E030``: ``RESULT_EXPIRES`` is not a number of days above
+      zero, a positive timedelta or None.
+    * ``django_cloudtasks.W030``: it is a number above :data:`MAX_EXPIRES_DAYS`:
+      probably seconds, as Celery's ``result_expires`` counts.
+    """
+    try:
+        expires = result_expires()
+    except ConfigurationError as exc:
+        return [
+            checks.Error(
+                str(exc),
+                hint="Use a number of days (7, 0.5), a datetime.timedelta, or None to "
+                "keep finished workflows until `manage.py cloudtasks_purge` deletes them.",
+                id="django_cloudtasks.E030",
+            )
+        ]
+    number = isinstance(conf.RESULT_EXPIRES, int | float)
+    if number and expires is not None and expires.days > MAX_EXPIRES_DAYS:
+        return [
+            checks.Warning(
+                f"CLOUDTASKS['RESULT_EXPIRES'] is {conf.RESULT_EXPIRES!r} days.",
+                hint="The number counts days, not seconds as Celery's result_expires "
+                "does; write timedelta(seconds=...) for seconds.",
+                id="django_cloudtasks.W030",
+            )
+        ]
+    return []

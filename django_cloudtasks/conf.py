@@ -39,6 +39,7 @@ DEFAULTS: dict[str, tuple[str | None, Any]] = {
     "SCHEDULE_JOB_PREFIX": (None, "cloudtasks-schedule-"),
     "SCHEDULE_GRACE": (None, 120),
     "EAGER_PROPAGATES": (None, False),
+    "RESULT_EXPIRES": (None, 7),
 }
 
 

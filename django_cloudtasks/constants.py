@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 from typing import TypeAlias
 
 from django.db import models
@@ -66,6 +67,9 @@ class NodeKind(models.TextChoices):
 
 #: How far ahead Cloud Tasks accepts a schedule time.
 MAX_SCHEDULE_AHEAD_SECONDS = 30 * 24 * 3600
+#: How far back the schedules' tick looks for missed slots; retention keeps a schedule
+#: run (and its workflow) at least this long, so a purged slot never looks missed.
+SCHEDULE_LOOKBACK = timedelta(days=7)
 
 #: The key of a node's options holding where it sits in its canvas (Celery's request
 #: ``parent_id``, ``group``, ``group_index`` and ``chord``), written when it is stored.

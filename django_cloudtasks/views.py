@@ -360,6 +360,7 @@ def sweep(request: HttpRequest) -> JsonResponse:
     """``POST /cloudtasks/sweep/``: the sweeper, for Cloud Scheduler."""
     report = run_sweep()
     flow = engine.sweep_flow()
+    purged = engine.purge_expired()
     return JsonResponse(
         {
             "resent": report.resent,
@@ -368,6 +369,8 @@ def sweep(request: HttpRequest) -> JsonResponse:
             "failed": report.failed,
             "slots_released": flow.released,
             "waiting_sent": flow.sent,
+            "purged_workflows": purged.workflows,
+            "purged_nodes": purged.nodes,
         }
     )
 

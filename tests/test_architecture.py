@@ -268,7 +268,6 @@ WRITERS = {
     "django_cloudtasks.engine": "every change of state",
     "django_cloudtasks.store": "the raw statements the engine runs",
     "django_cloudtasks.dispatch": "the parked flag of nodes beyond Cloud Tasks' horizon",
-    "django_cloudtasks.management.commands.cloudtasks_purge": "deleting old workflows",
 }
 _WRITES = {"update", "save", "delete", "create", "bulk_create", "bulk_update", "update_or_create"}
 

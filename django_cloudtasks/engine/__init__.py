@@ -6,8 +6,9 @@ here: :func:`persist` a canvas, :func:`claim` a node for a delivery (and
 :func:`record_failure` (with its error callbacks), :func:`revoke_node` and
 :func:`revoke_workflow`, :func:`replace` (``self.replace()``) and :func:`pass_on`,
 :func:`retry_node`, the retry by hand that resumes a failed workflow, and
-:func:`sweep_flow`, the sweeper's part of flow control. The SQL they run comes from
-:mod:`django_cloudtasks.store`.
+:func:`sweep_flow`, the sweeper's part of flow control, and :func:`purge` and
+:func:`purge_expired`, retention's deletes of old finished workflows. The SQL they
+run comes from :mod:`django_cloudtasks.store`.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from django_cloudtasks.engine.persist import Persisted, persist
 from django_cloudtasks.engine.progress import progress_of, record_progress
 from django_cloudtasks.engine.replace import pass_on, replace
 from django_cloudtasks.engine.resume import RetryRefused, RetryReport, retry_node
+from django_cloudtasks.engine.retention import Purged, purge, purge_expired, result_expires
 from django_cloudtasks.engine.revoke import revoke_node, revoke_workflow
 from django_cloudtasks.store import Take
 
@@ -36,6 +38,7 @@ __all__ = [
     "Advanced",
     "FlowSweep",
     "Persisted",
+    "Purged",
     "RetryRefused",
     "RetryReport",
     "Take",
@@ -50,9 +53,12 @@ __all__ = [
     "pass_on",
     "persist",
     "progress_of",
+    "purge",
+    "purge_expired",
     "record_failure",
     "record_progress",
     "replace",
+    "result_expires",
     "retry_node",
     "revoke_node",
     "revoke_workflow",

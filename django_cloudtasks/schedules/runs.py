@@ -21,6 +21,7 @@ from django.db.models import Max
 from django.utils import timezone
 
 from django_cloudtasks.conf import conf
+from django_cloudtasks.constants import SCHEDULE_LOOKBACK
 from django_cloudtasks.dispatch import after_commit
 from django_cloudtasks.models import ScheduleRun, ScheduleRunState, ScheduleState
 from django_cloudtasks.schedules.declarations import Schedule, ScheduleError, all_schedules
@@ -29,7 +30,7 @@ from django_cloudtasks.schedules.timing import is_slot, latest_slot, slots_betwe
 logger = logging.getLogger("django_cloudtasks.schedules")
 
 #: How far back the tick looks for missed slots, whatever ``catch_up`` says.
-LOOKBACK = timedelta(days=7)
+LOOKBACK = SCHEDULE_LOOKBACK
 #: At most this many missed slots are recorded per schedule and tick (the latest ones).
 MAX_MISSED_ROWS = 1000
 #: At most this many slots in one backfill.

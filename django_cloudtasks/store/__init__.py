@@ -14,6 +14,7 @@ from django.db import connection, connections
 from django_cloudtasks.store.base import CHUNK_SIZE, Done, Store, Take, chunks, sql_literal
 from django_cloudtasks.store.flow import Slots
 from django_cloudtasks.store.postgresql import PostgresStore
+from django_cloudtasks.store.retention import Deleted
 from django_cloudtasks.store.rows import ADVANCE_COLUMNS, NODE_FIELDS, as_row, node_from_db
 from django_cloudtasks.store.sqlite import SqliteStore
 
@@ -22,6 +23,7 @@ __all__ = [
     "CHUNK_SIZE",
     "NODE_FIELDS",
     "SUPPORTED_VENDORS",
+    "Deleted",
     "Done",
     "Slots",
     "Store",

@@ -22,6 +22,7 @@ from canvas import InputRule
 from django_cloudtasks.constants import CLAIMABLE_STATES, NodeId, NodeKind, State, WorkflowId
 from django_cloudtasks.models import Node, Workflow
 from django_cloudtasks.store.flow import FlowStatements
+from django_cloudtasks.store.retention import RetentionStatements
 from django_cloudtasks.store.rows import (
     ADVANCE_COLUMNS,
     NODE_FIELDS,
@@ -92,7 +93,7 @@ class Statement:
         self.params.extend(params)
 
 
-class Store(FlowStatements):
+class Store(FlowStatements, RetentionStatements):
     """The raw statements of one database; subclasses give the dialect."""
 
     vendor = ""

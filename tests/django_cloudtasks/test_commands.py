@@ -233,11 +233,17 @@ def test_purge_dry_run_counts_and_deletes_nothing():
 
 @pytest.mark.parametrize(
     "args",
-    [[], ["--older-than", "-1"], ["--older-than", "x"], ["--older-than", "1", "--batch-size", "0"]],
+    [["--older-than", "-1"], ["--older-than", "x"], ["--older-than", "1", "--batch-size", "0"]],
 )
-def test_purge_refuses_a_missing_or_bad_limit(args):
+def test_purge_refuses_a_bad_limit(args):
     with pytest.raises(CommandError):
         call_command("cloudtasks_purge", *args)
+
+
+def test_purge_without_a_limit_needs_result_expires(settings):
+    settings.CLOUDTASKS = {**settings.CLOUDTASKS, "RESULT_EXPIRES": None}
+    with pytest.raises(CommandError, match="retention is off"):
+        call_command("cloudtasks_purge")
 
 
 # -- cloudtasks_sweep --------------------------------------------------------------------

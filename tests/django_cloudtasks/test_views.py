@@ -720,6 +720,8 @@ def test_the_sweep_resends_stuck_nodes_and_answers_counts(client, memory):
         "failed": 0,
         "slots_released": 0,
         "waiting_sent": 0,
+        "purged_workflows": 0,
+        "purged_nodes": 0,
     }
     assert [d.node_id for d in memory.sent] == [str(first.pk)]
 

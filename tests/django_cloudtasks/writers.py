@@ -24,7 +24,6 @@ WRITE = re.compile(
 WRITERS = (
     "django_cloudtasks.engine",  # every change of state
     "django_cloudtasks.dispatch",  # the parked flag of nodes beyond Cloud Tasks' horizon
-    "django_cloudtasks.management.commands.cloudtasks_purge",  # deleting old workflows
 )
 
 

@@ -8,7 +8,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from django_cloudtasks.dispatch import sweep
-from django_cloudtasks.engine import sweep_flow
+from django_cloudtasks.engine import purge_expired, sweep_flow
 
 
 def _seconds(value: str) -> float:
@@ -27,7 +27,8 @@ class Command(BaseCommand):
     help = (
         "Send again the nodes that were committed as ready but never reached Cloud Tasks "
         "(a crash between commit and enqueue, a transport outage), and send parked "
-        "far-future ETAs that are now within Cloud Tasks' 30-day reach. Resending a "
+        "far-future ETAs that are now within Cloud Tasks' 30-day reach, and delete a few "
+        "batches of workflows finished more than CLOUDTASKS['RESULT_EXPIRES'] ago. Resending a "
         "delivery that did arrive is answered ALREADY_EXISTS, so nothing runs twice. "
         "Run it every few minutes (cron, Cloud Scheduler). Exits 1 when some nodes could "
         "not be sent; they stay for the next sweep."
@@ -45,19 +46,23 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        """Sweep and print ``resent N, unparked N, parked N, failed N`` (and flow control's).
+        """Sweep and print ``resent N, unparked N, parked N, failed N`` (and flow control's
+        and retention's counts when they did something).
 
         Raises:
             CommandError: (exit status 1) when some nodes could not be sent.
         """
         report = sweep(grace=options["grace"])
         flow = sweep_flow(grace=options["grace"])
+        purged = purge_expired()
         line = (
             f"resent {report.resent}, unparked {report.unparked}, parked {report.parked}, "
             f"failed {report.failed}"
         )
         if flow.released or flow.sent:
             line += f", slots released {flow.released}, waiting sent {flow.sent}"
+        if purged.workflows:
+            line += f", purged {purged.workflows} workflows ({purged.nodes} nodes)"
         self.stdout.write(line)
         if report.failed:
             raise CommandError(
