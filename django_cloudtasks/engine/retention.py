@@ -15,6 +15,7 @@ still looks at (:data:`~django_cloudtasks.constants.SCHEDULE_LOOKBACK`).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -29,6 +30,8 @@ from django_cloudtasks.constants import SCHEDULE_LOOKBACK, SLOT_STATES, WAITING_
 from django_cloudtasks.exceptions import ConfigurationError
 from django_cloudtasks.models import Node, ScheduleRun, Workflow, WorkflowQuerySet
 from django_cloudtasks.store import CHUNK_SIZE, get_store
+
+logger = logging.getLogger("django_cloudtasks.engine")
 
 #: Workflows deleted per transaction unless told otherwise.
 BATCH_SIZE = 500
@@ -152,12 +155,15 @@ def purge(
 def purge_expired(now: datetime | None = None, max_batches: int = SWEEP_BATCHES) -> Purged:
     """The sweeper's part: delete up to ``max_batches`` batches of expired workflows.
 
-    Does nothing (and asks the database nothing) when ``RESULT_EXPIRES`` is None.
-
-    Raises:
-        ConfigurationError: when ``RESULT_EXPIRES`` is not a valid age.
+    Does nothing (and asks the database nothing) when ``RESULT_EXPIRES`` is None. An
+    invalid ``RESULT_EXPIRES`` is logged as an error and deletes nothing, so it never
+    stops the rest of a sweep (the system check ``django_cloudtasks.E030`` reports it).
     """
-    expires = result_expires()
+    try:
+        expires = result_expires()
+    except ConfigurationError as exc:
+        logger.error("retention is off: %s", exc)
+        return Purged(complete=False)
     if expires is None:
         return Purged()
     now = now or timezone.now()

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import timedelta
 from io import StringIO
 
 import pytest
 from django.core.management import call_command
-from django.db import connection
+from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from freezegun import freeze_time
@@ -100,6 +101,20 @@ def test_turned_off_retention_asks_the_database_nothing(settings):
     assert statements(engine.purge_expired) == 0
 
 
+def test_a_bad_result_expires_is_logged_and_the_rest_of_the_sweep_still_runs(
+    memory, settings, caplog
+):
+    stuck = add.s(1, 1).apply_async()
+    Node.objects.filter(pk=stuck.id).update(ready_at=timezone.now() - timedelta(hours=1))
+    make_workflow(days_ago=30)
+    settings.CLOUDTASKS = {**settings.CLOUDTASKS, "RESULT_EXPIRES": "7"}
+
+    assert sweep().startswith("resent 1,")
+
+    assert len(remaining()) == 2
+    assert "retention is off: CLOUDTASKS['RESULT_EXPIRES'] must be" in caplog.text
+
+
 def test_one_sweep_deletes_a_bounded_number_of_batches_and_the_next_one_goes_on(
     memory, monkeypatch
 ):
@@ -187,6 +202,66 @@ def test_a_workflow_reopened_after_it_was_picked_is_not_deleted():
 
     assert (deleted.workflows, deleted.nodes) == (0, 0)
     assert Node.objects.filter(workflow=reopened).count() == 2
+
+
+# -- concurrency (PostgreSQL) ------------------------------------------------------------
+
+
+@pytest.mark.postgres
+def test_two_purges_at_once_delete_every_expired_workflow_once():
+    for i in range(40):
+        make_workflow(days_ago=10 + i)
+    cutoff = timezone.now() - timedelta(days=7)
+    barrier = threading.Barrier(2)
+    reports: list[retention.Purged] = []
+
+    def purger() -> None:
+        try:
+            barrier.wait()
+            reports.append(engine.purge(cutoff, batch_size=3))
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=purger) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert sum(r.workflows for r in reports) == 40
+    assert sum(r.nodes for r in reports) == 80
+    assert remaining() == set() and Node.objects.count() == 0
+
+
+@pytest.mark.postgres
+def test_a_purge_passes_over_a_workflow_being_reopened_and_leaves_it_whole():
+    reopened = make_workflow(days_ago=20)
+    make_workflow(days_ago=10)  # deleted meanwhile
+    locked, purged = threading.Event(), threading.Event()
+
+    def admin_retries() -> None:  # as retry_node does: lock the workflow, re-open it
+        try:
+            with transaction.atomic():
+                Workflow.objects.select_for_update().get(pk=reopened.pk)
+                locked.set()
+                assert purged.wait(timeout=30)
+                Workflow.objects.filter(pk=reopened.pk).update(
+                    status=WorkflowStatus.PENDING, finished_at=None
+                )
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=admin_retries)
+    thread.start()
+    assert locked.wait(timeout=30)
+    report = engine.purge(timezone.now() - timedelta(days=7))
+    purged.set()
+    thread.join()
+
+    assert report.workflows == 1
+    assert remaining() == {str(reopened.pk)}
+    assert Node.objects.filter(workflow=reopened).count() == 2
+    assert engine.purge(timezone.now() - timedelta(days=7)).workflows == 0
 
 
 # -- batches -----------------------------------------------------------------------------
