@@ -27,6 +27,7 @@ class CloudTasksConfig(AppConfig):
             registry,
             signals,
             store,  # noqa: F401 - registers the database check
+            telemetry,
         )
         from django_cloudtasks.results import AsyncResult
         from django_cloudtasks.runner import deliver
@@ -38,6 +39,7 @@ class CloudTasksConfig(AppConfig):
         canvas.executor.install(WorkflowExecutor())
         registry.result_type = AsyncResult
         install_delivery(deliver)
+        telemetry.hooks.install()
         setting_changed.connect(_settings_changed, dispatch_uid="django_cloudtasks.settings")
         signals.workflow_finished.connect(
             start_buffered_when_finished, dispatch_uid="django_cloudtasks.schedules.buffer_one"
@@ -57,18 +59,22 @@ class WorkflowExecutor:
     def apply_async(self, expression: Any, options: dict[str, Any]) -> Any:
         """Persist ``expression`` and return the result handle of its last step."""
         # Not above: see ready().
+        from django_cloudtasks import telemetry
         from django_cloudtasks.conf import conf
         from django_cloudtasks.engine import persist
         from django_cloudtasks.exceptions import EnqueueError
         from django_cloudtasks.results import result_for
         from django_cloudtasks.transports import get_transport
 
-        try:
-            result = result_for(persist(expression, options).output)
-        except EnqueueError as exc:
-            if exc.output is not None:  # saved: hand back its handle with the error
-                exc.result = result_for(exc.output)
-            raise
+        with telemetry.hooks.submitting() as submission:
+            try:
+                persisted = persist(expression, options)
+            except EnqueueError as exc:
+                if exc.output is not None:  # saved: hand back its handle with the error
+                    exc.result = result_for(exc.output)
+                raise
+            submission.created(str(persisted.workflow.pk), persisted.workflow.name)
+        result = result_for(persisted.output)
         if conf.EAGER_PROPAGATES and get_transport().name == "eager" and result.failed():
             result.get(timeout=0)  # raises the task's exception (task_eager_propagates)
         return result

@@ -26,7 +26,6 @@ from __future__ import annotations
 import hmac
 import http.client
 import json
-import logging
 import math
 import re
 import string
@@ -43,8 +42,9 @@ from google.auth import jwt
 
 from django_cloudtasks.conf import conf
 from django_cloudtasks.exceptions import CloudTasksError
+from django_cloudtasks.telemetry import get_logger
 
-logger = logging.getLogger("django_cloudtasks.auth")
+logger = get_logger("django_cloudtasks.auth")
 
 #: Seconds of clock difference tolerated on ``iat``, ``nbf``, ``exp`` and the lifetime.
 CLOCK_SKEW = 10

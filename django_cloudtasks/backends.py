@@ -24,7 +24,6 @@ only accepts a ``Task`` object.
 from __future__ import annotations
 
 import inspect
-import logging
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -85,8 +84,9 @@ from django_cloudtasks import signals
 from django_cloudtasks.conf import conf
 from django_cloudtasks.constants import State
 from django_cloudtasks.registry import TaskPolicy, registry
+from django_cloudtasks.telemetry import get_logger
 
-logger = logging.getLogger("django_cloudtasks.backends")
+logger = get_logger("django_cloudtasks.backends")
 
 __all__ = ["PREFIX", "CloudTasksBackend", "ensure_registered", "registry_name"]
 

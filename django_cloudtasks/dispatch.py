@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -12,14 +11,15 @@ from django.db import transaction
 from django.dispatch import Signal
 from django.utils import timezone
 
-from django_cloudtasks import signals
+from django_cloudtasks import signals, telemetry
 from django_cloudtasks.conf import conf
 from django_cloudtasks.constants import MAX_SCHEDULE_AHEAD_SECONDS, State
 from django_cloudtasks.exceptions import EnqueueError
 from django_cloudtasks.models import Node
+from django_cloudtasks.telemetry import get_logger
 from django_cloudtasks.transports import Dispatch, get_transport
 
-logger = logging.getLogger("django_cloudtasks.dispatch")
+logger = get_logger("django_cloudtasks.dispatch")
 
 #: Leave this much margin below Cloud Tasks' 30-day horizon when parking.
 _HORIZON_MARGIN = timedelta(hours=1)
@@ -73,6 +73,7 @@ def send_now(dispatches: Sequence[Dispatch], now: datetime | None = None) -> Non
         logger.info("parked %d nodes beyond the 30-day horizon", len(far))
     if not near:
         return
+    near = telemetry.hooks.stamp(near)
     if signals.before_task_publish.has_listeners():
         _publish(signals.before_task_publish, near)
     try:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import math
 import uuid
 from collections.abc import Callable, Coroutine
@@ -36,8 +35,9 @@ from django_cloudtasks.registry import registry
 from django_cloudtasks.schedules import runs as schedule_runs
 from django_cloudtasks.schedules.declarations import ScheduleError, get_schedule
 from django_cloudtasks.schedules.timing import latest_slot
+from django_cloudtasks.telemetry import get_logger
 
-logger = logging.getLogger("django_cloudtasks.views")
+logger = get_logger("django_cloudtasks.views")
 
 #: How deeply a request body may nest lists and objects (results are stored and
 #: re-encoded recursively, so a deeper one could exhaust the stack).

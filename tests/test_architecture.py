@@ -23,6 +23,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("constants", "exceptions", "conf", "signals"),
     ("policy",),
     ("limits", "models"),
+    ("telemetry",),
     ("context", "eager_result", "registry"),
     ("store",),
     ("transports",),

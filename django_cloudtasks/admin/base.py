@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import uuid
 from datetime import datetime
 from typing import Any
@@ -25,8 +24,9 @@ from django.utils.safestring import SafeString
 from django_cloudtasks import dagsvg
 from django_cloudtasks.constants import State
 from django_cloudtasks.models import Node, Workflow
+from django_cloudtasks.telemetry import get_logger
 
-logger = logging.getLogger("django_cloudtasks.admin")
+logger = get_logger("django_cloudtasks.admin")
 
 #: How many nodes the workflow page lists inline; the node list has them all.
 INLINE_NODES = 200

@@ -9,7 +9,6 @@ whatever the size of the group.
 
 from __future__ import annotations
 
-import logging
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -33,9 +32,10 @@ from django_cloudtasks.engine.flow import Ledger, admit, end_revoked_run, holds_
 from django_cloudtasks.models import Node, Workflow
 from django_cloudtasks.policy import due_by, lease_seconds
 from django_cloudtasks.store import Done, Take, get_store
+from django_cloudtasks.telemetry import get_logger
 from django_cloudtasks.transports import Dispatch
 
-logger = logging.getLogger("django_cloudtasks.engine")
+logger = get_logger("django_cloudtasks.engine")
 
 
 # -- claim -----------------------------------------------------------------------------

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
@@ -35,9 +34,10 @@ from django_cloudtasks.engine.flow import (
 from django_cloudtasks.models import Node, Workflow
 from django_cloudtasks.registry import registry, task_queue
 from django_cloudtasks.store import chunks
+from django_cloudtasks.telemetry import get_logger
 from django_cloudtasks.transports import Dispatch
 
-logger = logging.getLogger("django_cloudtasks.engine")
+logger = get_logger("django_cloudtasks.engine")
 
 
 def schedule_retry(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -16,7 +15,7 @@ from django.utils import timezone
 import canvas
 from canvas import Expression, Graph, InputRule, Signature
 from canvas.options import RUN_OPTIONS, merge_options
-from django_cloudtasks import signals
+from django_cloudtasks import signals, telemetry
 from django_cloudtasks.constants import LINEAGE, NodeKind, State
 from django_cloudtasks.dispatch import dispatch_for, enqueue_on_commit
 from django_cloudtasks.engine.advance import advance
@@ -34,9 +33,10 @@ from django_cloudtasks.policy import (
 )
 from django_cloudtasks.registry import policy_options, registry, task_queue
 from django_cloudtasks.store import as_row, get_store
+from django_cloudtasks.telemetry import get_logger
 from django_cloudtasks.transports import get_transport
 
-logger = logging.getLogger("django_cloudtasks.engine")
+logger = get_logger("django_cloudtasks.engine")
 
 
 @dataclass(frozen=True)
@@ -96,6 +96,7 @@ def persist(expression: Expression, options: Mapping[str, Any]) -> Persisted:
         created_at=now,
         unique_key=None if unique is None else unique.key,
         unique_until=None if unique is None else unique.until(now),
+        traceparent=telemetry.hooks.traceparent(),
     )
     rows, ready = build_rows(graph, workflow, defaults, now, not_before)
     try:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-
 from django.db import transaction
 from django.utils import timezone
 
@@ -15,8 +13,9 @@ from django_cloudtasks.engine.advance import settle
 from django_cloudtasks.engine.flow import Ledger, holds_slot
 from django_cloudtasks.engine.persist import admit_roots, build_rows, check_graph, insert_and_send
 from django_cloudtasks.models import Node, Workflow
+from django_cloudtasks.telemetry import get_logger
 
-logger = logging.getLogger("django_cloudtasks.engine")
+logger = get_logger("django_cloudtasks.engine")
 
 
 def replace(node: Node, expression: Expression, attempt: int) -> bool:

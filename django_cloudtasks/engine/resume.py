@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 
 from django.db import transaction
@@ -15,9 +14,10 @@ from django_cloudtasks.engine.flow import Ledger, admit, is_limited
 from django_cloudtasks.exceptions import CloudTasksError, NodeNotFound
 from django_cloudtasks.models import Node, Workflow
 from django_cloudtasks.store import chunks
+from django_cloudtasks.telemetry import get_logger
 
 # Named after the module this code lived in first; log configurations refer to it.
-logger = logging.getLogger("django_cloudtasks.recovery")
+logger = get_logger("django_cloudtasks.recovery")
 
 _CLEARED_ERROR = {
     "error_type": "",

@@ -10,7 +10,6 @@ async run endpoint.
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -19,7 +18,7 @@ from asgiref.sync import sync_to_async
 from django.utils import timezone
 
 from canvas import InputRule
-from django_cloudtasks import engine, signals
+from django_cloudtasks import engine, signals, telemetry
 from django_cloudtasks.conf import conf
 from django_cloudtasks.constants import (
     CLAIMABLE_STATES,
@@ -49,9 +48,10 @@ from django_cloudtasks.policy import (
 )
 from django_cloudtasks.registry import Task, registry
 from django_cloudtasks.runner.settle import Call, Inline, Outcome, fail, finish, soft_limit
+from django_cloudtasks.telemetry import get_logger
 from django_cloudtasks.transports import get_transport
 
-logger = logging.getLogger("django_cloudtasks.runner")
+logger = get_logger("django_cloudtasks.runner")
 
 
 def deliver(
@@ -104,6 +104,7 @@ async def adeliver(
     return outcome
 
 
+@telemetry.attempt_async
 async def _astart(node: Node, headers: Mapping[str, str], inline: Inline | None) -> Outcome:
     """:func:`_start` in an event loop."""
     call = await sync_to_async(_prepare)(node, headers, inline)
@@ -130,6 +131,7 @@ def _carry_on(node: Node, headers: Mapping[str, str], inline: Inline | None) -> 
     return outcome
 
 
+@telemetry.attempt
 def _start(node: Node, headers: Mapping[str, str], inline: Inline | None) -> Outcome:
     """Run a claimed node: prepare its call, call its function, settle by what it did."""
     call = _prepare(node, headers, inline)

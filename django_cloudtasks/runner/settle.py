@@ -8,7 +8,6 @@ Settling is one of three engine calls: :func:`~django_cloudtasks.engine.succeed`
 from __future__ import annotations
 
 import json
-import logging
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -37,8 +36,9 @@ from django_cloudtasks.policy import (
     retry_limit,
 )
 from django_cloudtasks.registry import Task, registry
+from django_cloudtasks.telemetry import get_logger
 
-logger = logging.getLogger("django_cloudtasks.runner")
+logger = get_logger("django_cloudtasks.runner")
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,6 @@ retried or duplicated call of a slot finds its row and starts nothing.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import partial
@@ -26,8 +25,9 @@ from django_cloudtasks.dispatch import after_commit
 from django_cloudtasks.models import ScheduleRun, ScheduleRunState, ScheduleState
 from django_cloudtasks.schedules.declarations import Schedule, ScheduleError, all_schedules
 from django_cloudtasks.schedules.timing import is_slot, latest_slot, slots_between
+from django_cloudtasks.telemetry import get_logger
 
-logger = logging.getLogger("django_cloudtasks.schedules")
+logger = get_logger("django_cloudtasks.schedules")
 
 #: How far back the tick looks for missed slots, whatever ``catch_up`` says.
 LOOKBACK = SCHEDULE_LOOKBACK

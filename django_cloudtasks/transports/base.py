@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar
 
@@ -54,6 +54,8 @@ class Dispatch:
     takeover: int = 0
     #: How many times a debounce postponed the node: each time is a new Cloud Task.
     deferred: int = 0
+    #: The W3C ``traceparent`` the delivery continues ("" for none); sent as a header.
+    traceparent: str = field(default="", compare=False)
 
     @property
     def cloud_task_id(self) -> str:

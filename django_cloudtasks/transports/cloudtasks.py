@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -19,9 +18,10 @@ from google.cloud.tasks_v2.services.cloud_tasks.transports import CloudTasksGrpc
 
 from django_cloudtasks.conf import conf
 from django_cloudtasks.exceptions import ConfigurationError, EnqueueError
+from django_cloudtasks.telemetry import get_logger
 from django_cloudtasks.transports.base import Dispatch, Transport
 
-logger = logging.getLogger("django_cloudtasks.transports.cloudtasks")
+logger = get_logger("django_cloudtasks.transports.cloudtasks")
 
 #: Errors worth another try: the request may not have reached Cloud Tasks.
 TRANSIENT = (
@@ -142,6 +142,8 @@ class CloudTasksTransport(Transport):
         request.url = f"{base}/cloudtasks/run/{dispatch.task_name}/"
         request.headers["Content-Type"] = "application/json"
         request.body = json.dumps(dispatch.body()).encode()
+        if dispatch.traceparent:
+            request.headers["traceparent"] = dispatch.traceparent
         account = conf.OIDC_SERVICE_ACCOUNT
         if account:
             request.oidc_token.service_account_email = str(account)

@@ -6,6 +6,7 @@ import threading
 from collections import deque
 from collections.abc import Sequence
 
+from django_cloudtasks import telemetry
 from django_cloudtasks.context import running_depth
 from django_cloudtasks.transports.base import Deliver, Dispatch, Transport, installed_delivery
 
@@ -42,6 +43,7 @@ class EagerTransport(Transport):
         try:
             while self._local.queue:
                 dispatch = self._local.queue.popleft()
-                deliver(dispatch.node_id, retries=dispatch.retries, early=True)
+                with telemetry.hooks.continuing(dispatch.traceparent):
+                    deliver(dispatch.node_id, retries=dispatch.retries, early=True)
         finally:
             self._local.queue, self._local.depth = queue, depth

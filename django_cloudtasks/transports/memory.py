@@ -6,6 +6,7 @@ import threading
 from collections import deque
 from collections.abc import Sequence
 
+from django_cloudtasks import telemetry
 from django_cloudtasks.transports.base import Deliver, Dispatch, Transport, installed_delivery
 
 
@@ -67,7 +68,8 @@ class MemoryTransport(Transport):
             dispatch = self.take()
             if dispatch is None:
                 break
-            deliver(dispatch.node_id, retries=dispatch.retries, early=True)
+            with telemetry.hooks.continuing(dispatch.traceparent):
+                deliver(dispatch.node_id, retries=dispatch.retries, early=True)
             done += 1
         return done
 

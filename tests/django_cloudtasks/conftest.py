@@ -9,6 +9,7 @@ import pytest
 from django_cloudtasks.transports import get_transport, reset_transport
 from django_cloudtasks.transports.memory import MemoryTransport
 from tests.django_cloudtasks.browser import chromium  # noqa: F401  (a fixture)
+from tests.django_cloudtasks.otel import metrics, spans  # noqa: F401  (fixtures)
 from tests.django_cloudtasks.writers import watch_writers
 
 
