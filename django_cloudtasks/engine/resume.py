@@ -14,7 +14,7 @@ from django_cloudtasks.engine.flow import Ledger, admit, is_limited
 from django_cloudtasks.exceptions import CloudTasksError, NodeNotFound
 from django_cloudtasks.models import Node, Workflow
 from django_cloudtasks.store import chunks
-from django_cloudtasks.telemetry import get_logger
+from django_cloudtasks.telemetry import get_logger, node_fields
 
 # Named after the module this code lived in first; log configurations refer to it.
 logger = get_logger("django_cloudtasks.recovery")
@@ -122,12 +122,7 @@ def retry_node(node_id: NodeId) -> RetryReport:
     blocked = [] if resumed else _blocking_failures(rows, reset)
     logger.info(
         "node retried by hand",
-        extra={
-            "workflow_id": str(node.workflow_id),
-            "node_id": str(node.pk),
-            "reset": len(reset) - 1,
-            "resumed": resumed,
-        },
+        extra={**node_fields(node), "reset": len(reset) - 1, "resumed": resumed},
     )
     return RetryReport(
         node_id=str(node.pk),

@@ -192,7 +192,7 @@ def _resume(origin: Node) -> Outcome:
         return Outcome(409, origin.state, "a successor run inline is still running; try later")
     logger.warning(
         "taking over a successor whose inline run stopped",
-        extra={"workflow_id": str(origin.workflow_id), "node_id": str(node.pk)},
+        extra=telemetry.node_fields(node),
     )
     _carry_on(node, {}, _inline_run(origin.pk))
     return Outcome(200, origin.state, "resumed its inline successors")

@@ -14,7 +14,13 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
 from django_cloudtasks.telemetry.base import Submission, Telemetry
-from django_cloudtasks.telemetry.scope import DeliveryFilter, Scope, current, get_logger
+from django_cloudtasks.telemetry.scope import (
+    DeliveryFilter,
+    Scope,
+    current,
+    get_logger,
+    node_fields,
+)
 
 __all__ = [
     "DeliveryFilter",
@@ -27,6 +33,7 @@ __all__ = [
     "get_logger",
     "hooks",
     "load",
+    "node_fields",
 ]
 
 

@@ -17,7 +17,7 @@ QUEUE = "cloudtasks.queue"
 STATE = "cloudtasks.state"
 
 #: Counter name per final state of an attempt.
-_ENDED = {
+_ENDED: dict[str, str] = {
     State.SUCCESS: "cloudtasks.task.succeeded",
     State.FAILURE: "cloudtasks.task.failed",
     State.RETRY: "cloudtasks.task.retried",
@@ -32,7 +32,7 @@ class Instruments:
         self.started = meter.create_counter(
             "cloudtasks.task.started", unit="{attempt}", description="Task attempts started."
         )
-        self.ended = {
+        self.ended: dict[str, metrics.Counter] = {
             state: meter.create_counter(
                 name, unit="{attempt}", description=f"Task attempts that ended {state}."
             )

@@ -87,7 +87,8 @@ class OpenTelemetry(Telemetry):
         value = tracing.traceparent()
         if not value:
             return dispatches
-        return [d if d.traceparent else replace(d, traceparent=value) for d in dispatches]
+        sent: list[Any] = dispatches  # Dispatch values (transports, a layer above)
+        return [d if d.traceparent else replace(d, traceparent=value) for d in sent]
 
     def continuing(self, traceparent: str) -> contextlib.AbstractContextManager[object]:
         return tracing.continuing(traceparent) if traceparent else contextlib.nullcontext()

@@ -73,7 +73,7 @@ class Scope:
         self._token = _current.set(self.delivery)
         return self
 
-    def __exit__(self, *exc_info: object) -> None:
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
         if self._token is not None:
             _current.reset(self._token)
             self._token = None
@@ -103,6 +103,17 @@ class DeliveryFilter(logging.Filter):
                     value = None if name == "node_index" else ""
                 setattr(record, name, value)
         return True
+
+
+def node_fields(node: Node) -> dict[str, Any]:
+    """The :data:`FIELDS` of ``node``, for the ``extra=`` of a line logged about it
+    outside its delivery."""
+    return {
+        "workflow_id": str(node.workflow_id),
+        "node_id": str(node.pk),
+        "node_index": node.index,
+        "task_name": node.task_name,
+    }
 
 
 _filter = DeliveryFilter()

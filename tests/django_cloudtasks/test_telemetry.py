@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 
@@ -159,6 +160,35 @@ def _uninstrument(instrumented, raw):
         connection.connection = raw
 
 
+def test_with_the_django_instrumentation_an_attempt_is_a_child_of_its_run_request(
+    spans, memory, client
+):
+    from opentelemetry.instrumentation.django import DjangoInstrumentor
+
+    with tracer.start_as_current_span("POST /orders/") as request:
+        result = add.delay(2, 2)
+    dispatch = memory.take()
+    instrumentor = DjangoInstrumentor()
+    instrumentor.instrument()
+    try:
+        response = client.post(
+            f"/cloudtasks/run/{dispatch.task_name}/",
+            data=json.dumps(dispatch.body()),
+            content_type="application/json",
+            headers={"Authorization": "Bearer test-token", "traceparent": dispatch.traceparent},
+        )
+    finally:
+        instrumentor.uninstrument()
+    assert response.status_code == 200
+    assert result.get(timeout=0) == 4
+    (run,) = runs(spans)
+    server = by_id(spans)[run.parent.span_id]
+    assert server.kind == SpanKind.SERVER
+    assert server.attributes["http.route"] == "cloudtasks/run/<str:task_name>/"
+    assert ancestors(run, by_id(spans))[1:] == ["apply_async", "POST /orders/"]
+    assert run.context.trace_id == request.get_span_context().trace_id
+
+
 def test_metrics_count_attempts_by_task_and_outcome(metrics, memory):
     flaky.delay(1)
     fail.delay(1)
@@ -204,3 +234,21 @@ def test_library_log_lines_in_a_delivery_name_its_workflow_node_and_task(memory,
     assert line.node_index == node.index
     assert line.task_name == "fail"
     assert line.node_id == str(node.pk)
+
+
+@pytest.mark.e2e
+def test_over_cloud_tasks_a_chord_is_one_trace_from_the_request_to_its_body(spans, live_emulator):
+    with tracer.start_as_current_span("POST /orders/", kind=SpanKind.SERVER) as request:
+        result = chord([add.si(i, i) for i in range(3)], tsum.s()).delay()
+    assert result.get(timeout=30) == 6
+    assert live_emulator.wait_until_idle(timeout=10)  # every answer (and span) is done
+    trace_id = request.get_span_context().trace_id
+    delivered = [r for r in live_emulator.history if r.succeeded]
+    assert len(delivered) == 4
+    assert all(r.headers["traceparent"].startswith(f"00-{trace_id:032x}-") for r in delivered)
+    found = by_id(spans)
+    body = next(s for s in runs(spans) if s.name == "run tsum")
+    assert body.context.trace_id == trace_id
+    assert ancestors(body, found) == ["run add", "apply_async", "POST /orders/"]
+    assert {s.context.trace_id for s in runs(spans)} == {trace_id}
+    assert len(runs(spans)) == 4
