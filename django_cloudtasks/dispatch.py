@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 from functools import partial
 
 from django.db import transaction
+from django.db.models import F
 from django.dispatch import Signal
 from django.utils import timezone
 
@@ -163,8 +164,13 @@ def sweep(now: datetime | None = None, grace: float | None = None) -> SweepRepor
     report = SweepReport()
     older_than = now - timedelta(seconds=float(grace))
     stuck = Node.objects.stuck(older_than) | Node.objects.expired_leases(older_than)
+    stuck = stuck.annotate(workflow_traceparent=F("workflow__traceparent"))
     report.resent, report.parked, report.failed = _resend(stuck.iterator(chunk_size=500), now)
-    due = list(Node.objects.parked_due(horizon(now)))
+    due = list(
+        Node.objects.parked_due(horizon(now)).annotate(
+            workflow_traceparent=F("workflow__traceparent")
+        )
+    )
     if due:
         Node.objects.filter(pk__in=[n.pk for n in due]).update(parked=False)
         sent, parked, failed = _resend(due, now)
@@ -181,6 +187,8 @@ def _resend(nodes: Iterable[Node], now: datetime) -> tuple[int, int, int]:
         dispatch = dispatch_for(node)
         if node.state == State.STARTED:  # its runner died: a new name, see cloud_task_id
             dispatch = replace(dispatch, takeover=node.attempts)
+        if getattr(node, "workflow_traceparent", ""):  # a resend continues its workflow's trace
+            dispatch = replace(dispatch, traceparent=node.workflow_traceparent)
         batch.append(dispatch)
         if len(batch) >= 500:
             totals = [a + b for a, b in zip(totals, _send_batch(batch, now), strict=True)]

@@ -5,18 +5,22 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from datetime import timedelta
 
 import pytest
+from asgiref.sync import async_to_sync
 from django.db import connection
+from django.utils import timezone
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, StatusCode
 
-from django_cloudtasks import chord, group, telemetry
+from django_cloudtasks import chord, group, runner, telemetry
 from django_cloudtasks.constants import State
+from django_cloudtasks.dispatch import sweep
 from django_cloudtasks.models import Node, Workflow
 from django_cloudtasks.telemetry import Telemetry
 from django_cloudtasks.transports import get_transport
-from tests.testapp.tasks import add, fail, flaky, tsum
+from tests.testapp.tasks import aadd, add, fail, flaky, tsum
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -187,6 +191,35 @@ def test_with_the_django_instrumentation_an_attempt_is_a_child_of_its_run_reques
     assert server.attributes["http.route"] == "cloudtasks/run/<str:task_name>/"
     assert ancestors(run, by_id(spans))[1:] == ["apply_async", "POST /orders/"]
     assert run.context.trace_id == request.get_span_context().trace_id
+
+
+def test_a_node_the_sweeper_resends_continues_its_workflows_trace(spans, memory):
+    with tracer.start_as_current_span("request") as request:
+        result = add.delay(2, 3)
+    memory.clear()  # the dispatch never reached Cloud Tasks
+    report = sweep(now=timezone.now() + timedelta(hours=1))
+    assert report.resent == 1
+    workflow = Workflow.objects.get()
+    assert memory.pending[0].traceparent == workflow.traceparent
+    memory.drain()
+    assert result.get(timeout=0) == 5
+    (run,) = runs(spans)
+    assert run.context.trace_id == request.get_span_context().trace_id
+    assert ancestors(run, by_id(spans)) == ["apply_async", "request"]
+
+
+def test_an_async_task_delivered_to_the_async_endpoint_continues_its_traceparent(spans, memory):
+    with tracer.start_as_current_span("request") as request:
+        result = aadd.delay(1, 2)
+    dispatch = memory.take()
+    headers = {"Traceparent": dispatch.traceparent}  # as Django spells the header
+    outcome = async_to_sync(runner.adeliver)(dispatch.node_id, "aadd", 0, headers)
+    assert outcome.state == State.SUCCESS
+    assert result.get(timeout=0) == 3
+    (run,) = runs(spans)
+    assert run.name == "run aadd"
+    assert run.context.trace_id == request.get_span_context().trace_id
+    assert ancestors(run, by_id(spans)) == ["apply_async", "request"]
 
 
 def test_metrics_count_attempts_by_task_and_outcome(metrics, memory):
