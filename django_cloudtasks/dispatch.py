@@ -187,8 +187,9 @@ def _resend(nodes: Iterable[Node], now: datetime) -> tuple[int, int, int]:
         dispatch = dispatch_for(node)
         if node.state == State.STARTED:  # its runner died: a new name, see cloud_task_id
             dispatch = replace(dispatch, takeover=node.attempts)
-        if getattr(node, "workflow_traceparent", ""):  # a resend continues its workflow's trace
-            dispatch = replace(dispatch, traceparent=node.workflow_traceparent)
+        traceparent = getattr(node, "workflow_traceparent", "")  # annotated by sweep()
+        if traceparent:  # a resend continues its workflow's trace
+            dispatch = replace(dispatch, traceparent=traceparent)
         batch.append(dispatch)
         if len(batch) >= 500:
             totals = [a + b for a, b in zip(totals, _send_batch(batch, now), strict=True)]

@@ -15,7 +15,6 @@ still looks at (:data:`~django_cloudtasks.constants.SCHEDULE_LOOKBACK`).
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -30,8 +29,9 @@ from django_cloudtasks.constants import SCHEDULE_LOOKBACK, SLOT_STATES, WAITING_
 from django_cloudtasks.exceptions import ConfigurationError
 from django_cloudtasks.models import Node, ScheduleRun, Workflow, WorkflowQuerySet
 from django_cloudtasks.store import CHUNK_SIZE, get_store
+from django_cloudtasks.telemetry import get_logger
 
-logger = logging.getLogger("django_cloudtasks.engine")
+logger = get_logger("django_cloudtasks.engine")
 
 #: Workflows deleted per transaction unless told otherwise.
 BATCH_SIZE = 500
