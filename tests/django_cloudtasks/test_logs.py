@@ -27,7 +27,8 @@ def test_a_line_logged_in_a_delivery_carries_its_trace_and_node_labels(spans, me
     handler.setFormatter(CloudLoggingFormatter())
     logger = logging.getLogger("django_cloudtasks")
     logger.addHandler(handler)
-    level, logger.level = logger.level, logging.INFO
+    level = logger.level
+    logger.setLevel(logging.INFO)
     try:
         with tracer.start_as_current_span("request"):
             fail.delay(7)
