@@ -28,6 +28,7 @@ from django_cloudtasks.constants import (
     WorkflowStatus,
 )
 from django_cloudtasks.dispatch import dispatch_for, enqueue_on_commit
+from django_cloudtasks.engine.attempts import with_attempt
 from django_cloudtasks.engine.flow import Ledger, admit, end_revoked_run, holds_slot, is_limited
 from django_cloudtasks.models import Node, Workflow
 from django_cloudtasks.policy import due_by, lease_seconds
@@ -154,25 +155,26 @@ def settle(node: Node, value: Any, attempt: int, take: Take | None = None) -> Ad
     """
     now = timezone.now()
     ledger = Ledger()
+    log = with_attempt(node, State.SUCCESS, now)
     if node.children and get_store().records_in_advance:
-        done = Done(node.pk, attempt, value)
+        done = Done(node.pk, attempt, value, log)
         advanced = advance(
             node.workflow_id, [(node.children, value)], now, done=done, take=take, ledger=ledger
         )
         if not advanced.done:
-            return _keep_result_of_revoked(node, value)
+            return _keep_result_of_revoked(node, value, now)
     else:
         recorded = Node.objects.filter(pk=node.pk, state=State.STARTED, attempts=attempt).update(
-            state=State.SUCCESS, result=value, finished_at=now, lease_until=None
+            state=State.SUCCESS, result=value, finished_at=now, lease_until=None, attempt_log=log
         )
         if not recorded:
-            return _keep_result_of_revoked(node, value)
+            return _keep_result_of_revoked(node, value, now)
         advanced = Advanced()
         if node.children:
             advanced = advance(
                 node.workflow_id, [(node.children, value)], now, take=take, ledger=ledger
             )
-    node.state, node.result = State.SUCCESS, value
+    node.state, node.result, node.attempt_log = State.SUCCESS, value, log
     if node.is_output:
         finish_workflow(node.workflow_id, WorkflowStatus.SUCCESS, now)
     if holds_slot(node):
@@ -181,9 +183,12 @@ def settle(node: Node, value: Any, attempt: int, take: Take | None = None) -> Ad
     return advanced
 
 
-def _keep_result_of_revoked(node: Node, value: Any) -> Advanced:
+def _keep_result_of_revoked(node: Node, value: Any, now: datetime) -> Advanced:
     """Keep the result of a node revoked while it ran; its run's slot goes back."""
-    Node.objects.filter(pk=node.pk, state=State.REVOKED).update(result=value)
+    Node.objects.filter(pk=node.pk, state=State.REVOKED).update(
+        result=value,
+        attempt_log=with_attempt(node, State.REVOKED, now, detail="revoked while running"),
+    )
     return Advanced(dispatches=[dispatch_for(n) for n in admit(end_revoked_run(node))])
 
 

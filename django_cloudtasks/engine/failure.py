@@ -24,6 +24,7 @@ from django_cloudtasks.constants import (
 )
 from django_cloudtasks.dispatch import dispatch_for, enqueue_on_commit
 from django_cloudtasks.engine.advance import finish_workflow
+from django_cloudtasks.engine.attempts import with_attempt
 from django_cloudtasks.engine.flow import (
     Ledger,
     admit,
@@ -66,6 +67,7 @@ def schedule_retry(
     if isinstance(expires, int | float) and not isinstance(expires, bool):
         deadline = (node.ready_at or node.created_at) + timedelta(seconds=expires)
         fields["options"] = {**node.options, "expires": deadline.isoformat()}
+    fields["attempt_log"] = with_attempt(node, State.RETRY, now, error)
     with transaction.atomic():
         moved = Node.objects.filter(pk=node.pk, state=State.STARTED, attempts=attempt).update(
             state=State.RETRY,
@@ -118,9 +120,12 @@ def fail(node: Node, error: Mapping[str, Any], attempt: int | None) -> list[Disp
         "result": error.get("args"),
     }
     claimed = Node.objects.filter(pk=node.pk)
-    claimed = claimed.filter(attempts=attempt) if attempt is not None else claimed
+    own: dict[str, Any] = {}
+    if attempt is not None:
+        claimed = claimed.filter(attempts=attempt)
+        own["attempt_log"] = with_attempt(node, State.FAILURE, now, error)
     done = claimed.exclude(state__in=READY_STATES).update(
-        state=State.FAILURE, finished_at=now, lease_until=None, **fields
+        state=State.FAILURE, finished_at=now, lease_until=None, **fields, **own
     )
     if not done:
         return [dispatch_for(n) for n in admit(end_revoked_run(node))]

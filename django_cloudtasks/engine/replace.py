@@ -10,6 +10,8 @@ from canvas import Expression, InputRule
 from django_cloudtasks.constants import REPLACED, State
 from django_cloudtasks.dispatch import enqueue_on_commit
 from django_cloudtasks.engine.advance import settle
+from django_cloudtasks.engine.attempts import REPLACED as REPLACED_OUTCOME
+from django_cloudtasks.engine.attempts import with_attempt
 from django_cloudtasks.engine.flow import Ledger, holds_slot
 from django_cloudtasks.engine.persist import admit_roots, build_rows, check_graph, insert_and_send
 from django_cloudtasks.models import Node, Workflow
@@ -50,6 +52,7 @@ def replace(node: Node, expression: Expression, attempt: int) -> bool:
             # Its next delivery is a new Cloud Task, not a repeat of the one that ran.
             retries=node.retries + 1,
             options={**node.options, REPLACED: True},
+            attempt_log=with_attempt(node, REPLACED_OUTCOME, now),
         )
         if not moved:
             return False

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.db import transaction
-from django.db.models import Case, F, When
+from django.db.models import Case, F, JSONField, Value, When
 from django.utils import timezone
 
 from django_cloudtasks import signals
 from django_cloudtasks.constants import NodeId, NodeKind, State, WorkflowId, WorkflowStatus
 from django_cloudtasks.dispatch import cancel_on_commit, dispatch_for
 from django_cloudtasks.engine.advance import finish_workflow
+from django_cloudtasks.engine.attempts import with_attempt
 from django_cloudtasks.engine.failure import descendants
 from django_cloudtasks.engine.flow import Ledger, admit, holds_slot, send_after_commit
 from django_cloudtasks.exceptions import NodeNotFound, WorkflowNotFound
@@ -39,7 +42,7 @@ def revoke_node(node_id: NodeId, expired: bool = False, *, by_its_run: bool = Fa
         indices = {node.index}
         if node.kind != NodeKind.ERRBACK:
             indices |= descendants(node.workflow_id, node.children)
-        return _revoke(node.workflow_id, indices, expired, node.pk if by_its_run else None)
+        return _revoke(node.workflow_id, indices, expired, node if by_its_run else None)
 
 
 def revoke_workflow(workflow_id: WorkflowId) -> list[str]:
@@ -60,9 +63,10 @@ def _revoke(
     workflow_id: WorkflowId,
     indices: set[int] | None,
     expired: bool = False,
-    ended: NodeId | None = None,
+    run: Node | None = None,
 ) -> list[str]:
     now = timezone.now()
+    ended = run.pk if run is not None else None
     nodes = Node.objects.filter(workflow_id=workflow_id).unfinished()
     if indices is not None:
         nodes = nodes.filter(index__in=sorted(indices))
@@ -98,6 +102,13 @@ def _revoke(
             ledger.leave_line(victim)
         elif holds_slot(victim) and victim.pk not in running:
             ledger.release(victim)
+    logged: dict[str, Any] = {}
+    if run is not None and run.state == State.STARTED:
+        # The run that revokes its own node ends its attempt: it goes in the log.
+        log = with_attempt(run, State.REVOKED, now, detail="expired" if expired else "ignored")
+        logged["attempt_log"] = Case(
+            When(pk=ended, then=Value(log, JSONField())), default=F("attempt_log")
+        )
     for chunk in chunks(ids):
         Node.objects.filter(pk__in=chunk).unfinished().update(
             state=State.REVOKED,
@@ -105,6 +116,7 @@ def _revoke(
             lease_until=Case(When(pk__in=running, then=F("lease_until")), default=None)
             if running
             else None,
+            **logged,
         )
     if indices is None or any(v.is_output for v in victims):
         finish_workflow(workflow_id, WorkflowStatus.REVOKED, now)

@@ -73,11 +73,16 @@ class Take:
 
 @dataclass(frozen=True)
 class Done:
-    """Record the success of node ``node_id`` (attempt ``attempt``) with ``result``."""
+    """Record the success of node ``node_id`` (attempt ``attempt``) with ``result``.
+
+    ``attempt_log`` is the node's attempt history with this attempt's entry, written
+    in the same statement.
+    """
 
     node_id: NodeId
     attempt: int
     result: Any
+    attempt_log: Sequence[Mapping[str, Any]] = ()
 
 
 class Statement:

@@ -89,10 +89,11 @@ class PostgresStore(Store):
         """A ``WITH done AS (UPDATE ... RETURNING id)`` that records the success."""
         st.add(
             f"WITH done AS (UPDATE {table} SET state = {SQL_SUCCESS}, result = CAST(%s AS jsonb), "
-            f"finished_at = %s, lease_until = NULL WHERE id = %s AND state = {SQL_STARTED} "
-            "AND attempts = %s RETURNING id) ",
+            "finished_at = %s, lease_until = NULL, attempt_log = CAST(%s AS jsonb) "
+            f"WHERE id = %s AND state = {SQL_STARTED} AND attempts = %s RETURNING id) ",
             json.dumps(done.result),
             now_db,
+            json.dumps(done.attempt_log),
             Node._meta.pk.get_db_prep_value(done.node_id, connection),  # type: ignore[union-attr]
             done.attempt,
         )

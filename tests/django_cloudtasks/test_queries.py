@@ -126,3 +126,28 @@ def test_a_rate_limited_successor_is_paced_with_one_statement_more(memory):
     assert queries_of(lambda: memory.drain(limit=1)) == 1 + record_and_advance() + pace_and_eta()
     paced = Node.objects.get(index=2)
     assert paced.state == "SCHEDULED" and paced.eta is not None
+
+
+# -- the attempt log: written by the statement that records the outcome ------------------
+
+#: The statement with which the test tasks ``flaky`` and ``fail`` record their run.
+THE_TASK_RECORDS_ITS_RUN = 1
+
+
+def test_a_retry_costs_a_claim_and_one_statement_that_also_logs_the_attempt(memory):
+    from tests.testapp.tasks import flaky
+
+    result = flaky.s(1).apply_async()
+    assert queries_of(lambda: memory.drain(limit=1)) == 2 + THE_TASK_RECORDS_ITS_RUN
+    # the success: claim, record, finish the workflow
+    assert queries_of(lambda: memory.drain(limit=1)) == 3 + THE_TASK_RECORDS_ITS_RUN
+    outcomes = [e["outcome"] for e in Node.objects.get(pk=result.id).attempt_log]
+    assert outcomes == ["RETRY", "SUCCESS"]
+
+
+def test_a_failure_costs_a_claim_a_statement_that_also_logs_the_attempt_and_the_workflow(memory):
+    from tests.testapp.tasks import fail
+
+    result = fail.si().apply_async()
+    assert queries_of(lambda: memory.drain(limit=1)) == 3 + THE_TASK_RECORDS_ITS_RUN
+    assert [e["outcome"] for e in Node.objects.get(pk=result.id).attempt_log] == ["FAILURE"]
