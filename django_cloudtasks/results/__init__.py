@@ -20,6 +20,7 @@ from django_cloudtasks.exceptions import (
     rebuild_exception,
 )
 from django_cloudtasks.models import Node, Workflow
+from django_cloudtasks.results.progress import Progress, workflow_progress
 from django_cloudtasks.results.sets import ResultSet
 from django_cloudtasks.results.waiting import (
     assert_will_not_block,
@@ -30,7 +31,14 @@ from django_cloudtasks.results.waiting import (
     waiting_on,
 )
 
-__all__ = ["AsyncResult", "GroupResult", "ResultSet", "WorkflowResult", "result_for"]
+__all__ = [
+    "AsyncResult",
+    "GroupResult",
+    "Progress",
+    "ResultSet",
+    "WorkflowResult",
+    "result_for",
+]
 
 
 class AsyncResult:
@@ -318,6 +326,14 @@ class WorkflowResult:
             state__in=(State.PENDING, State.WAITING, State.SCHEDULED, State.QUEUED)
         )
         return State.STARTED if started.exists() else State.PENDING
+
+    def progress(self) -> Progress:
+        """Its nodes counted by state (``done``, ``total``, ``counts``), in one query.
+
+        Cheap to poll: the count reads the ``(workflow, state)`` index, not the nodes.
+        An unknown id has no nodes (``total`` 0).
+        """
+        return workflow_progress(self.id)
 
     def nodes(self) -> list[Node]:
         """Every node, in graph order (error callbacks last)."""
