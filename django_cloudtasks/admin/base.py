@@ -18,7 +18,7 @@ from django.http import (
 )
 from django.urls import reverse
 from django.utils import timezone
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
 from django_cloudtasks import dagsvg
@@ -111,6 +111,42 @@ def badge(state: str, label: str | None = None) -> SafeString:
         stroke,
         label or state,
     )
+
+
+def attempt_table(log: list[dict[str, Any]] | None) -> SafeString | str:
+    """A node's attempt log as a table: attempt, start, end, duration, outcome, error."""
+    if not log:
+        return "-"
+    rows = []
+    for entry in log:
+        start, end = moment_of(entry.get("started_at")), moment_of(entry.get("finished_at"))
+        took = seconds_text((end - start).total_seconds()) if start and end else "-"
+        error = ": ".join(p for p in (entry.get("error_type"), entry.get("error_message")) if p)
+        rows.append(
+            format_html(
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                entry.get("attempt", "?"),
+                time_html(start) if start else "-",
+                time_html(end) if end else "-",
+                took,
+                badge(str(entry.get("outcome") or "?")),
+                error or entry.get("detail") or "",
+            )
+        )
+    return format_html(
+        '<table class="ct-attempts"><thead><tr><th>attempt</th><th>started</th>'
+        "<th>finished</th><th>took</th><th>outcome</th><th>error</th></tr></thead>"
+        "<tbody>{}</tbody></table>",
+        format_html_join("", "{}", ((row,) for row in rows)),
+    )
+
+
+def moment_of(text: Any) -> datetime | None:
+    """The moment an ISO 8601 text names (an attempt log's times), or None."""
+    try:
+        return datetime.fromisoformat(str(text)) if text else None
+    except ValueError:
+        return None
 
 
 def time_html(moment: datetime) -> SafeString:

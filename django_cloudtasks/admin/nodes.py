@@ -24,6 +24,7 @@ from django_cloudtasks.admin.base import (
     NODE_SUMMARY,
     NODE_TIMING,
     OperatedAdmin,
+    attempt_table,
     badge,
     change_url,
     json_block,
@@ -66,6 +67,7 @@ class NodeAdmin(OperatedAdmin):
     readonly_fields = (
         *NODE_SUMMARY,
         *NODE_ERROR,
+        "attempt_history",
         "result_json",
         *NODE_ARGUMENTS,
         *NODE_TIMING,
@@ -76,6 +78,8 @@ class NodeAdmin(OperatedAdmin):
         fieldsets: list[tuple[str | None, dict[str, Any]]] = [(None, {"fields": NODE_SUMMARY})]
         if obj is not None and (obj.error_type or obj.error_message or obj.error_traceback):
             fieldsets.append(("Error", {"fields": NODE_ERROR}))
+        if obj is not None and obj.attempt_log:
+            fieldsets.append(("Attempts", {"fields": ("attempt_history",)}))
         fieldsets += [
             ("Result", {"fields": ("result_json",)}),
             ("Arguments", {"fields": NODE_ARGUMENTS}),
@@ -168,6 +172,11 @@ class NodeAdmin(OperatedAdmin):
         )
         more = len(indices) - len(shown)
         return format_html("{} and {} more", links, more) if more else links
+
+    @admin.display(description="attempt history")
+    def attempt_history(self, node: Node) -> SafeString | str:
+        """Each finished attempt, oldest first: when it ran, how long, how it ended, its error."""
+        return attempt_table(node.attempt_log)
 
     @admin.display(description="args")
     def args_json(self, node: Node) -> SafeString:

@@ -9,7 +9,7 @@ from urllib.parse import urlencode
 from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
 from django.contrib.admin.views.main import ChangeList
-from django.db.models import Count, Q, QuerySet
+from django.db.models import Q, QuerySet
 from django.forms.models import BaseInlineFormSet
 from django.http import (
     HttpRequest,
@@ -18,7 +18,7 @@ from django.http import (
 )
 from django.urls import URLPattern, path, reverse
 from django.utils import timezone
-from django.utils.html import format_html, format_html_join
+from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
 from django_cloudtasks import dagsvg, engine
@@ -26,7 +26,6 @@ from django_cloudtasks.admin.base import (
     DAG_FIELDS,
     INLINE_NODES,
     WORKFLOW_FIELDS,
-    OperatedAdmin,
     badge,
     change_url,
     json_block,
@@ -35,33 +34,15 @@ from django_cloudtasks.admin.base import (
     short_pk,
     time_html,
 )
-from django_cloudtasks.constants import READY_STATES, NodeKind, State, WorkflowStatus
+from django_cloudtasks.admin.listing import (
+    TaskNameFilter,
+    WorkflowChangeList,
+    progress_bar,
+    progress_of,
+)
+from django_cloudtasks.admin.live import LivePage, progress_data, progress_html
+from django_cloudtasks.constants import NodeKind, State, WorkflowStatus
 from django_cloudtasks.models import Node, Workflow, id_prefix_range
-
-
-def _progress(workflow_ids: list[Any]) -> dict[Any, tuple[int, bool]]:
-    """For each workflow: how many nodes are final, and whether any has begun."""
-    rows = (
-        Node.objects.filter(workflow_id__in=workflow_ids)
-        .values("workflow_id")
-        .annotate(
-            done=Count("id", filter=Q(state__in=READY_STATES)),
-            begun=Count("id", filter=Q(state__in=(State.STARTED, State.RETRY))),
-        )
-        .values_list("workflow_id", "done", "begun")
-    )
-    return {pk: (done, bool(begun)) for pk, done, begun in rows}
-
-
-class _WorkflowChangeList(ChangeList):
-    """Reads the progress of the page's unfinished workflows in one query."""
-
-    def get_results(self, request: HttpRequest) -> None:
-        super().get_results(request)
-        pending = [w.pk for w in self.result_list if w.status == WorkflowStatus.PENDING]
-        progress = _progress(pending) if pending else {}
-        for workflow in self.result_list:
-            workflow.progress = progress.get(workflow.pk, (0, False))
 
 
 class _FirstNodes(BaseInlineFormSet):
@@ -85,10 +66,11 @@ class NodeInline(admin.TabularInline):
         "path",
         "task_label",
         "state_badge",
-        "retries",
+        "attempts",
         "started",
         "finished",
         "duration",
+        "error_summary",
     )
     readonly_fields = fields
     extra = 0
@@ -127,6 +109,15 @@ class NodeInline(admin.TabularInline):
             return f"{seconds_text((timezone.now() - node.started_at).total_seconds())} so far"
         return seconds_text((node.finished_at - node.started_at).total_seconds())
 
+    @admin.display(description="error")
+    def error_summary(self, node: Node) -> str:
+        """The error's type and the start of its message (the node's page has it whole)."""
+        if not node.error_type:
+            return ""
+        message = node.error_message or ""
+        short = message if len(message) <= 80 else f"{message[:79]}…"
+        return f"{node.error_type}: {short}" if short else node.error_type
+
     @admin.display(description="node")
     def node_link(self, node: Node) -> SafeString:
         """``#index`` linking to the node's page."""
@@ -146,20 +137,22 @@ class NodeInline(admin.TabularInline):
 
 
 @admin.register(Workflow)
-class WorkflowAdmin(OperatedAdmin):
-    """Workflows: list with status and search, detail page with nodes and DAG."""
+class WorkflowAdmin(LivePage):
+    """Workflows: list with status, progress, filters and search; a detail page with its
+    live progress and timeline, its nodes and its DAG."""
 
     list_display = (
         "short_id",
         "name",
         "status_badge",
+        "progress_column",
         "size",
         "created",
         "finished",
         "duration",
     )
     list_display_links = ("short_id", "name")
-    list_filter = ("status", "created_at")
+    list_filter = ("status", TaskNameFilter, "created_at", "finished_at")
     search_fields = ("id", "name", "nodes__task_name")
     search_help_text = "A workflow or node id (or part of one), a name or a task name."
     actions = ["revoke_workflows"]
@@ -197,17 +190,14 @@ class WorkflowAdmin(OperatedAdmin):
 
     def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
         """A change list that reads the progress of the unfinished workflows it shows."""
-        return _WorkflowChangeList
+        return WorkflowChangeList
 
     @admin.display(description="status", ordering="status")
     def status_badge(self, workflow: Workflow) -> SafeString:
         """The status, coloured as in the picture; RUNNING with its progress once begun."""
         if workflow.status != WorkflowStatus.PENDING:
             return badge(workflow.status)
-        progress = getattr(workflow, "progress", None)
-        if progress is None:
-            progress = _progress([workflow.pk]).get(workflow.pk, (0, False))
-        done, begun = progress
+        done, begun = progress_of(workflow)
         if not (done or begun):
             return badge(WorkflowStatus.PENDING)
         return badge(State.STARTED, f"RUNNING {done}/{workflow.size}")
@@ -230,28 +220,20 @@ class WorkflowAdmin(OperatedAdmin):
             return f"{seconds_text((timezone.now() - workflow.created_at).total_seconds())} so far"
         return seconds_text((end - workflow.created_at).total_seconds())
 
-    @admin.display(description="nodes by state")
+    @admin.display(description="progress")
+    def progress_column(self, workflow: Workflow) -> SafeString:
+        """A bar of the nodes done out of all (full once the workflow has finished)."""
+        return progress_bar(workflow)
+
+    @admin.display(description="progress")
     def state_counts(self, workflow: Workflow) -> SafeString:
-        """How many nodes are in each state, linking to the node list."""
-        counts = dict(
-            Node.objects.filter(workflow=workflow)
-            .values_list("state")
-            .annotate(n=Count("id"))
-            .values_list("state", "n")
-        )
+        """A bar of the nodes done and the count in each state, kept up to date by the
+        page's script; and a link to the node list."""
         nodes_url = reverse(f"{self.admin_site.name}:django_cloudtasks_node_changelist")
-        badges = format_html_join(
-            " ",
-            "{}",
-            (
-                (badge(state, f"{state} {counts[state]}"),)
-                for state in State.values
-                if counts.get(state)
-            ),
-        )
         return format_html(
-            '{} <a href="{}?workflow__id__exact={}">list all nodes</a>',
-            badges,
+            '<div id="ct-live-progress">{}</div><a href="{}?workflow__id__exact={}">'
+            "list all nodes</a>",
+            progress_html(progress_data(workflow)),
             nodes_url,
             workflow.pk,
         )
@@ -346,6 +328,7 @@ class WorkflowAdmin(OperatedAdmin):
             )
         nodes_url = reverse(f"{self.admin_site.name}:django_cloudtasks_node_changelist")
         return {
+            **self.live_context(workflow),
             "dag": picture,
             "inline_limit": INLINE_NODES,
             "nodes_truncated": workflow.size > INLINE_NODES,
@@ -359,10 +342,11 @@ class WorkflowAdmin(OperatedAdmin):
         }
 
     def get_urls(self) -> list[URLPattern]:
-        """Add the revoke button's endpoint."""
+        """Add the revoke button's endpoint, and the progress and timeline the page polls."""
         wrap = self.admin_site.admin_view
         return [
             path("<path:object_id>/revoke/", wrap(self.revoke_view), name=self._url_name("revoke")),
+            *self.live_urls(),
             *super().get_urls(),
         ]
 
