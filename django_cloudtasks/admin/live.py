@@ -23,7 +23,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
 from django_cloudtasks import dagsvg
-from django_cloudtasks.admin.base import OperatedAdmin, badge, moment_of
+from django_cloudtasks.admin.base import OperatedAdmin, badge, change_url, moment_of, seconds_text
 from django_cloudtasks.constants import NodeKind, State, WorkflowStatus
 from django_cloudtasks.models import Node, Workflow
 from django_cloudtasks.results.progress import Progress, workflow_progress
@@ -34,6 +34,9 @@ MAX_TIMELINE_NODES = 2_000
 MAX_TIMELINE_ATTEMPTS = 10
 #: How much of an error message a timeline bar's tooltip shows.
 TIMELINE_ERROR_CHARS = 300
+
+#: The id the node page's URL is given, for the script to replace by a node's.
+_NO_NODE = "00000000-0000-0000-0000-000000000000"
 
 _TIMELINE_COLUMNS = (
     "index",
@@ -54,11 +57,16 @@ _TIMELINE_COLUMNS = (
 def progress_data(workflow: Workflow, progress: Progress | None = None) -> dict[str, Any]:
     """What the page polls: the workflow's status and its nodes counted by state."""
     progress = workflow_progress(workflow.pk) if progress is None else progress
+    end = workflow.finished_at
+    took = seconds_text(((end or timezone.now()) - workflow.created_at).total_seconds())
     return {
         "id": str(workflow.pk),
         "status": workflow.status,
         "finished": workflow.status != WorkflowStatus.PENDING,
-        "finished_at": workflow.finished_at.isoformat() if workflow.finished_at else None,
+        "finished_at": end.isoformat() if end else None,
+        # as the page's fields show them (in the current time zone)
+        "finished_text": timezone.localtime(end).strftime("%Y-%m-%d %H:%M:%S") if end else "-",
+        "duration_text": took if end else f"{took} so far",
         **progress.as_json(),
     }
 
@@ -88,6 +96,7 @@ def timeline_data(workflow: Workflow) -> dict[str, Any]:
         "now": _offset(timezone.now(), origin),
         "end": _offset(end, origin),
         "size": workflow.size,
+        "output": workflow.output_index,
         "shown": len(nodes),
         "nodes": nodes,
     }
@@ -137,15 +146,13 @@ def progress_html(data: dict[str, Any]) -> SafeString:
         '<div class="ct-progress"><div class="ct-progress-bar" role="progressbar" '
         'aria-valuemin="0" aria-valuemax="{}" aria-valuenow="{}">'
         '<span style="width:{}%"></span></div> '
-        '<span class="ct-progress-text">{} / {} nodes done</span> '
-        '<span class="ct-progress-status">{}</span></div>'
+        '<span class="ct-progress-text">{} / {} nodes done</span></div>'
         '<div class="ct-counts">{}</div>',
         total,
         done,
         f"{percent:.1f}",
         done,
         total,
-        badge(data["status"]),
         counts,
     )
 
@@ -189,6 +196,7 @@ class LivePage(OperatedAdmin):
             "progress_url": url("progress", workflow.pk),
             "timeline_url": url("timeline", workflow.pk),
             "poll_ms": int(self.poll_seconds * 1000),
+            "node_url": change_url(self.admin_site, Node, _NO_NODE),
             "state_colours": colours_json(),
         }
 

@@ -1,11 +1,19 @@
-"""Headless Chromium for the picture tests: finding it, screenshots, reading PNGs."""
+"""Headless Chromium for the picture tests: finding it, screenshots, reading PNGs, and a
+page driven over the DevTools protocol for the live pages."""
 
 from __future__ import annotations
 
+import base64
+import contextlib
+import fcntl
+import json
 import os
+import select
 import shutil
 import struct
 import subprocess
+import sys
+import time
 import zlib
 from pathlib import Path
 
@@ -110,3 +118,127 @@ def screenshot(chromium: str, html: Path, png: Path, width: int, height: int) ->
     )
     shutil.rmtree(png.parent / (png.stem + "-profile"), ignore_errors=True)
     assert png.exists(), done.stderr[-2000:]
+
+
+_HAND_OVER = (
+    "import os, sys; os.dup2(int(sys.argv[1]), 3); os.dup2(int(sys.argv[2]), 4); "
+    "os.execv(sys.argv[3], sys.argv[3:])"
+)
+
+
+class Browser:
+    """Headless Chromium driven over the DevTools protocol, on a pipe.
+
+    Chromium reads commands on its file descriptor 3 and answers on 4
+    (``--remote-debugging-pipe``), one JSON message per NUL-terminated line: no driver
+    and no websocket client needed. One page (tab) per browser.
+    """
+
+    def __init__(self, chromium: str, profile: Path, width: int = 1400, height: int = 1000):
+        reads, self._to_chromium = os.pipe()
+        self._from_chromium, writes = os.pipe()
+        # Above 9, so that handing them over as 3 and 4 cannot overwrite one of them.
+        commands, answers = (fcntl.fcntl(fd, fcntl.F_DUPFD, 10) for fd in (reads, writes))
+        os.close(reads)
+        os.close(writes)
+        args = [
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+            "--hide-scrollbars",
+            "--remote-debugging-pipe",
+            f"--user-data-dir={profile}",
+            f"--window-size={width},{height}",
+            "about:blank",
+        ]
+        # A small Python hands the pipe to Chromium as its descriptors 3 and 4.
+        self._process = subprocess.Popen(
+            [sys.executable, "-c", _HAND_OVER, str(commands), str(answers), chromium, *args],
+            pass_fds=(commands, answers),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        os.close(commands)
+        os.close(answers)
+        self._profile = profile
+        self._buffer = b""
+        self._last_id = 0
+        target = self.send("Target.createTarget", url="about:blank")["targetId"]
+        self._session = self.send("Target.attachToTarget", targetId=target, flatten=True)[
+            "sessionId"
+        ]
+
+    def send(self, method: str, *, page: bool = False, timeout: float = 60, **params):
+        """Run one DevTools command (on the page with ``page``) and return its result."""
+        self._last_id += 1
+        message = {"id": self._last_id, "method": method, "params": params}
+        if page:
+            message["sessionId"] = self._session
+        os.write(self._to_chromium, json.dumps(message).encode() + b"\0")
+        while True:
+            while b"\0" in self._buffer:
+                raw, self._buffer = self._buffer.split(b"\0", 1)
+                answer = json.loads(raw)
+                if answer.get("id") == self._last_id:
+                    assert "error" not in answer, answer["error"]
+                    return answer.get("result", {})
+            ready, _, _ = select.select([self._from_chromium], [], [], timeout)
+            assert ready, f"Chromium did not answer {method} within {timeout} s"
+            chunk = os.read(self._from_chromium, 1 << 20)
+            assert chunk, "Chromium closed its pipe"
+            self._buffer += chunk
+
+    def set_cookie(self, url: str, name: str, value: str) -> None:
+        """Give the browser a cookie for ``url`` (a session, to skip the login page)."""
+        self.send("Network.setCookie", page=True, url=url, name=name, value=value)
+
+    def open(self, url: str) -> None:
+        """Load ``url`` in the page."""
+        self.send("Page.navigate", page=True, url=url)
+
+    def evaluate(self, expression: str):
+        """The JSON value of a JavaScript expression in the page."""
+        result = self.send("Runtime.evaluate", page=True, expression=expression, returnByValue=True)
+        assert "exceptionDetails" not in result, result["exceptionDetails"]
+        return result["result"].get("value")
+
+    def wait_for(self, expression: str, timeout: float = 60) -> None:
+        """Wait until ``expression`` is true in the page (it polls, the page goes on)."""
+        deadline = time.monotonic() + timeout
+        while not self.evaluate(f"Boolean({expression})"):
+            assert time.monotonic() < deadline, f"still false after {timeout} s: {expression}"
+            time.sleep(0.05)
+
+    def screenshot(self, png: Path, selector: str | None = None) -> None:
+        """Write the page (or the element ``selector`` matches) to ``png``."""
+        params: dict = {"format": "png"}
+        if selector is not None:
+            box = self.evaluate(
+                f"(() => {{ const r = document.querySelector({selector!r})"
+                ".getBoundingClientRect(); return [r.left + window.scrollX, "
+                "r.top + window.scrollY, r.width, r.height]; })()"
+            )
+            x, y, width, height = box
+            params["clip"] = {"x": x, "y": y, "width": width, "height": height, "scale": 1}
+            params["captureBeyondViewport"] = True
+        data = self.send("Page.captureScreenshot", page=True, **params)["data"]
+        png.write_bytes(base64.b64decode(data))
+
+    def close(self) -> None:
+        """Close Chromium and remove its profile."""
+        with contextlib.suppress(AssertionError, OSError):
+            self.send("Browser.close", timeout=10)
+        try:
+            self._process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()
+        os.close(self._to_chromium)
+        os.close(self._from_chromium)
+        shutil.rmtree(self._profile, ignore_errors=True)

@@ -56,6 +56,14 @@
     return (value / 3600).toFixed(1) + " h";
   }
 
+  function tick(t, step) {
+    if (step >= 60) {
+      return seconds(t);
+    }
+    var digits = Math.max(0, -Math.floor(Math.log10(step) + 1e-9));
+    return t.toFixed(digits) + " s";
+  }
+
   function niceStep(span, count) {
     var raw = span / Math.max(count, 1);
     var power = Math.pow(10, Math.floor(Math.log10(raw)));
@@ -92,7 +100,6 @@
     bar.querySelector("span").style.width = percent.toFixed(1) + "%";
     box.querySelector(".ct-progress-text").textContent =
       data.done + " / " + data.total + " nodes done";
-    box.querySelector(".ct-progress-status").replaceChildren(badge(data.status));
     var counts = box.querySelector(".ct-counts");
     counts.replaceChildren();
     Object.keys(data.counts).forEach(function (name) {
@@ -106,11 +113,55 @@
         counts.appendChild(document.createTextNode(" "));
       }
     });
+    setField("finished", data.finished_text);
+    setField("duration", data.duration_text);
+    if (data.finished) {
+      // nothing is left to revoke
+      var revoke = document.querySelector('.object-tools form[action$="/revoke/"]');
+      if (revoke && revoke.parentNode) {
+        revoke.parentNode.remove();
+      }
+    }
     var status = document.querySelector(".field-status_badge .readonly");
     if (status) {
       var begun = data.done || data.running;
       var label = data.finished ? data.status : begun ? "RUNNING " + data.done + "/" + data.total : "PENDING";
       status.replaceChildren(badge(data.finished ? data.status : begun ? "STARTED" : "PENDING", label));
+    }
+  }
+
+  function setField(name, text) {
+    var field = document.querySelector(".field-" + name + " .readonly");
+    if (field && text !== undefined && field.textContent !== text) {
+      field.textContent = text;
+    }
+  }
+
+  function nodeLink(node) {
+    var link = document.createElement("a");
+    link.href = root.dataset.nodeUrl.replace("00000000-0000-0000-0000-000000000000", node.id);
+    link.textContent = "#" + node.i + " " + node.label;
+    return link;
+  }
+
+  function showNodeFields(data) {
+    var output = document.querySelector(".field-output_link .readonly");
+    var last = data.nodes.filter(function (node) {
+      return node.i === data.output;
+    })[0];
+    if (output && last) {
+      output.replaceChildren(nodeLink(last), document.createTextNode(" "), badge(last.state));
+    }
+    var failed = data.nodes
+      .filter(function (node) {
+        return node.state === "FAILURE" && node.s !== null;
+      })
+      .sort(function (a, b) {
+        return a.f - b.f || a.i - b.i;
+      })[0];
+    var failure = document.querySelector(".field-failure .readonly");
+    if (failure && failed) {
+      failure.replaceChildren(nodeLink(failed), document.createTextNode(": " + failed.err));
     }
   }
 
@@ -158,9 +209,15 @@
     var span = Math.max(end, 0.001);
     var width = Math.max(box.clientWidth - 16, 480);
     var count = nodes.length;
-    var row = count ? Math.max(1, Math.min(18, 720 / count)) : 18;
+    // Up to 720 pixels of rows: from 18 pixels a row for a few nodes down to a fraction
+    // of one for thousands, where the bars fill their rows and read as one waterfall.
+    var row = count ? Math.max(0.25, Math.min(18, 720 / count)) : 18;
+    var dense = row < 4;
+    var band = function (share) {
+      return dense ? [0, row] : [row * (1 - share) / 2, row * share];
+    };
     var labelled = row >= 11;
-    var left = labelled ? 220 : 56;
+    var left = labelled ? 220 : 84;
     var right = 16;
     var top = 26;
     var plot = width - left - right;
@@ -184,7 +241,7 @@
     for (var t = 0; t <= span + step / 1000; t += step) {
       el("line", { x1: x(t), x2: x(t), y1: top - 4, y2: height - 6, stroke: "#e5e7eb" }, axis);
       var label = el("text", { x: x(t), y: top - 9, "text-anchor": t === 0 ? "start" : "middle" }, axis);
-      label.textContent = "+" + seconds(t);
+      label.textContent = tick(t, step);
     }
     if (!labelled) {
       var gutter = el("text", { x: left - 6, y: top - 9, "text-anchor": "end" }, axis);
@@ -212,9 +269,9 @@
           el("rect", {
             class: "ct-wait",
             x: x(node.q),
-            y: y + row * 0.35,
+            y: y + band(0.3)[0],
             width: Math.max(x(until) - x(node.q), 1),
-            height: Math.max(row * 0.3, 1),
+            height: band(0.3)[1],
             fill: colour("QUEUED", 1),
             opacity: "0.45",
           }, g);
@@ -228,9 +285,9 @@
         el("rect", {
           class: "ct-try outcome-" + attempt[2],
           x: x(attempt[0]),
-          y: y + row * 0.25,
+          y: y + band(0.5)[0],
           width: Math.max(x(attempt[1]) - x(attempt[0]), 1.5),
-          height: Math.max(row * 0.5, 1),
+          height: band(0.5)[1],
           fill: colour(attempt[2] === "RETRY" ? "RETRY" : attempt[2], 1),
           opacity: "0.7",
         }, g);
@@ -241,9 +298,9 @@
         el("rect", {
           class: "ct-bar state-" + node.state,
           x: x(node.s),
-          y: y + row * 0.15,
+          y: y + band(0.7)[0],
           width: Math.max(x(stop) - x(node.s), 2),
-          height: Math.max(row * 0.7, 1),
+          height: band(0.7)[1],
           fill: colour(node.state, 0),
           stroke: row >= 6 ? colour(node.state, 1) : "none",
           "stroke-width": "1",
@@ -254,9 +311,9 @@
         el("rect", {
           class: "ct-mark state-" + node.state,
           x: x(node.f) - 1.5,
-          y: y + row * 0.1,
+          y: y + band(0.8)[0],
           width: 3,
-          height: Math.max(row * 0.8, 1),
+          height: band(0.8)[1],
           fill: colour(node.state, 1),
         }, g);
       }
@@ -314,6 +371,7 @@
       state.fetchedAt = performance.now();
       draw();
       recolourPicture(data.nodes);
+      showNodeFields(data);
     });
   }
 
