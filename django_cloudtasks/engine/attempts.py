@@ -2,8 +2,10 @@
 
 The entry is written by the statement that records the attempt's outcome (success,
 retry, failure, replacement, revocation by its own run), never by a statement of its
-own. The log is computed from the node the delivery claimed: that statement applies
-only while this attempt still holds the node, so nothing else wrote the log since.
+own. An attempt whose run died unanswered (its lease expired and another delivery took
+the node over) writes none. The log is computed from the node the delivery claimed:
+that statement applies only while this attempt still holds the node, so nothing else
+wrote the log since.
 """
 
 from __future__ import annotations
@@ -18,8 +20,8 @@ from django_cloudtasks.models import Node
 MAX_ATTEMPTS_KEPT = 50
 #: How much of an error message an entry keeps (the node's error column has it whole).
 MAX_MESSAGE_CHARS = 1000
-#: What an attempt that did not run its function to the end is logged as.
-REPLACED, LOST = "REPLACED", "LOST"
+#: The outcome of an attempt that replaced its node by a canvas (``self.replace()``).
+REPLACED = "REPLACED"
 
 
 def attempt_entry(
