@@ -99,9 +99,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--inline-seconds",
         type=float,
-        default=0,
+        default=None,
         metavar="S",
-        help="CLOUDTASKS['INLINE_SECONDS'] of the servers (default 0: every step via Cloud Tasks)",
+        help="CLOUDTASKS['INLINE_SECONDS'] of the servers (default: unset, the library's "
+        "default; 0: every step via Cloud Tasks)",
     )
     parser.add_argument("--markdown", action="store_true", help="print the tables as Markdown")
     parser.add_argument(

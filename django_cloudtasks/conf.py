@@ -30,7 +30,7 @@ DEFAULTS: dict[str, tuple[str | None, Any]] = {
     "OIDC_SCOPES": (None, {}),
     "DISPATCH_DEADLINE": (None, 600),
     "SWEEP_GRACE": (None, 300),
-    "INLINE_SECONDS": (None, 0),
+    "INLINE_SECONDS": (None, None),
     "MAX_BODY_BYTES": (None, 1_048_576),
     "MAX_ARGS_BYTES": (None, 100_000),
     "QUEUES": (None, {}),

@@ -334,6 +334,35 @@ def lease_seconds(deadline: float) -> float:
     return deadline + min(30.0, deadline)
 
 
+#: The inline budget when ``INLINE_SECONDS`` is not set, at most: a chain step is a
+#: millisecond or two, so this is hundreds of steps, and far from any deadline.
+DEFAULT_INLINE_SECONDS = 5.0
+
+#: Queue settings that pace a queue: steps run inline would bypass them.
+QUEUE_RATE_SETTINGS = ("max_dispatches_per_second", "max_concurrent_dispatches")
+
+
+def inline_seconds(queue: str, deadline: float | None, in_process: bool) -> float:
+    """How long a delivery may go on running ready successors inline (0: not at all).
+
+    ``INLINE_SECONDS``, when set, is the budget (0 turns inline runs off). Unset,
+    deliveries from Cloud Tasks get :data:`DEFAULT_INLINE_SECONDS`, or a tenth of
+    the delivered node's dispatch deadline ``deadline`` when that is less, except
+    on a queue whose ``QUEUES`` entry sets a rate limit (an inline step would not be
+    paced by it); the in-process transports (``in_process``) never need it.
+    """
+    configured = conf.INLINE_SECONDS
+    if configured is not None:
+        return float(configured or 0)
+    if in_process:
+        return 0.0
+    queues = conf.QUEUES or {}
+    paced = queues.get(queue or str(conf.QUEUE)) or {}
+    if any(paced.get(key) is not None for key in QUEUE_RATE_SETTINGS):
+        return 0.0
+    return min(DEFAULT_INLINE_SECONDS, float(deadline or conf.DISPATCH_DEADLINE) / 10)
+
+
 # -- retries ---------------------------------------------------------------------------
 
 

@@ -56,8 +56,9 @@ CLOUDTASKS = {
     "EMULATOR_HOST": CONFIG.get("emulator"),
     "BASE_URL": CONFIG.get("base_url", "http://127.0.0.1:8000"),
     "AUTH_TOKEN": "bench-token",
-    "INLINE_SECONDS": CONFIG.get("inline_seconds", 0),
 }
+if CONFIG.get("inline_seconds") is not None:  # unset: the library's default
+    CLOUDTASKS["INLINE_SECONDS"] = CONFIG["inline_seconds"]
 
 LOGGING = {
     "version": 1,

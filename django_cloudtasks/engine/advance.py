@@ -32,7 +32,7 @@ from django_cloudtasks.engine.attempts import with_attempt
 from django_cloudtasks.engine.flow import Ledger, admit, end_revoked_run, holds_slot, is_limited
 from django_cloudtasks.models import Node, Workflow
 from django_cloudtasks.policy import due_by, lease_seconds
-from django_cloudtasks.store import Done, Take, get_store
+from django_cloudtasks.store import Done, Take, get_store, has_plain_children
 from django_cloudtasks.telemetry import get_logger
 from django_cloudtasks.transports import Dispatch
 
@@ -119,22 +119,47 @@ def succeed(
     With ``inline_origin`` (the node whose delivery runs this request's inline steps),
     one successor due now on the same queue is claimed in the same transaction and
     returned, to run next in this request instead of being sent.
+
+    When recording and advancing is one statement (:func:`records_alone`), it runs
+    without an explicit transaction: the statement commits on its own, saving the
+    round trips of ``BEGIN`` and ``COMMIT``.
     """
+    take = None
+    if inline_origin is not None and node.children:
+        take = Take(
+            index=node.children[0],
+            queue=node.queue,
+            lease_seconds=lease_seconds(float(conf.DISPATCH_DEADLINE)),
+            origin=inline_origin,
+        )
+    if records_alone(node):
+        # Only the first child can be taken: claiming another would be a second
+        # statement, after the one that made it ready had committed.
+        advanced = settle(node, value, attempt, take)
+        enqueue_on_commit(advanced.dispatches)  # outside a transaction: sent now
+        return advanced.taken
     with transaction.atomic():
-        take = None
-        if inline_origin is not None and node.children:
-            take = Take(
-                index=node.children[0],
-                queue=node.queue,
-                lease_seconds=lease_seconds(float(conf.DISPATCH_DEADLINE)),
-                origin=inline_origin,
-            )
         advanced = settle(node, value, attempt, take)
         dispatches, follow = advanced.dispatches, advanced.taken
         if inline_origin is not None and follow is None:
             dispatches, follow = _take_inline(dispatches, node, inline_origin)
         enqueue_on_commit(dispatches)
     return follow
+
+
+def records_alone(node: Node) -> bool:
+    """True when recording ``node``'s success and advancing its children is one statement.
+
+    So it is for a node that does not finish its workflow nor hold a concurrency slot,
+    when it has no children, or (where the store records in the statement that
+    advances) when its claim found them all plain tasks: then no group join can close
+    and no limited child needs admitting after that statement.
+    """
+    if node.is_output or holds_slot(node):
+        return False
+    if not node.children:
+        return True
+    return get_store().records_in_advance and has_plain_children(node)
 
 
 def complete(node: Node, value: Any, attempt: int) -> list[Dispatch]:

@@ -19,7 +19,6 @@ from django.utils import timezone
 
 from canvas import InputRule
 from django_cloudtasks import engine, signals, telemetry
-from django_cloudtasks.conf import conf
 from django_cloudtasks.constants import (
     CLAIMABLE_STATES,
     READY_STATES,
@@ -44,6 +43,7 @@ from django_cloudtasks.models import Node
 from django_cloudtasks.policy import (
     due_by,
     errback_arguments,
+    inline_seconds,
     is_expired,
 )
 from django_cloudtasks.registry import Task, registry
@@ -77,7 +77,7 @@ def deliver(
     node = engine.claim(node_id, task_name, retries, timezone.now(), early=early)
     if node is None:
         return _unclaimed(node_id, task_name, retries)
-    return _carry_on(node, headers or {}, _inline_run(node.pk))
+    return _carry_on(node, headers or {}, _inline_run(node))
 
 
 async def adeliver(
@@ -96,7 +96,7 @@ async def adeliver(
     node = await sync_to_async(engine.claim)(node_id, task_name, retries, timezone.now())
     if node is None:
         return await sync_to_async(_unclaimed)(node_id, task_name, retries)
-    inline = _inline_run(node.pk)
+    inline = _inline_run(node)
     outcome = await _astart(node, headers or {}, inline)
     follow = outcome.follow
     while follow is not None:
@@ -117,9 +117,14 @@ async def _astart(node: Node, headers: Mapping[str, str], inline: Inline | None)
     return await sync_to_async(finish)(call, value, error)
 
 
-def _inline_run(origin: NodeId) -> Inline | None:
-    budget = float(conf.INLINE_SECONDS or 0)
-    return Inline(origin, time.monotonic() + budget) if budget > 0 else None
+def _inline_run(origin: Node) -> Inline | None:
+    """The inline run a delivery of ``origin`` may make (see :func:`policy.inline_seconds`)."""
+    budget = inline_seconds(
+        origin.queue,
+        origin.options.get("dispatch_deadline"),
+        get_transport().delivers_in_process,
+    )
+    return Inline(origin.pk, time.monotonic() + budget) if budget > 0 else None
 
 
 def _carry_on(node: Node, headers: Mapping[str, str], inline: Inline | None) -> Outcome:
@@ -148,7 +153,7 @@ def _prepare(node: Node, headers: Mapping[str, str], inline: Inline | None) -> O
     if is_expired(node.options.get("expires"), node.ready_at or node.created_at, now):
         engine.revoke_node(node.pk, expired=True, by_its_run=True)
         return Outcome(200, State.REVOKED, "expired")
-    return _run(node, headers, inline if inline is not None and inline.open() else None)
+    return _run(node, headers, inline)
 
 
 def _unclaimed(node_id: NodeId, task_name: str | None, retries: int | None) -> Outcome:
@@ -194,7 +199,7 @@ def _resume(origin: Node) -> Outcome:
         "taking over a successor whose inline run stopped",
         extra=telemetry.node_fields(node),
     )
-    _carry_on(node, {}, _inline_run(origin.pk))
+    _carry_on(node, {}, _inline_run(origin))
     return Outcome(200, origin.state, "resumed its inline successors")
 
 

@@ -123,7 +123,9 @@ def _settle(call: Call, value: Any, error: Exception | None) -> Outcome:
         return _settle_error(call, error)
     if task.policy.ignore_result and not node.children:
         value = None
-    follow = engine.succeed(node, value, attempt, inline.origin if inline is not None else None)
+    # The budget is checked once the step has run: a slow step takes no successor.
+    origin = inline.origin if inline is not None and inline.open() else None
+    follow = engine.succeed(node, value, attempt, origin)
     node.result = value
     signals.node_finished.send(Node, node=node, state=State.SUCCESS)
     signals.task_success.send(task, result=value)

@@ -15,7 +15,13 @@ from django_cloudtasks.store.base import CHUNK_SIZE, Done, Store, Take, chunks, 
 from django_cloudtasks.store.flow import Slots
 from django_cloudtasks.store.postgresql import PostgresStore
 from django_cloudtasks.store.retention import Deleted
-from django_cloudtasks.store.rows import ADVANCE_COLUMNS, NODE_FIELDS, as_row, node_from_db
+from django_cloudtasks.store.rows import (
+    ADVANCE_COLUMNS,
+    NODE_FIELDS,
+    as_row,
+    has_plain_children,
+    node_from_db,
+)
 from django_cloudtasks.store.sqlite import SqliteStore
 
 __all__ = [
@@ -32,6 +38,7 @@ __all__ = [
     "check_database",
     "chunks",
     "get_store",
+    "has_plain_children",
     "node_from_db",
     "sql_literal",
 ]

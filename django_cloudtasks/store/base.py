@@ -28,6 +28,7 @@ from django_cloudtasks.store.rows import (
     NODE_FIELDS,
     WHEN_READY,
     decode_row,
+    mark_plain_children,
     node_from_db,
 )
 
@@ -192,10 +193,25 @@ class Store(FlowStatements, RetentionStatements):
             sql += " AND retries <= %s"
             params.append(retries)
         sql += " RETURNING " + ", ".join(ops.quote_name(str(f.column)) for f in NODE_FIELDS)
+        plain = self.plain_children_sql(table)
+        if plain:
+            sql += ", " + plain
         with connection.cursor() as cursor:
             cursor.execute(sql, params)
             row = cursor.fetchone()
-        return None if row is None else node_from_db(row)
+        if row is None:
+            return None
+        node = node_from_db(row[: len(NODE_FIELDS)])
+        if plain:
+            mark_plain_children(node, bool(row[-1]))
+        return node
+
+    def plain_children_sql(self, table: str) -> str:
+        """An expression the claim returns: are all the node's children plain tasks?
+
+        "" (the default) returns nothing: see :func:`~.rows.has_plain_children`.
+        """
+        return ""
 
     # -- advance ----------------------------------------------------------------------
 

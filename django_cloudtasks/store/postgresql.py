@@ -15,6 +15,7 @@ from django_cloudtasks.store.base import (
     SQL_SCHEDULED,
     SQL_STARTED,
     SQL_SUCCESS,
+    SQL_TASK,
     Done,
     Statement,
     Store,
@@ -96,6 +97,15 @@ class PostgresStore(Store):
             json.dumps(done.attempt_log),
             Node._meta.pk.get_db_prep_value(done.node_id, connection),  # type: ignore[union-attr]
             done.attempt,
+        )
+
+    def plain_children_sql(self, table: str) -> str:
+        """True when no child of the claimed node is a join, an errback or limited."""
+        return (
+            f"NOT EXISTS (SELECT 1 FROM {table} c WHERE c.workflow_id = {table}.workflow_id "
+            f"AND c.{connection.ops.quote_name('index')} IN (SELECT CAST("
+            f"jsonb_array_elements_text({table}.children) AS integer)) "
+            f"AND (c.kind <> {SQL_TASK} OR c.flow_key <> ''))"
         )
 
     def due_sql(self) -> str:

@@ -93,3 +93,18 @@ def decode_row(raw: Sequence[Any]) -> dict[str, Any]:
 def as_row(node: Node) -> dict[str, Any]:
     """``node`` as :func:`decode_row` would return it."""
     return {c: getattr(node, c) for c in ADVANCE_COLUMNS}
+
+
+def mark_plain_children(node: Node, plain: bool) -> None:
+    """Note on a claimed ``node`` whether all its children are plain tasks (see below)."""
+    node.__dict__["plain_children"] = plain
+
+
+def has_plain_children(node: Node) -> bool:
+    """True when the claim found that every child of ``node`` is a task without limits.
+
+    Advancing such a node never closes a group join nor admits a limited child, so
+    it takes no statement after the one that records and advances. Only a store that
+    :attr:`~.base.Store.records_in_advance` reads this back; elsewhere it is False.
+    """
+    return bool(node.__dict__.get("plain_children", False))

@@ -33,11 +33,23 @@ def healthy_gateway():
     gateway.fail_next(0)
 
 
-def test_a_chain_runs_over_http(live_emulator):
+def test_a_chain_runs_over_http_in_one_delivery_by_default(live_emulator):
     result = (add.s(4, 4) | add.s(8) | add.s(16)).delay()
     assert result.get(timeout=30) == 32
     assert live_emulator.wait_until_idle(timeout=10)  # the last answer is recorded
     runs = [r for r in live_emulator.history if r.succeeded]
+    # the request that ran the first step ran the other two inline
+    assert len(runs) == 1
+    assert runs[0].url.endswith("/cloudtasks/run/add/")
+    assert Execution.objects.filter(task="add").count() == 3
+
+
+def test_a_chain_runs_over_http_a_delivery_a_step_without_inline_runs(serve_emulator):
+    emulator = serve_emulator(settings_changes={"INLINE_SECONDS": 0})
+    result = (add.s(4, 4) | add.s(8) | add.s(16)).delay()
+    assert result.get(timeout=30) == 32
+    assert emulator.wait_until_idle(timeout=10)  # the last answer is recorded
+    runs = [r for r in emulator.history if r.succeeded]
     assert len(runs) == 3
     assert all(r.url.endswith("/cloudtasks/run/add/") for r in runs)
 

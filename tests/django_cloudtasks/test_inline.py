@@ -12,6 +12,7 @@ from django.utils import timezone
 from django_cloudtasks import chord, group
 from django_cloudtasks.constants import State
 from django_cloudtasks.models import Node
+from django_cloudtasks.policy import inline_seconds
 from django_cloudtasks.runner import deliver
 from django_cloudtasks.transports import reset_transport
 from tests.testapp.models import Execution
@@ -153,9 +154,52 @@ def test_a_delayed_successor_is_never_run_inline(inline):
     assert result.get(timeout=0) == 3
 
 
-def test_inline_runs_are_off_by_default(memory):
+def test_inline_runs_are_off_by_default_for_the_in_process_transports(memory):
     result = (add.s(1, 1) | add.s(1)).apply_async()
     memory.drain(limit=1)
     assert Node.objects.get(index=1).state == State.QUEUED
     memory.drain()
     assert result.get(timeout=0) == 3
+
+
+# -- the default budget -------------------------------------------------------------
+
+
+def test_deliveries_from_cloud_tasks_run_successors_inline_for_five_seconds_by_default(settings):
+    settings.CLOUDTASKS = {**settings.CLOUDTASKS, "INLINE_SECONDS": None}
+    assert inline_seconds("default", None, in_process=False) == 5.0
+
+
+def test_the_default_budget_is_a_tenth_of_a_short_dispatch_deadline(settings):
+    settings.CLOUDTASKS = {**settings.CLOUDTASKS, "INLINE_SECONDS": None, "DISPATCH_DEADLINE": 20}
+    assert inline_seconds("default", None, in_process=False) == 2.0
+    assert inline_seconds("default", 15, in_process=False) == 1.5  # the node's own deadline
+
+
+def test_a_queue_with_rate_limits_runs_nothing_inline_by_default(settings):
+    paced = {"slow": {"max_dispatches_per_second": 5}, "wide": {"max_attempts": 3}}
+    settings.CLOUDTASKS = {**settings.CLOUDTASKS, "INLINE_SECONDS": None, "QUEUES": paced}
+    assert inline_seconds("slow", None, in_process=False) == 0
+    assert inline_seconds("wide", None, in_process=False) == 5.0
+
+
+def test_inline_seconds_when_set_is_the_budget_everywhere(settings):
+    paced = {"slow": {"max_dispatches_per_second": 5}}
+    settings.CLOUDTASKS = {**settings.CLOUDTASKS, "INLINE_SECONDS": 30, "QUEUES": paced}
+    assert inline_seconds("slow", None, in_process=True) == 30
+    settings.CLOUDTASKS = {**settings.CLOUDTASKS, "INLINE_SECONDS": 0}
+    assert inline_seconds("default", None, in_process=False) == 0
+
+
+def test_a_step_that_ends_after_the_budget_takes_no_successor(settings, memory):
+    from django_cloudtasks.transports import get_transport
+    from tests.testapp.tasks import slow
+
+    settings.CLOUDTASKS = {**settings.CLOUDTASKS, "TRANSPORT": "memory", "INLINE_SECONDS": 0.05}
+    reset_transport()
+    transport = get_transport()
+    result = (slow.si(0.1, 0) | add.si(1, 1)).apply_async()
+    transport.drain(limit=1)
+    assert Node.objects.get(index=1).state == State.QUEUED
+    transport.drain()
+    assert result.get(timeout=0) == 2

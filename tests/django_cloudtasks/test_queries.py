@@ -38,6 +38,42 @@ def test_a_chain_step_costs_a_claim_then_recording_and_advancing(memory):
     assert first.node_id != memory.sent[1].node_id
 
 
+def round_trips_of(func):
+    """Statements run and, of those, the ones inside an explicit transaction.
+
+    A statement outside one commits on its own; one inside costs two more round
+    trips (``BEGIN`` and ``COMMIT``), which Django does not log on PostgreSQL.
+    """
+    in_transaction = []
+
+    def watch(execute, sql, params, many, context):
+        if not sql.startswith(TRANSACTION_CONTROL):  # SQLite's own BEGIN
+            in_transaction.append(connection.in_atomic_block)
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(watch):
+        func()
+    return len(in_transaction), sum(in_transaction)
+
+
+def test_a_chain_step_runs_without_an_explicit_transaction_on_postgresql(memory):
+    (add.s(1, 1) | add.s(1) | add.s(1)).apply_async()
+    statements, in_transaction = round_trips_of(lambda: memory.drain(limit=1))
+    if connection.vendor == "postgresql":
+        # the claim, then recording and advancing: two round trips in all
+        assert (statements, in_transaction) == (2, 0)
+    else:
+        assert (statements, in_transaction) == (3, 2)
+
+
+@pytest.mark.parametrize("size", [10, 1000])
+def test_a_group_member_advances_inside_a_transaction_since_it_may_close_the_join(memory, size):
+    (group(add.si(i, i) for i in range(size)) | tsum.s()).apply_async()
+    statements, in_transaction = round_trips_of(lambda: memory.drain(limit=1))
+    assert statements == 1 + record_and_advance()
+    assert in_transaction == record_and_advance()
+
+
 def test_the_last_step_of_a_workflow_costs_three_queries(memory):
     result = (add.s(1, 1) | add.s(1)).apply_async()
     memory.drain(limit=1)
