@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from django_cloudtasks import signals
@@ -132,7 +132,7 @@ def succeed(
             lease_seconds=lease_seconds(float(conf.DISPATCH_DEADLINE)),
             origin=inline_origin,
         )
-    if records_alone(node):
+    if records_alone(node) and not connection.in_atomic_block:
         # Only the first child can be taken: claiming another would be a second
         # statement, after the one that made it ready had committed.
         advanced = settle(node, value, attempt, take)

@@ -335,6 +335,9 @@ class Store(FlowStatements, RetentionStatements):
             # statements with at most 50.)
             for f in NODE_FIELDS:
                 st.add(f", CASE WHEN state = {SQL_STARTED} THEN {qn(str(f.column))} END")
+            plain = self.plain_children_sql(table)
+            if plain:
+                st.add(f", CASE WHEN state = {SQL_STARTED} THEN {plain} END")
         with connection.cursor() as cursor:
             cursor.execute("".join(st.sql), st.params)
             raw = cursor.fetchall()
@@ -343,7 +346,10 @@ class Store(FlowStatements, RetentionStatements):
         for r in raw:
             row = decode_row(r[:width])
             if take is not None and row["index"] == take.index and row["state"] == State.STARTED:
-                row["taken"] = node_from_db(r[width:])
+                taken = node_from_db(r[width : width + len(NODE_FIELDS)])
+                if len(r) > width + len(NODE_FIELDS):
+                    mark_plain_children(taken, bool(r[-1]))
+                row["taken"] = taken
             rows.append(row)
         return rows
 

@@ -129,6 +129,25 @@ def test_an_inline_step_costs_one_statement_on_postgresql_and_two_elsewhere(inli
     assert Node.objects.filter(state=State.SUCCESS).count() == 3
 
 
+def test_inline_steps_run_without_an_explicit_transaction_on_postgresql(inline):
+    (quiet_add.s(1, 1) | quiet_add.s(1) | quiet_add.s(1) | quiet_add.s(1)).apply_async()
+    in_transaction = []
+
+    def watch(execute, sql, params, many, context):
+        if not sql.startswith(("BEGIN", "COMMIT")):
+            in_transaction.append(connection.in_atomic_block)
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(watch):
+        inline.drain(limit=1)
+    if connection.vendor == "postgresql":
+        # the claim and the three steps that took their successor commit on their own;
+        # the last step finishes the workflow too, in a transaction
+        assert in_transaction == [False, False, False, False, True, True]
+    else:
+        assert all(in_transaction[1:])
+
+
 def test_a_chord_body_runs_in_the_request_of_the_member_that_closes_it(inline):
     result = chord([identity.si(i) for i in range(5)], tsum.s()).apply_async()
     assert inline.drain(limit=5) == 5
