@@ -57,6 +57,7 @@ CLOUDTASKS = {
     "BASE_URL": CONFIG.get("base_url", "http://127.0.0.1:8000"),
     "AUTH_TOKEN": "bench-token",
     "INLINE_SECONDS": CONFIG.get("inline_seconds", 0),
+    "QUEUES": {"bench": {"shards": int(CONFIG.get("shards", 1))}},
 }
 
 LOGGING = {

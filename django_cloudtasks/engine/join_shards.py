@@ -6,7 +6,8 @@ members. A member counts itself on its shard; the member that empties a shard cl
 it, which counts the shard on the join, and the member that closes the last shard
 closes the join. So the join's row is updated once per shard instead of once per
 member, and the member that closes everything costs one statement more than for an
-unsharded join, whatever the size.
+unsharded join, whatever the size. Members are dealt to the shards in turn, so that
+members finishing at about the same time update different rows.
 
 The join still lists every member as a parent (its result is their results, in
 member order, read in place, and failure, revocation and the results see the group
@@ -48,8 +49,11 @@ def shard_joins(rows: list[Node], now: datetime, size: int | None = None) -> Non
     next_index = rows[-1].index + 1
     for join in [r for r in rows if r.kind == NodeKind.BARRIER and len(r.parents) > size]:
         shards = []
-        for start in range(0, len(join.parents), size):
-            members = join.parents[start : start + size]
+        count = -(-len(join.parents) // size)
+        for position in range(count):
+            # Round-robin: members run about in order, so neighbours count on
+            # different rows instead of all waiting for the same one.
+            members = join.parents[position::count]
             shard = Node(
                 id=uuid.uuid4(),
                 workflow_id=join.workflow_id,

@@ -189,8 +189,9 @@ def _reset_downstream(
     options: dict[int, dict[str, Any]] = {}
     for chunk in chunks(indices):
         options.update(
-            Node.objects.filter(workflow_id=workflow_id, kind=NodeKind.BARRIER, index__in=chunk)
-            .values_list("index", "options")
+            Node.objects.filter(
+                workflow_id=workflow_id, kind=NodeKind.BARRIER, index__in=chunk
+            ).values_list("index", "options")
         )
     for index in indices:
         counted = waited_on(index, rows[index][1], options.get(index))

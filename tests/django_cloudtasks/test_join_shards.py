@@ -41,7 +41,8 @@ def test_a_join_of_more_members_than_a_shard_holds_waits_on_its_shards(memory, s
     shards = list(Node.objects.filter(workflow_id=result.workflow_id, index__gt=26))
     assert join.kind == NodeKind.BARRIER and len(join.parents) == 25
     assert join.pending_parents == 3 == len(shards)
-    assert [s.pending_parents for s in shards] == [10, 10, 5]
+    assert [s.pending_parents for s in shards] == [9, 8, 8]
+    assert [s.parents[:3] for s in shards] == [[0, 3, 6], [1, 4, 7], [2, 5, 8]]
     assert {c for m in Node.objects.filter(index__lt=25) for c in m.children} == {
         s.index for s in shards
     }
@@ -65,6 +66,7 @@ def test_the_member_that_closes_a_sharded_group_costs_one_statement_more(memory,
     member, closes_shard = 1 + record_and_advance(), 1 + record_and_advance() + 1
     # Two members close a shard; the last one closes its shard, then the join.
     assert sorted(closes[:-1]) == [member] * 22 + [closes_shard] * 2
+    assert closes[22:24] == [closes_shard] * 2  # members 22 and 23 close the first two
     assert closes[-1] == closes_shard + 1
     assert queries_of(lambda: memory.drain(limit=1)) == 3
     assert result.get(timeout=0) == sum(2 * i for i in range(25))
