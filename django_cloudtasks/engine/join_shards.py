@@ -19,7 +19,7 @@ return nothing.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -85,14 +85,3 @@ def waited_on(
     if options and SHARDS in options:
         return list(options[SHARDS])
     return parents
-
-
-def is_shard(options: Mapping[str, Any] | None) -> bool:
-    """True for the options of a join's shard."""
-    return bool(options) and SHARD_OF in options  # type: ignore[operator]
-
-
-def without_shards(indices: Iterable[int], shards: Iterable[int]) -> list[int]:
-    """``indices`` less the shard nodes among them."""
-    hidden = set(shards)
-    return [i for i in indices if i not in hidden]
