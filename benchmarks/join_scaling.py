@@ -49,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     call_command("migrate", verbosity=0)
     print(f"{'members':>9} {'wall s':>8} {'ms/member':>10} {'pg cpu ms/member':>17}")
     try:
+        run(200, args.threads, db["NAME"])  # warm up: connections, caches; not reported
         for size in [int(s) for s in args.sizes.split(",")]:
             wall, cpu = run(size, args.threads, db["NAME"])
             print(f"{size:>9,} {wall:>8.2f} {wall / size * 1e3:>10.3f} {cpu / size * 1e3:>17.3f}")
