@@ -121,3 +121,15 @@ def test_revoking_a_sharded_group_revokes_its_shards(memory, small_shards):
         )
     )
     assert states == {State.REVOKED}
+
+
+def test_a_debounced_sharded_group_folds_later_calls_into_its_run(memory, small_shards):
+    def call(extra):
+        members = group(add.si(i, extra) for i in range(25))
+        return (members | tsum.s()).apply_async(unique_key="batch", debounce=30)
+
+    first, second = call(0), call(1)
+    assert first.id == second.id
+    assert Node.objects.get(workflow_id=first.workflow_id, index=3).args == [3, 1]
+    memory.drain()
+    assert second.get(timeout=0) == sum(i + 1 for i in range(25))
