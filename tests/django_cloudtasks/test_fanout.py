@@ -162,3 +162,23 @@ def test_a_bounded_group_on_a_sharded_queue_keeps_its_bound(serve_emulator, monk
     )
     result = group(identity.si(i) for i in range(20)).set(max_concurrency=3).delay()
     assert result.get(timeout=60) == list(range(20))
+
+
+@pytest.mark.django_db
+def test_the_spawn_endpoint_creates_its_batch_and_refuses_a_bad_body(client, memory):
+    batch = [dispatch(i, queue="") for i in range(3)]
+    body = json.dumps(fanout.Spawn("", 0, batch).body())
+    headers = {"Authorization": "Bearer test-token"}
+
+    answer = client.post(
+        "/cloudtasks/spawn/", body, content_type="application/json", headers=headers
+    )
+    assert answer.status_code == 200 and answer.json() == {"created": 3}
+    assert memory.sent == batch
+    bad = client.post(
+        "/cloudtasks/spawn/", '{"spawn": [{}]}', content_type="application/json", headers=headers
+    )
+    assert bad.status_code == 400
+    assert (
+        client.post("/cloudtasks/spawn/", body, content_type="application/json").status_code == 401
+    )
