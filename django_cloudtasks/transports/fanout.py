@@ -124,6 +124,7 @@ def encode(d: Dispatch) -> dict[str, Any]:
         "deadline": d.dispatch_deadline,
         "takeover": d.takeover,
         "deferred": d.deferred,
+        "traceparent": d.traceparent,
     }
 
 
@@ -145,4 +146,5 @@ def decode(data: Mapping[str, Any]) -> Dispatch:
         dispatch_deadline=None if deadline is None else float(deadline),
         takeover=int(data.get("takeover") or 0),
         deferred=int(data.get("deferred") or 0),
+        traceparent=str(data.get("traceparent") or ""),
     )

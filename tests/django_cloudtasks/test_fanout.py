@@ -83,9 +83,11 @@ def test_a_dispatch_survives_the_spawners_body():
         dispatch_deadline=30.0,
         takeover=1,
         deferred=3,
+        traceparent="00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
     )
     body = json.loads(json.dumps(fanout.Spawn("q", 0, [original]).body()))
-    assert [fanout.decode(d) for d in body["spawn"]] == [original]
+    [decoded] = [fanout.decode(d) for d in body["spawn"]]
+    assert decoded == original and decoded.traceparent == original.traceparent
 
 
 class Recorder:
