@@ -186,6 +186,7 @@ class Bench:
             "log_dir": str(self.log_dir),
             "synchronous_commit": self.args.synchronous_commit,
             "inline_seconds": self.args.inline_seconds,
+            "shards": self.args.shards,
         }
         os.environ.update(self.env(config))
         self.emulator = Service(
@@ -245,22 +246,24 @@ class Bench:
         from google.cloud import tasks_v2
 
         from django_cloudtasks.transports import get_transport
+        from django_cloudtasks.transports.fanout import shard_ids
 
         client = get_transport().client  # type: ignore[attr-defined]
-        client.create_queue(
-            parent=f"projects/{PROJECT}/locations/{LOCATION}",
-            queue=tasks_v2.Queue(
-                name=f"projects/{PROJECT}/locations/{LOCATION}/queues/{QUEUE}",
-                rate_limits=tasks_v2.RateLimits(
-                    max_dispatches_per_second=self.args.rate, max_concurrent_dispatches=5000
+        for queue_id in shard_ids(QUEUE, self.args.shards):
+            client.create_queue(
+                parent=f"projects/{PROJECT}/locations/{LOCATION}",
+                queue=tasks_v2.Queue(
+                    name=f"projects/{PROJECT}/locations/{LOCATION}/queues/{queue_id}",
+                    rate_limits=tasks_v2.RateLimits(
+                        max_dispatches_per_second=self.args.rate, max_concurrent_dispatches=5000
+                    ),
+                    retry_config=tasks_v2.RetryConfig(
+                        max_attempts=100,
+                        min_backoff=timedelta(seconds=0.05),
+                        max_backoff=timedelta(seconds=1),
+                    ),
                 ),
-                retry_config=tasks_v2.RetryConfig(
-                    max_attempts=100,
-                    min_backoff=timedelta(seconds=0.05),
-                    max_backoff=timedelta(seconds=1),
-                ),
-            ),
-        )
+            )
 
     def start_celery(self) -> None:
         """Empty the bench Redis database and start a prefork worker."""

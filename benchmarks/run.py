@@ -81,6 +81,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="the bench queue's max_dispatches_per_second (Cloud Tasks' maximum, 500)",
     )
     parser.add_argument(
+        "--shards",
+        type=int,
+        default=1,
+        help="shards of the bench queue (each dispatching at --rate; default 1)",
+    )
+    parser.add_argument(
         "--wsgi",
         default="benchmarks.cloudtasks_bench.wsgi:application",
         help="the WSGI application gunicorn serves (to compare a modified build)",
@@ -164,7 +170,8 @@ def main(argv: list[str] | None = None) -> int:
     print(machine(), flush=True)
     print(
         f"{versions()}; gunicorn workers {args.workers} x {args.threads} thread(s); "
-        f"queue rate {args.rate:g}/s; synchronous_commit {args.synchronous_commit}",
+        f"queue rate {args.rate:g}/s x {args.shards} shard(s); "
+        f"synchronous_commit {args.synchronous_commit}",
         flush=True,
     )
     bench: Bench | None = None

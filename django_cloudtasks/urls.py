@@ -40,6 +40,7 @@ app_name = "cloudtasks"
 urlpatterns = [
     path("run/<cloudtasks_async_task:task_name>/", views.run_async, name="run-async"),
     path("run/<str:task_name>/", views.run, name="run"),
+    path("spawn/", views.spawn, name="spawn"),
     path("tracker/", views.tracker, name="tracker"),
     path("revoke/", views.revoke, name="revoke"),
     path("sweep/", views.sweep, name="sweep"),

@@ -1,4 +1,4 @@
-"""The endpoints: run (Cloud Tasks' entry point), tracker, revoke, sweep and schedules."""
+"""The endpoints: run (Cloud Tasks' entry point), spawn, tracker, revoke, sweep and schedules."""
 
 from __future__ import annotations
 
@@ -36,6 +36,8 @@ from django_cloudtasks.schedules import runs as schedule_runs
 from django_cloudtasks.schedules.declarations import ScheduleError, get_schedule
 from django_cloudtasks.schedules.timing import latest_slot
 from django_cloudtasks.telemetry import get_logger
+from django_cloudtasks.transports import get_transport
+from django_cloudtasks.transports.fanout import decode
 
 logger = get_logger("django_cloudtasks.views")
 
@@ -353,6 +355,26 @@ def _revoke_params(request: HttpRequest) -> QueryDict:
         return request.POST or request.GET
     except (MultiPartParserError, SuspiciousOperation):
         raise BadRequest("the form body cannot be parsed") from None
+
+
+@endpoint("POST", scope="run")
+def spawn(request: HttpRequest) -> JsonResponse:
+    """``POST /cloudtasks/spawn/`` with ``{"spawn": [...]}``: create a fan-out's batch.
+
+    Sent by a spawner task (see :mod:`~django_cloudtasks.transports.fanout`); answers
+    503 when some tasks could not be created, so that Cloud Tasks tries again.
+    """
+    try:
+        dispatches = [decode(entry) for entry in _json_body(request)["spawn"]]
+    except BadRequest as exc:
+        return _error(exc.status, str(exc))
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return _error(400, 'body must be {"spawn": [dispatches]}')
+    try:
+        get_transport().send(dispatches)
+    except EnqueueError as exc:
+        return _error(503, str(exc))
+    return JsonResponse({"created": len(dispatches)})
 
 
 @endpoint("POST", scope="sweep")

@@ -56,6 +56,7 @@ CLOUDTASKS = {
     "EMULATOR_HOST": CONFIG.get("emulator"),
     "BASE_URL": CONFIG.get("base_url", "http://127.0.0.1:8000"),
     "AUTH_TOKEN": "bench-token",
+    "QUEUES": {"bench": {"shards": int(CONFIG.get("shards", 1))}},
 }
 if CONFIG.get("inline_seconds") is not None:  # unset: the library's default
     CLOUDTASKS["INLINE_SECONDS"] = CONFIG["inline_seconds"]

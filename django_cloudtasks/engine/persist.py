@@ -20,6 +20,7 @@ from django_cloudtasks.constants import LINEAGE, NodeKind, State
 from django_cloudtasks.dispatch import dispatch_for, enqueue_on_commit
 from django_cloudtasks.engine.advance import advance
 from django_cloudtasks.engine.flow import Ledger, admit, flow_key, is_limited, run_key
+from django_cloudtasks.engine.join_shards import shard_joins
 from django_cloudtasks.engine.unique import existing_run, fold, output_of, uniqueness
 from django_cloudtasks.exceptions import EnqueueError
 from django_cloudtasks.models import Node, Workflow
@@ -99,6 +100,7 @@ def persist(expression: Expression, options: Mapping[str, Any]) -> Persisted:
         traceparent=telemetry.hooks.traceparent(),
     )
     rows, ready = build_rows(graph, workflow, defaults, now, not_before)
+    workflow.size = len(rows)  # with the shards of large joins
     try:
         with transaction.atomic():
             workflow.save(force_insert=True)
@@ -204,7 +206,8 @@ def build_rows(
     run options the nodes' own take precedence under (Celery's ``apply_async``
     options win over a signature's: callers put those in the nodes first). Each row
     records its lineage (Celery's ``parent_id``, ``group``, ``group_index`` and
-    ``chord``) for ``self.request``.
+    ``chord``) for ``self.request``. A join of many members gets shard rows, after the
+    graph's (see :mod:`.join_shards`).
     """
     children = graph.children()
     ids = [uuid.uuid4() for _ in graph.nodes]
@@ -251,6 +254,7 @@ def build_rows(
                 row.state = State.SCHEDULED if _due(row, now) > now else State.QUEUED
                 ready.append(row)
         rows.append(row)
+    shard_joins(rows, now)
     return rows, ready
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from django.db import transaction
 from django.utils import timezone
@@ -11,6 +12,7 @@ from django_cloudtasks.constants import NodeId, NodeKind, State, WorkflowId, Wor
 from django_cloudtasks.dispatch import dispatch_for, enqueue_on_commit
 from django_cloudtasks.engine.failure import descendants
 from django_cloudtasks.engine.flow import Ledger, admit, is_limited
+from django_cloudtasks.engine.join_shards import waited_on
 from django_cloudtasks.exceptions import CloudTasksError, NodeNotFound
 from django_cloudtasks.models import Node, Workflow
 from django_cloudtasks.store import chunks
@@ -184,8 +186,16 @@ def _reset_downstream(
 ) -> None:
     """Put ``indices`` back to PENDING, each waiting on its parents not yet succeeded."""
     by_count: dict[int, list[int]] = {}
+    options: dict[int, dict[str, Any]] = {}
+    for chunk in chunks(indices):
+        options.update(
+            Node.objects.filter(
+                workflow_id=workflow_id, kind=NodeKind.BARRIER, index__in=chunk
+            ).values_list("index", "options")
+        )
     for index in indices:
-        waiting = sum(1 for p in rows[index][1] if rows[p][0] != State.SUCCESS)
+        counted = waited_on(index, rows[index][1], options.get(index))
+        waiting = sum(1 for p in counted if rows[p][0] != State.SUCCESS)
         by_count.setdefault(waiting, []).append(index)
     for waiting, group in by_count.items():
         for chunk in chunks(group):

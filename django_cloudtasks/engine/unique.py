@@ -22,6 +22,7 @@ from canvas import Expression, Signature
 from canvas.graph import Graph
 from django_cloudtasks.constants import NodeKind, State, WorkflowStatus
 from django_cloudtasks.dispatch import cancel_on_commit, dispatch_for, enqueue_on_commit
+from django_cloudtasks.engine.join_shards import SHARD_OF
 from django_cloudtasks.models import Node, Workflow
 from django_cloudtasks.policy import evaluate_key
 from django_cloudtasks.registry import registry
@@ -104,7 +105,8 @@ def fold(
         if not locked.exists():
             return False
         nodes = list(Node.objects.select_for_update().filter(workflow=workflow).order_by("index"))
-        tasks = [n for n in nodes if n.kind != NodeKind.ERRBACK]
+        # The graph's nodes: not error callbacks, nor the shards of a large join.
+        tasks = [n for n in nodes if n.kind != NodeKind.ERRBACK and SHARD_OF not in n.options]
         waiting = (State.PENDING, State.SCHEDULED, State.WAITING)
         if len(tasks) != len(graph) or any(
             n.state not in waiting or n.task_name != g.task_name

@@ -7,7 +7,9 @@
                  "max_doublings": 4}}
 
 Durations are seconds. A queue without an entry (the default ``QUEUE``) keeps the
-service's defaults.
+service's defaults. ``"shards": 4`` makes the queue four Cloud Tasks queues with
+those settings, ``q``, ``q-1``, ``q-2`` and ``q-3``, its deliveries spread over them
+(see :mod:`django_cloudtasks.transports.fanout`).
 """
 
 from __future__ import annotations
@@ -25,6 +27,10 @@ from google.protobuf import duration_pb2
 from django_cloudtasks.conf import conf
 from django_cloudtasks.exceptions import ConfigurationError
 from django_cloudtasks.registry import registry
+from django_cloudtasks.transports.fanout import shard_ids
+
+#: The most shards a queue may have.
+MAX_SHARDS = 100
 
 #: Each setting: (the Queue field it sets, its type).
 FIELDS: dict[str, tuple[str, str]] = {
@@ -101,7 +107,26 @@ def configured_queues() -> list[QueueSpec]:
     for task in registry.tasks():
         if task.policy.queue and task.policy.queue not in names:
             names.append(task.policy.queue)
-    return [QueueSpec(name, _validated(name, raw.get(name) or {})) for name in names]
+    specs = []
+    for name in names:
+        entry = raw.get(name) or {}
+        settings = dict(entry) if isinstance(entry, Mapping) else entry
+        shards = _shards(name, settings.pop("shards", 1) if isinstance(settings, dict) else 1)
+        values = _validated(name, settings)
+        specs += [QueueSpec(queue_id, values) for queue_id in shard_ids(name, shards)]
+    for spec in specs:
+        if not _QUEUE_ID.match(spec.queue_id):
+            raise ConfigurationError(f"{spec.queue_id!r} (a shard) is longer than 100 characters")
+    return specs
+
+
+def _shards(queue_id: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_SHARDS:
+        raise ConfigurationError(
+            f"CLOUDTASKS['QUEUES'][{queue_id!r}]['shards'] is {value!r}, not a whole number "
+            f"from 1 to {MAX_SHARDS}"
+        )
+    return value
 
 
 def _validated(queue_id: str, settings: Any) -> dict[str, float]:
@@ -115,7 +140,7 @@ def _validated(queue_id: str, settings: Any) -> dict[str, float]:
     unknown = sorted(set(settings) - set(FIELDS))
     if unknown:
         raise ConfigurationError(
-            f"{where} has unknown settings {', '.join(unknown)}; known: {', '.join(FIELDS)}"
+            f"{where} has unknown settings {', '.join(unknown)}; known: {', '.join(FIELDS)}, shards"
         )
     values: dict[str, float] = {}
     for key, value in settings.items():

@@ -17,6 +17,7 @@ from typing import Any
 from django.utils import timezone
 
 from django_cloudtasks.constants import NodeKind, State, WorkflowStatus
+from django_cloudtasks.engine.join_shards import waited_on
 from django_cloudtasks.models import Node, Workflow
 
 #: States in which a node has not started yet.
@@ -199,7 +200,9 @@ def _details(node: Node, now: datetime) -> list[str]:
         verb = "" if node.finished_at is not None else "running for "
         details.append(verb + duration(end - node.started_at))
     elif state == State.PENDING and node.pending_parents:
-        details.append(f"waiting on {node.pending_parents} of {len(node.parents)} parents")
+        counted = waited_on(node.index, node.parents, node.options)
+        of = "shards" if counted is not node.parents else "parents"
+        details.append(f"waiting on {node.pending_parents} of {len(counted)} {of}")
     elif state == State.SCHEDULED:
         due = node.due_at(node.workflow.not_before)
         if due is not None:

@@ -116,6 +116,14 @@ class Store(FlowStatements, RetentionStatements):
         """A placeholder for a JSON-encoded parameter, as the column type."""
         raise NotImplementedError
 
+    def among(self, column: str) -> str:
+        """True when ``column`` is one of the integers of the parameter :meth:`id_list` gives."""
+        return f"{column} IN {self.ids()}"
+
+    def id_list(self, values: Iterable[int]) -> Any:
+        """The parameter of :meth:`among`: a JSON array."""
+        return json.dumps(list(values))
+
     def add_member_results(
         self, st: Statement, table: str, index: str, wf_db: Any, members: str
     ) -> None:
@@ -238,7 +246,6 @@ class Store(FlowStatements, RetentionStatements):
         """
         qn = connection.ops.quote_name
         table, index = qn(Node._meta.db_table), qn("index")
-        ids = self.ids()
         now_db = Node._meta.get_field("ready_at").get_db_prep_value(now, connection)
         wf_db = Workflow._meta.pk.get_db_prep_value(workflow_id, connection)  # type: ignore[union-attr]
         st = Statement()
@@ -319,10 +326,12 @@ class Store(FlowStatements, RetentionStatements):
             f"THEN {SQL_SCHEDULED} ELSE {SQL_QUEUED} END) ELSE state END ",
             now_db,
         )
-        st.add(
-            f"WHERE workflow_id = %s AND ({index} IN {ids} OR ", wf_db, json.dumps(list(children))
-        )
-        st.add(*is_barrier)
+        # Without a join to close, no ``OR``: the rows are found by the (workflow, index)
+        # key whatever the planner's statistics say, not by reading the whole workflow.
+        st.add(f"WHERE workflow_id = %s AND ({self.among(index)}", wf_db, self.id_list(children))
+        if barrier is not None:
+            st.add(" OR ")
+            st.add(*is_barrier)
         # A child already failed (another parent failed first) keeps its counter and its
         # input: only a retry by hand resets it, counting its parents afresh.
         st.add(f") AND state <> {SQL_FAILURE}")

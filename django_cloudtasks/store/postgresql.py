@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -68,6 +68,19 @@ class PostgresStore(Store):
     def ids(self) -> str:
         """``jsonb_array_elements_text`` of the parameter, as integers."""
         return "(SELECT CAST(jsonb_array_elements_text(CAST(%s AS jsonb)) AS integer))"
+
+    def among(self, column: str) -> str:
+        """``column = ANY(CAST(%s AS integer[]))``: an index condition, whatever the plan.
+
+        (``IN (SELECT ...)`` beside an ``OR`` is a filter, and with a subquery the planner
+        cannot tell how many rows it yields: the advance statement could read every node
+        of the workflow for each finished member.)
+        """
+        return f"{column} = ANY(CAST(%s AS integer[]))"
+
+    def id_list(self, values: Iterable[int]) -> Any:
+        """A PostgreSQL array literal of ``values``."""
+        return "{" + ",".join(str(int(v)) for v in values) + "}"
 
     def json_value(self) -> str:
         """The parameter cast to ``jsonb``."""

@@ -7,7 +7,7 @@ import json
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import grpc
@@ -20,6 +20,7 @@ from django_cloudtasks.conf import conf
 from django_cloudtasks.exceptions import ConfigurationError, EnqueueError
 from django_cloudtasks.telemetry import get_logger
 from django_cloudtasks.transports.base import Dispatch, Transport
+from django_cloudtasks.transports.fanout import DIRECT_LIMIT, Spawn, shard_of, spawners
 
 logger = get_logger("django_cloudtasks.transports.cloudtasks")
 
@@ -48,7 +49,9 @@ class CloudTasksTransport(Transport):
     * ``schedule_time`` carries the ETA, ``dispatch_deadline`` the node's deadline.
     * Requests carry an OIDC token when ``OIDC_SERVICE_ACCOUNT`` is set, otherwise
       the shared ``AUTH_TOKEN`` as a bearer token.
-    * Many dispatches (a fan-out) are sent concurrently from a bounded pool.
+    * Many dispatches (a fan-out) are sent concurrently from a bounded pool; more
+      than :data:`~.fanout.DIRECT_LIMIT` go through paced spawner tasks, and a queue
+      with ``shards`` spreads them over its shards (see :mod:`.fanout`).
     * ``EMULATOR_HOST`` (or ``CLOUDTASKS_EMULATOR_HOST``) points it at an emulator.
     """
 
@@ -119,8 +122,8 @@ class CloudTasksTransport(Transport):
         return tasks_v2.CloudTasksClient.queue_path(project, location, queue or conf.QUEUE)
 
     def task_path(self, dispatch: Dispatch) -> str:
-        """The full Cloud Tasks name of ``dispatch``."""
-        return f"{self.queue_path(dispatch.queue)}/tasks/{dispatch.cloud_task_id}"
+        """The full Cloud Tasks name of ``dispatch`` (on its queue's shard)."""
+        return f"{self.queue_path(shard_of(dispatch))}/tasks/{dispatch.cloud_task_id}"
 
     # -- sending -------------------------------------------------------------------------
 
@@ -137,19 +140,9 @@ class CloudTasksTransport(Transport):
                 "the cloudtasks transport needs CLOUDTASKS['BASE_URL'] (TASKAPP_CLOUD_RUN_URL)"
             )
         task.name = self.task_path(dispatch)
-        request = task.http_request
-        request.http_method = tasks_v2.HttpMethod.POST
-        request.url = f"{base}/cloudtasks/run/{dispatch.task_name}/"
-        request.headers["Content-Type"] = "application/json"
-        request.body = json.dumps(dispatch.body()).encode()
+        _http(task, f"{base}/cloudtasks/run/{dispatch.task_name}/", dispatch.body(), base)
         if dispatch.traceparent:
-            request.headers["traceparent"] = dispatch.traceparent
-        account = conf.OIDC_SERVICE_ACCOUNT
-        if account:
-            request.oidc_token.service_account_email = str(account)
-            request.oidc_token.audience = str(conf.OIDC_AUDIENCE or base)
-        elif conf.AUTH_TOKEN:
-            request.headers["Authorization"] = f"Bearer {conf.AUTH_TOKEN}"
+            task.http_request.headers["traceparent"] = dispatch.traceparent
         if dispatch.eta is not None:
             task.schedule_time.FromDatetime(dispatch.eta.astimezone(UTC))
         deadline = dispatch.dispatch_deadline or conf.DISPATCH_DEADLINE
@@ -163,17 +156,49 @@ class CloudTasksTransport(Transport):
     def send(self, dispatches: Sequence[Dispatch]) -> None:
         """Create a Cloud Task per dispatch, concurrently; ALREADY_EXISTS is success.
 
+        More than :data:`~.fanout.DIRECT_LIMIT` are created by spawner tasks instead,
+        paced (see :mod:`.fanout`).
+
         Raises:
-            EnqueueError: listing the dispatches that could not be created.
+            EnqueueError: listing the dispatches that could not be created (or whose
+                spawner could not be).
         """
-        self._run_all(dispatches, self._create_one, "create")
+        if len(dispatches) <= DIRECT_LIMIT:
+            self._run_all(dispatches, self._create_one, "create")
+            return
+        now = datetime.now(UTC)
+        spawns = spawners(dispatches)
+        errors = self._run_all(spawns, lambda s: self._spawn_one(s, now), "create", raises=False)
+        if errors:
+            unsent = [d for s, _ in errors for d in s.dispatches]
+            self._raise(errors, len(spawns), unsent, "create", what="spawner Cloud Tasks")
+
+    def _spawn_one(self, spawn: Spawn, now: datetime) -> None:
+        base = conf.run_url_base
+        if not base:
+            raise ConfigurationError(
+                "the cloudtasks transport needs CLOUDTASKS['BASE_URL'] (TASKAPP_CLOUD_RUN_URL)"
+            )
+        request = _CREATE_PB(parent=self.queue_path(spawn.queue))
+        task = request.task
+        task.name = f"{request.parent}/tasks/{spawn.task_id}"
+        _http(task, f"{base}/cloudtasks/spawn/", spawn.body(), base)
+        if spawn.offset > 0:
+            task.schedule_time.FromDatetime(now + timedelta(seconds=spawn.offset))
+        task.dispatch_deadline.seconds = int(DEADLINE_RANGE[0]) * 4
+        try:
+            self.client.create_task(
+                request=tasks_v2.CreateTaskRequest.wrap(request), retry=self.retry, timeout=30
+            )
+        except gexc.AlreadyExists:
+            logger.debug("spawner %s already exists", spawn.task_id)
 
     def cancel(self, dispatches: Sequence[Dispatch]) -> None:
         """Delete the Cloud Tasks of ``dispatches``; NOT_FOUND means already gone."""
         self._run_all(dispatches, self._delete_one, "delete")
 
     def _create_one(self, dispatch: Dispatch) -> None:
-        request = _CREATE_PB(parent=self.queue_path(dispatch.queue))
+        request = _CREATE_PB(parent=self.queue_path(shard_of(dispatch)))
         self._task_pb(dispatch, request.task)
         try:
             self.client.create_task(
@@ -202,11 +227,16 @@ class CloudTasksTransport(Transport):
         return f"Cloud Tasks sent it {found.dispatch_count} times; the last attempt: {answer}"
 
     def _run_all(
-        self, dispatches: Sequence[Dispatch], action: Callable[[Dispatch], None], verb: str
-    ) -> None:
+        self,
+        dispatches: Sequence[Any],
+        action: Callable[[Any], None],
+        verb: str,
+        *,
+        raises: bool = True,
+    ) -> list[tuple[Any, BaseException]]:
         if not dispatches:
-            return
-        errors: list[tuple[Dispatch, BaseException]] = []
+            return []
+        errors: list[tuple[Any, BaseException]] = []
         if len(dispatches) == 1:
             try:
                 action(dispatches[0])
@@ -218,10 +248,22 @@ class CloudTasksTransport(Transport):
                 problem = future.exception()
                 if problem is not None:
                     errors.append((dispatch, problem))
+        if errors and raises:
+            self._raise(errors, len(dispatches), [d for d, _ in errors], verb)
+        return errors
+
+    def _raise(
+        self,
+        errors: list[tuple[Any, BaseException]],
+        total: int,
+        unsent_dispatches: Sequence[Dispatch],
+        verb: str,
+        what: str = "Cloud Tasks",
+    ) -> None:
         if errors:
             first = errors[0][1]
-            summary = f"could not {verb} {len(errors)} of {len(dispatches)} Cloud Tasks"
-            unsent = [d.node_id for d, _ in errors]
+            summary = f"could not {verb} {len(errors)} of {total} {what}"
+            unsent = [d.node_id for d in unsent_dispatches]
             host = conf.EMULATOR_HOST
             cause = first.cause if isinstance(first, gexc.RetryError) else first
             if host and isinstance(cause, gexc.ServiceUnavailable):
@@ -241,6 +283,21 @@ class CloudTasksTransport(Transport):
                     max_workers=self.workers, thread_name_prefix="cloudtasks-send"
                 )
             return self._pool
+
+
+def _http(task: Any, url: str, body: Any, base: str) -> None:
+    """Make ``task`` a POST of ``body`` (JSON) to ``url``, with the configured credentials."""
+    request = task.http_request
+    request.http_method = tasks_v2.HttpMethod.POST
+    request.url = url
+    request.headers["Content-Type"] = "application/json"
+    request.body = json.dumps(body).encode()
+    account = conf.OIDC_SERVICE_ACCOUNT
+    if account:
+        request.oidc_token.service_account_email = str(account)
+        request.oidc_token.audience = str(conf.OIDC_AUDIENCE or base)
+    elif conf.AUTH_TOKEN:
+        request.headers["Authorization"] = f"Bearer {conf.AUTH_TOKEN}"
 
 
 _TASK_PB = tasks_v2.Task.pb()

@@ -762,6 +762,7 @@ def test_only_the_token_authenticated_endpoints_are_csrf_exempt(memory):
         "cloudtasks/run/<str:task_name>/",
         "cloudtasks/schedule/<str:name>/",
         "cloudtasks/schedules/tick/",
+        "cloudtasks/spawn/",
         "cloudtasks/sweep/",
         "cloudtasks/tracker/",
     ]
