@@ -22,7 +22,7 @@ from canvas import InputRule
 from django_cloudtasks.constants import CLAIMABLE_STATES, NodeId, NodeKind, State, WorkflowId
 from django_cloudtasks.models import Node, Workflow
 from django_cloudtasks.store.flow import FlowStatements
-from django_cloudtasks.store.insert import Columns, batches, json_rows
+from django_cloudtasks.store.insert import BATCH_SIZE, Columns, batches, json_rows
 from django_cloudtasks.store.retention import RetentionStatements
 from django_cloudtasks.store.rows import (
     ADVANCE_COLUMNS,
@@ -106,6 +106,8 @@ class Store(FlowStatements, RetentionStatements):
     vendor = ""
     #: Whether :meth:`advance` can record the parent's success in the same statement.
     records_in_advance = False
+    #: The rows of one statement of :meth:`insert_batches`.
+    batch_size = BATCH_SIZE
 
     # -- dialect ----------------------------------------------------------------------
 
@@ -368,13 +370,13 @@ class Store(FlowStatements, RetentionStatements):
         self.insert_batches(model, rows)
 
     def insert_batches(self, model: type[models.Model], rows: Iterable[Mapping[str, Any]]) -> None:
-        """Insert ``rows`` with one statement per :data:`~.insert.BATCH_SIZE` rows, each
-        taking them as one JSON document that the database unpacks."""
+        """Insert ``rows`` with one statement per :attr:`batch_size` rows, each taking
+        them as one JSON document that the database unpacks."""
         columns = Columns(model)
         table = connection.ops.quote_name(model._meta.db_table)
         sql = self.insert_sql(table, columns.fields)
         with connection.cursor() as cursor:
-            for batch in batches(columns.rows(rows)):
+            for batch in batches(columns.rows(rows), self.batch_size):
                 cursor.execute(sql, [json_rows(columns.names, batch)])
 
 

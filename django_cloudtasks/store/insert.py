@@ -26,7 +26,7 @@ from typing import Any
 
 from django.db import connection, models
 
-#: The rows of one ``INSERT`` of the JSON fallback (one JSON document each).
+#: The rows of one ``INSERT`` of the JSON batches (one JSON document each).
 BATCH_SIZE = 5_000
 
 Encoder = Callable[[Any], Any]
@@ -66,7 +66,7 @@ class Columns:
         return map(self.encode, rows)
 
 
-def batches(rows: Iterable[tuple[Any, ...]], size: int = BATCH_SIZE) -> Iterator[list[Any]]:
+def batches(rows: Iterable[tuple[Any, ...]], size: int) -> Iterator[list[Any]]:
     """``rows`` in lists of at most ``size``."""
     iterator = iter(rows)
     while batch := list(islice(iterator, size)):
