@@ -10,7 +10,9 @@ what is timed is ``apply_async()``, that is compiling, checking, storing the wor
 and its nodes, and committing. The database named in ``--database`` is dropped and
 created anew. ``--memory`` measures instead, with :mod:`tracemalloc`, the peak of
 Python memory allocated during ``apply_async()`` above what the expression already
-held (tracemalloc slows everything down, so those runs are not timed). ``--profile N``
+held (tracemalloc slows everything down, so those runs are not timed). ``CPU s`` is
+this process's CPU time (the median), the rest of the wall time is spent waiting,
+mostly for the database. ``--profile N``
 prints the N functions with the most time of their own in one more run.
 Not part of the tests.
 """
@@ -70,8 +72,9 @@ def empty_tables() -> None:
         cursor.execute("VACUUM ANALYZE django_cloudtasks_node")
 
 
-def timed(size: int) -> tuple[float, int]:
-    """Seconds one ``apply_async()`` of ``size`` nodes took, and its statements."""
+def timed(size: int) -> tuple[float, float, int]:
+    """Seconds one ``apply_async()`` of ``size`` nodes took (wall, this process's CPU),
+    and its statements."""
     from django.db import connection
 
     statements = []
@@ -83,10 +86,10 @@ def timed(size: int) -> tuple[float, int]:
     expr = expression(size)
     gc.collect()
     with connection.execute_wrapper(count):
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         expr.apply_async()
-        seconds = time.perf_counter() - started
-    return seconds, len(statements)
+        seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
+    return seconds, cpu, len(statements)
 
 
 def peak_mb(size: int) -> float:
@@ -112,18 +115,20 @@ def main() -> None:
     setup(args.database)
     timed(100)  # warm up: imports, connection, statement caches
     empty_tables()
-    print(f"{'nodes':>9} {'median s':>9} {'min-max s':>13} {'us/node':>8} {'queries':>8}", end="")
+    print(f"{'nodes':>9} {'median s':>9} {'min-max s':>13} {'us/node':>8} {'CPU s':>6}", end="")
+    print(f" {'queries':>8}", end="")
     print(f" {'peak MiB':>9}" if args.memory else "")
     for size in (int(s) for s in args.sizes.split(",")):
         runs = []
         for _ in range(args.repeat):
             runs.append(timed(size))
             empty_tables()
-        seconds = [s for s, _ in runs]
+        seconds = [s for s, _, _ in runs]
         median = statistics.median(seconds)
+        cpu = statistics.median(c for _, c, _ in runs)
         line = (
             f"{size:>9,} {median:>9.3f} {min(seconds):>6.3f}-{max(seconds):<6.3f} "
-            f"{median / size * 1e6:>8.1f} {runs[0][1]:>8}"
+            f"{median / size * 1e6:>8.1f} {cpu:>6.2f} {runs[0][2]:>8}"
         )
         if args.memory:
             line += f" {peak_mb(size):>9.1f}"

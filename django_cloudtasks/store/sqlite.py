@@ -58,7 +58,8 @@ class SqliteStore(Store):
         with connection.cursor() as cursor:
             cursor.executemany(
                 f"INSERT INTO {qn(model._meta.db_table)} ({names}) VALUES ({marks})",
-                columns.rows(rows),
+                # Django and sqlite3 read an iterator as they go (the stubs say Sequence).
+                columns.rows(rows),  # type: ignore[arg-type]
             )
 
     def insert_sql(self, table: str, fields: Sequence[models.Field[Any, Any]]) -> str:
