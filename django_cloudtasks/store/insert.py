@@ -73,10 +73,10 @@ def batches(rows: Iterable[tuple[Any, ...]], size: int) -> Iterator[list[Any]]:
         yield batch
 
 
-def run_logged(sql: str, run: Callable[[], Any]) -> None:
+def run_logged(sql: str, cursor: Any, run: Callable[[], Any]) -> None:
     """Run ``run`` (a statement the cursor API cannot express, such as ``COPY``) as
-    Django runs a query: through the connection's execute wrappers, translating
-    database errors, and in ``connection.queries`` when queries are logged."""
+    Django runs a query on ``cursor``: through the connection's execute wrappers,
+    translating database errors, and in ``connection.queries`` when queries are logged."""
 
     def execute(sql: str, params: Any, many: bool, context: Mapping[str, Any]) -> Any:
         return run()
@@ -88,7 +88,7 @@ def run_logged(sql: str, run: Callable[[], Any]) -> None:
     started = time.monotonic()
     try:
         with connection.wrap_database_errors:
-            executor(sql, None, False, {"connection": connection, "cursor": None})
+            executor(sql, None, False, {"connection": connection, "cursor": cursor})
     finally:
         if connection.queries_logged:
             connection.queries_log.append({"sql": sql, "time": f"{time.monotonic() - started:.3f}"})

@@ -136,7 +136,7 @@ class PostgresStore(Store):
                     for row in columns.rows(rows):
                         write(row)
 
-            run_logged(sql, copy)
+            run_logged(sql, cursor, copy)
 
     def insert_sql(self, table: str, fields: Sequence[models.Field[Any, Any]]) -> str:
         """``INSERT ... SELECT ... FROM jsonb_to_recordset(...)``."""
