@@ -19,13 +19,12 @@ return nothing.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from canvas import InputRule
+from canvas import Graph, InputRule
 from django_cloudtasks.constants import NodeKind
-from django_cloudtasks.models import Node
 
 #: The most members one row of a join counts; a larger join is sharded.
 JOIN_SHARD_SIZE = 1_000
@@ -36,46 +35,82 @@ SHARDS = "join_shards"
 SHARD_OF = "join_shard_of"
 
 
-def shard_joins(rows: list[Node], now: datetime, size: int | None = None) -> None:
-    """Append shard rows to ``rows`` for every join of more than ``size`` members.
+class JoinShards:
+    """The shards of every join of more than ``size`` members of ``graph``.
 
-    ``rows`` are the unsaved rows of one canvas, with consecutive indices; each
-    member of a sharded join has the join replaced by its shard among its children.
+    ``graph``'s node ``i`` is the row of index ``base + i``; shards take the indices
+    after the graph's last node. The rows of the graph are made with :meth:`children`
+    and :meth:`counted` so that members point at their shard and a join counts its
+    shards; :meth:`rows` then makes the shards' own rows.
     """
-    size = JOIN_SHARD_SIZE if size is None else size
-    if not rows:
-        return
-    by_index = {row.index: row for row in rows}
-    next_index = rows[-1].index + 1
-    for join in [r for r in rows if r.kind == NodeKind.BARRIER and len(r.parents) > size]:
-        shards = []
-        count = -(-len(join.parents) // size)
-        for position in range(count):
-            # Round-robin: members run about in order, so neighbours count on
-            # different rows instead of all waiting for the same one.
-            members = join.parents[position::count]
-            shard = Node(
-                id=uuid.uuid4(),
-                workflow_id=join.workflow_id,
-                index=next_index,
-                kind=NodeKind.BARRIER,
-                path=join.path,
-                input_rule=InputRule.NONE,
-                parents=list(members),
-                children=[join.index],
-                pending_parents=len(members),
-                queue=join.queue,
-                options={SHARD_OF: join.index},
-                created_at=now,
-            )
-            next_index += 1
-            for member in members:
-                row = by_index[member]
-                row.children = [shard.index if c == join.index else c for c in row.children]
-            shards.append(shard)
-        join.pending_parents = len(shards)
-        join.options = {**join.options, SHARDS: [s.index for s in shards]}
-        rows.extend(shards)
+
+    def __init__(self, graph: Graph, base: int = 0, size: int | None = None) -> None:
+        size = JOIN_SHARD_SIZE if size is None else size
+        self.base = base
+        #: (member, join) graph ids -> the row index of the member's shard of that join.
+        self._shard_of: dict[tuple[int, int], int] = {}
+        #: join graph id -> the row indices of its shards.
+        self.of_join: dict[int, list[int]] = {}
+        #: (row index, join graph id, member graph ids) of each shard, in index order.
+        self._shards: list[tuple[int, int, list[int]]] = []
+        next_index = base + len(graph)
+        for gnode in graph:
+            if not (gnode.is_barrier and len(gnode.parents) > size):
+                continue
+            count = -(-len(gnode.parents) // size)
+            indices = self.of_join[gnode.id] = []
+            for position in range(count):
+                # Round-robin: members run about in order, so neighbours count on
+                # different rows instead of all waiting for the same one.
+                members = list(gnode.parents[position::count])
+                self._shards.append((next_index, gnode.id, members))
+                indices.append(next_index)
+                for member in members:
+                    self._shard_of[(member, gnode.id)] = next_index
+                next_index += 1
+
+    def __len__(self) -> int:
+        return len(self._shards)
+
+    def children(self, node: int, children: Sequence[int]) -> list[int]:
+        """The row indices graph node ``node``'s row has as children (``children`` are
+        graph ids): a sharded join's member has its shard instead of the join."""
+        base, shard_of = self.base, self._shard_of
+        if not shard_of:
+            return [base + c for c in children]
+        return [shard_of.get((node, c), base + c) for c in children]
+
+    def counted(self, node: int, options: dict[str, Any], parents: int) -> int:
+        """How many nodes graph node ``node``'s counter waits on; a sharded join's
+        ``options`` are given the indices of its shards."""
+        shards = self.of_join.get(node)
+        if shards is None:
+            return parents
+        options[SHARDS] = list(shards)
+        return len(shards)
+
+    def rows(
+        self, workflow_id: uuid.UUID, joins: Mapping[int, tuple[str, str]], now: datetime
+    ) -> Iterator[dict[str, Any]]:
+        """The field values of each shard's row; ``joins`` gives each sharded join's
+        ``(path, queue)`` by graph id."""
+        base = self.base
+        for index, join, members in self._shards:
+            path, queue = joins[join]
+            yield {
+                "id": uuid.uuid4(),
+                "workflow_id": workflow_id,
+                "index": index,
+                "kind": NodeKind.BARRIER,
+                "path": path,
+                "input_rule": InputRule.NONE,
+                "parents": [base + m for m in members],
+                "children": [base + join],
+                "pending_parents": len(members),
+                "queue": queue,
+                "options": {SHARD_OF: base + join},
+                "created_at": now,
+            }
 
 
 def waited_on(

@@ -1,10 +1,10 @@
-"""Persisting an expression: compile it, store every node in one query, send its roots."""
+"""Persisting an expression: compile it, stream its nodes to the database, send its roots."""
 
 from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -13,14 +13,15 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 import canvas
-from canvas import Expression, Graph, InputRule, Signature
+from canvas import Expression, Graph, GraphNode, Signature
 from canvas.options import RUN_OPTIONS, merge_options
 from django_cloudtasks import signals, telemetry
 from django_cloudtasks.constants import LINEAGE, NodeKind, State
 from django_cloudtasks.dispatch import dispatch_for, enqueue_on_commit
 from django_cloudtasks.engine.advance import advance
 from django_cloudtasks.engine.flow import Ledger, admit, flow_key, is_limited, run_key
-from django_cloudtasks.engine.join_shards import shard_joins
+from django_cloudtasks.engine.join_shards import JoinShards
+from django_cloudtasks.engine.lineage import Lineage
 from django_cloudtasks.engine.unique import existing_run, fold, output_of, uniqueness
 from django_cloudtasks.exceptions import EnqueueError
 from django_cloudtasks.models import Node, Workflow
@@ -33,7 +34,7 @@ from django_cloudtasks.policy import (
     start_time,
 )
 from django_cloudtasks.registry import policy_options, registry, task_queue
-from django_cloudtasks.store import as_row, get_store
+from django_cloudtasks.store import as_row, field_values, get_store
 from django_cloudtasks.telemetry import get_logger
 from django_cloudtasks.transports import get_transport
 
@@ -99,12 +100,12 @@ def persist(expression: Expression, options: Mapping[str, Any]) -> Persisted:
         unique_until=None if unique is None else unique.until(now),
         traceparent=telemetry.hooks.traceparent(),
     )
-    rows, ready = build_rows(graph, workflow, defaults, now, not_before)
-    workflow.size = len(rows)  # with the shards of large joins
+    rows = build_rows(graph, workflow, defaults, now, not_before)
+    workflow.size = rows.count  # with the shards of large joins
     try:
         with transaction.atomic():
             workflow.save(force_insert=True)
-            ready = admit_roots(ready, now)
+            ready = admit_roots(rows.ready, now)
             insert_and_send(workflow, rows, ready, now)
     except IntegrityError:
         # Another caller stored a workflow with the same unique key first.
@@ -116,22 +117,22 @@ def persist(expression: Expression, options: Mapping[str, Any]) -> Persisted:
         return Persisted(existing, output_of(existing))
     except EnqueueError as exc:
         # Committed, but the send failed: the sweeper sends the roots later.
-        exc.workflow_id, exc.output = str(workflow.pk), rows[graph.output]
-        _created(workflow, len(rows))
+        exc.workflow_id, exc.output = str(workflow.pk), rows.output
+        _created(workflow, rows.count)
         raise
-    _created(workflow, len(rows))
-    return Persisted(workflow, rows[graph.output])
+    _created(workflow, rows.count)
+    return Persisted(workflow, rows.output)
 
 
-def insert_and_send(workflow: Workflow, rows: list[Node], ready: list[Node], now: datetime) -> None:
-    """Insert ``rows`` (new nodes of ``workflow``) in one statement; send the ``ready``
+def insert_and_send(workflow: Workflow, rows: NewNodes, ready: list[Node], now: datetime) -> None:
+    """Insert ``rows`` (new nodes of ``workflow``) as they are built; send the ``ready``
     ones and close the joins that have no parents, after commit.
 
     Call inside the transaction that stores them.
     """
-    get_store().insert(Node, rows)
+    get_store().insert(Node, rows.values())
     dispatches = [dispatch_for(row) for row in ready]
-    barriers = [as_row(r) for r in rows if r.kind == NodeKind.BARRIER and not r.parents]
+    barriers = [as_row(r) for r in rows.barriers]
     if barriers:
         dispatches += advance(workflow.pk, [], now, barriers).dispatches
     enqueue_on_commit(dispatches)
@@ -192,6 +193,42 @@ def check_graph(graph: Graph, options: Mapping[str, Any]) -> None:
         _check_errback(data)
 
 
+@dataclass(frozen=True)
+class NewNodes:
+    """The rows of a graph's nodes, made one by one as they are inserted.
+
+    Only the nodes worked on before the insert are model instances: the roots sent at
+    once (``ready``), the ``output`` and the joins without parents (``barriers``). Their
+    rows are read from those instances when inserted, so what was changed on them (a
+    root waiting for a slot, a replacement's output gaining a child) is stored. The
+    others are built from the graph by :meth:`values` and never held together; the
+    shards of large joins come last.
+    """
+
+    count: int
+    ready: list[Node]
+    output: Node
+    barriers: list[Node]
+    held: Mapping[int, Node]
+    make: Callable[[GraphNode], dict[str, Any]]
+    graph: Graph
+    shards: JoinShards
+    workflow_id: Any
+    now: datetime
+
+    def values(self) -> Iterator[dict[str, Any]]:
+        """The field values of every row, by attname, in index order."""
+        held, make, of_join = self.held, self.make, self.shards.of_join
+        joins: dict[int, tuple[str, str]] = {}
+        for gnode in self.graph:
+            node = held.get(gnode.id)
+            values = make(gnode) if node is None else field_values(node)
+            if gnode.id in of_join:
+                joins[gnode.id] = (values["path"], values["queue"])
+            yield values
+        yield from self.shards.rows(self.workflow_id, joins, self.now)
+
+
 def build_rows(
     graph: Graph,
     workflow: Workflow,
@@ -199,100 +236,94 @@ def build_rows(
     now: datetime,
     not_before: datetime | None,
     base: int = 0,
-) -> tuple[list[Node], list[Node]]:
-    """The unsaved rows of ``graph``'s nodes in ``workflow``, and those ready at once.
+) -> NewNodes:
+    """The new rows of ``graph``'s nodes in ``workflow``, and those ready at once.
 
     Node ``i`` of the graph becomes the row of index ``base + i``; ``defaults`` are
     run options the nodes' own take precedence under (Celery's ``apply_async``
     options win over a signature's: callers put those in the nodes first). Each row
     records its lineage (Celery's ``parent_id``, ``group``, ``group_index`` and
-    ``chord``) for ``self.request``. A join of many members gets shard rows, after the
-    graph's (see :mod:`.join_shards`).
+    ``chord``) for ``self.request``.
     """
     children = graph.children()
     ids = [uuid.uuid4() for _ in graph.nodes]
-    lineage = _lineage(graph, children, ids)
-    rows: list[Node] = []
-    ready: list[Node] = []
-    for gnode in graph:
+    lineage = Lineage(graph, children, ids)
+    shards = JoinShards(graph, base)
+    workflow_id = workflow.pk
+
+    # What the registry says of each task, asked once per task name, not once per node.
+    known: dict[str, tuple[dict[str, Any], str]] = {}
+    tasks: dict[str, Any] = {}
+
+    def make(gnode: GraphNode) -> dict[str, Any]:
+        if gnode.task_name not in known:
+            known[gnode.task_name] = (policy_options(gnode.task_name), task_queue(gnode.task_name))
+        own, queue = known[gnode.task_name]
         # Celery: the options given to apply_async() take precedence over the node's.
-        node_options = {**policy_options(gnode.task_name), **merge_options(gnode.options, defaults)}
-        if lineage[gnode.id]:
-            node_options[LINEAGE] = lineage[gnode.id]
+        node_options = {**own, **merge_options(gnode.options, defaults)}
+        where = lineage.of(gnode.id)
+        if where:
+            node_options[LINEAGE] = where
         for name in RUN_OPTIONS:
             node_options.pop(name, None)
         key = ""
         if not gnode.is_barrier:
-            task = registry.get(gnode.task_name)
-            key = flow_key(task, node_options, gnode.args, gnode.kwargs, gnode.input)
-            key = run_key(key, workflow.pk)
-        row = Node(
-            id=ids[gnode.id],
-            workflow=workflow,
-            index=base + gnode.id,
-            kind=NodeKind.BARRIER if gnode.is_barrier else NodeKind.TASK,
-            task_name=gnode.task_name,
-            path=gnode.path[:200],
-            args=list(gnode.args),
-            kwargs=dict(gnode.kwargs),
-            options=node_options,
-            input_rule=gnode.input,
-            parents=[base + p for p in gnode.parents],
-            children=[base + c for c in children[gnode.id]],
-            pending_parents=len(gnode.parents),
-            is_output=base == 0 and gnode.id == graph.output,
-            queue=node_options.get("queue") or task_queue(gnode.task_name),
-            countdown=float(node_options.get("countdown") or 0),
-            eta=parse_moment(node_options.get("eta")),
-            flow_key=key,
-            created_at=now,
-        )
+            if gnode.task_name not in tasks:
+                tasks[gnode.task_name] = registry.get(gnode.task_name)
+            key = flow_key(
+                tasks[gnode.task_name], node_options, gnode.args, gnode.kwargs, gnode.input
+            )
+            key = run_key(key, workflow_id)
+        return {
+            "id": ids[gnode.id],
+            "workflow_id": workflow_id,
+            "index": base + gnode.id,
+            "kind": NodeKind.BARRIER if gnode.is_barrier else NodeKind.TASK,
+            "task_name": gnode.task_name,
+            "path": gnode.path[:200],
+            "args": list(gnode.args),
+            "kwargs": dict(gnode.kwargs),
+            "options": node_options,
+            "input_rule": gnode.input,
+            "parents": [base + p for p in gnode.parents],
+            "children": shards.children(gnode.id, children[gnode.id]),
+            "pending_parents": shards.counted(gnode.id, node_options, len(gnode.parents)),
+            "is_output": base == 0 and gnode.id == graph.output,
+            "queue": node_options.get("queue") or queue,
+            "countdown": float(node_options.get("countdown") or 0),
+            "eta": parse_moment(node_options.get("eta")),
+            "flow_key": key,
+            "created_at": now,
+        }
+
+    held: dict[int, Node] = {}
+    ready: list[Node] = []
+    barriers: list[Node] = []
+    for gnode in graph:
+        if gnode.parents and gnode.id != graph.output:
+            continue
+        row = held[gnode.id] = Node(**make(gnode))
+        row.workflow = workflow
         if not gnode.parents:
             row.ready_at = now
-            if not gnode.is_barrier:
+            if gnode.is_barrier:
+                barriers.append(row)
+            else:
                 row.eta = max(filter(None, (row.eta, not_before)), default=None)
                 row.state = State.SCHEDULED if _due(row, now) > now else State.QUEUED
                 ready.append(row)
-        rows.append(row)
-    shard_joins(rows, now)
-    return rows, ready
-
-
-def _lineage(graph: Graph, children: list[list[int]], ids: list[uuid.UUID]) -> list[dict[str, Any]]:
-    """Per node, Celery's request fields that say where it sits in the canvas.
-
-    ``parent_id`` is the task whose result the node receives (through a group join,
-    the join's last member, as a chord body is started by one of its header's tasks);
-    ``group``/``group_index`` the group join a node feeds and its position there;
-    ``chord`` the task that join feeds, when it is one (the chord body).
-    """
-    nodes = graph.nodes
-
-    def task_behind(index: int) -> int | None:
-        while nodes[index].is_barrier:
-            if not nodes[index].parents:
-                return None
-            index = nodes[index].parents[-1]
-        return index
-
-    result: list[dict[str, Any]] = [{} for _ in nodes]
-    for gnode in nodes:
-        if gnode.is_barrier:
-            if gnode.input == InputRule.LIST:
-                body = next((c for c in children[gnode.id] if not nodes[c].is_barrier), None)
-                for position, member in enumerate(gnode.parents):
-                    if not nodes[member].is_barrier:
-                        fields = result[member]
-                        fields["group"] = str(ids[gnode.id])
-                        fields["group_index"] = position
-                        if body is not None:
-                            fields["chord"] = str(ids[body])
-            continue
-        if gnode.parents:
-            parent = task_behind(gnode.parents[-1])
-            if parent is not None:
-                result[gnode.id]["parent_id"] = str(ids[parent])
-    return result
+    return NewNodes(
+        len(graph) + len(shards),
+        ready,
+        held[graph.output],
+        barriers,
+        held,
+        make,
+        graph,
+        shards,
+        workflow_id,
+        now,
+    )
 
 
 def _errbacks(options: Mapping[str, Any]) -> list[Any]:

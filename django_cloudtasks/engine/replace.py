@@ -57,18 +57,18 @@ def replace(node: Node, expression: Expression, attempt: int) -> bool:
         if not moved:
             return False
         defaults = {"queue": node.queue} if node.queue else {}
-        rows, ready = build_rows(graph, workflow, defaults, now, None, base=base)
-        rows[graph.output].children = [*rows[graph.output].children, node.index]
-        Workflow.objects.filter(pk=workflow.pk).update(size=base + len(rows))
+        rows = build_rows(graph, workflow, defaults, now, None, base=base)
+        rows.output.children = [*rows.output.children, node.index]
+        Workflow.objects.filter(pk=workflow.pk).update(size=base + rows.count)
         ledger = Ledger()
         if holds_slot(node):
             # It waits for its replacement now; it takes a slot again once that is done.
             ledger.release(node)
-        ready = admit_roots(ready, now, ledger)
+        ready = admit_roots(rows.ready, now, ledger)
         insert_and_send(workflow, rows, ready, now)
     logger.info(
         "node replaced",
-        extra={"workflow_id": str(node.workflow_id), "node_id": str(node.pk), "nodes": len(rows)},
+        extra={"workflow_id": str(node.workflow_id), "node_id": str(node.pk), "nodes": rows.count},
     )
     return True
 

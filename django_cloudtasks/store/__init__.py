@@ -19,6 +19,7 @@ from django_cloudtasks.store.rows import (
     ADVANCE_COLUMNS,
     NODE_FIELDS,
     as_row,
+    field_values,
     has_plain_children,
     node_from_db,
 )
@@ -37,6 +38,7 @@ __all__ = [
     "as_row",
     "check_database",
     "chunks",
+    "field_values",
     "get_store",
     "has_plain_children",
     "node_from_db",

@@ -3,7 +3,7 @@
 A store builds and runs the statements the ORM cannot express in one round trip:
 claiming a node (and reading it back), advancing a node's children (and closing a
 group join, and on PostgreSQL recording the parent's result in the same statement),
-and inserting a whole canvas in one query. The engine decides what to change; the
+and inserting a whole canvas (see :mod:`.insert`). The engine decides what to change; the
 store only says it in the database's dialect.
 """
 
@@ -22,6 +22,7 @@ from canvas import InputRule
 from django_cloudtasks.constants import CLAIMABLE_STATES, NodeId, NodeKind, State, WorkflowId
 from django_cloudtasks.models import Node, Workflow
 from django_cloudtasks.store.flow import FlowStatements
+from django_cloudtasks.store.insert import BATCH_SIZE, Columns, batches, json_rows
 from django_cloudtasks.store.retention import RetentionStatements
 from django_cloudtasks.store.rows import (
     ADVANCE_COLUMNS,
@@ -105,6 +106,8 @@ class Store(FlowStatements, RetentionStatements):
     vendor = ""
     #: Whether :meth:`advance` can record the parent's success in the same statement.
     records_in_advance = False
+    #: The rows of one statement of :meth:`insert_batches`.
+    batch_size = BATCH_SIZE
 
     # -- dialect ----------------------------------------------------------------------
 
@@ -364,22 +367,26 @@ class Store(FlowStatements, RetentionStatements):
 
     # -- insert -----------------------------------------------------------------------
 
-    def insert(self, model: type[models.Model], rows: Sequence[models.Model]) -> None:
-        """Insert ``rows`` (unsaved instances with their primary keys set) in one query.
+    def insert(self, model: type[models.Model], rows: Iterable[Mapping[str, Any]]) -> None:
+        """Insert ``rows`` (field values by attname, see :mod:`.insert`) as they are read.
 
-        ``bulk_create`` splits its work by the database's parameter limit (999 on
-        SQLite), so its query count grows with the number of rows; the rows go here as
-        one JSON document that the database unpacks.
+        A database with a way to stream rows (PostgreSQL's ``COPY``, SQLite's
+        ``executemany``) takes them all in one statement; otherwise
+        :meth:`insert_batches` sends them. ``bulk_create`` is not used: it builds a model
+        instance per row and splits its work by the database's parameter limit (999 on
+        SQLite), so its query count grows with the number of rows.
         """
-        if not rows:
-            return
-        fields = [f for f in model._meta.concrete_fields if not f.generated]
-        payload = [_encode(row, fields) for row in rows]
+        self.insert_batches(model, rows)
+
+    def insert_batches(self, model: type[models.Model], rows: Iterable[Mapping[str, Any]]) -> None:
+        """Insert ``rows`` with one statement per :attr:`batch_size` rows, each taking
+        them as one JSON document that the database unpacks."""
+        columns = Columns(model)
         table = connection.ops.quote_name(model._meta.db_table)
+        sql = self.insert_sql(table, columns.fields)
         with connection.cursor() as cursor:
-            cursor.execute(
-                self.insert_sql(table, fields), [json.dumps(payload, separators=(",", ":"))]
-            )
+            for batch in batches(columns.rows(rows), self.batch_size):
+                cursor.execute(sql, [json_rows(columns.names, batch)])
 
 
 def _returned(column: str) -> str:
@@ -387,20 +394,6 @@ def _returned(column: str) -> str:
     if bare in WHEN_READY:
         return f"CASE WHEN pending_parents = 0 THEN {column} END"
     return column
-
-
-def _encode(row: models.Model, fields: Iterable[models.Field[Any, Any]]) -> dict[str, Any]:
-    data: dict[str, Any] = {}
-    for field in fields:
-        value = field.pre_save(row, add=True)
-        if isinstance(field, models.JSONField):
-            data[column(field)] = None if value is None else json.dumps(value)
-            continue
-        prepared = field.get_db_prep_value(value, connection, prepared=False)
-        if prepared is not None and not isinstance(prepared, str | int | float | bool):
-            prepared = str(prepared)
-        data[column(field)] = prepared
-    return data
 
 
 def column(field: models.Field[Any, Any]) -> str:

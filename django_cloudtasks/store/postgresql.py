@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -21,6 +21,7 @@ from django_cloudtasks.store.base import (
     Store,
     column,
 )
+from django_cloudtasks.store.insert import Columns, run_logged
 
 
 class PostgresStore(Store):
@@ -124,6 +125,31 @@ class PostgresStore(Store):
     def due_sql(self) -> str:
         """``ready_at`` plus ``countdown`` seconds as an interval."""
         return "ready_at + countdown * INTERVAL '1 second' <= %s"
+
+    def insert(self, model: type[models.Model], rows: Iterable[Mapping[str, Any]]) -> None:
+        """Stream ``rows`` to the database with one ``COPY ... FROM STDIN``.
+
+        psycopg sends them as they are written, a buffer at a time, so what is held is
+        one buffer, whatever the number of rows. Under psycopg2 (no ``cursor.copy``),
+        they go in JSON batches (:meth:`~.base.Store.insert_batches`).
+        """
+        columns = Columns(model)
+        qn = connection.ops.quote_name
+        table = qn(model._meta.db_table)
+        sql = f"COPY {table} ({', '.join(qn(name) for name in columns.names)}) FROM STDIN"
+        with connection.cursor() as cursor:
+            raw = cursor.cursor
+            if not hasattr(raw, "copy"):
+                self.insert_batches(model, rows)
+                return
+
+            def copy() -> None:
+                with raw.copy(sql) as stream:
+                    write = stream.write_row
+                    for row in columns.rows(rows):
+                        write(row)
+
+            run_logged(sql, cursor, copy)
 
     def insert_sql(self, table: str, fields: Sequence[models.Field[Any, Any]]) -> str:
         """``INSERT ... SELECT ... FROM jsonb_to_recordset(...)``."""

@@ -90,6 +90,11 @@ def decode_row(raw: Sequence[Any]) -> dict[str, Any]:
     return row
 
 
+def field_values(node: Node) -> dict[str, Any]:
+    """Every concrete field of ``node`` by attname, as :meth:`.Store.insert` takes a row."""
+    return {name: getattr(node, name) for name in _NODE_ATTNAMES}
+
+
 def as_row(node: Node) -> dict[str, Any]:
     """``node`` as :func:`decode_row` would return it."""
     return {c: getattr(node, c) for c in ADVANCE_COLUMNS}

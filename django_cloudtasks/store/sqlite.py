@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from django.db import connection, models
 
 from django_cloudtasks.store.base import Statement, Store, column
+from django_cloudtasks.store.insert import Columns
 
 
 class SqliteStore(Store):
@@ -47,6 +48,19 @@ class SqliteStore(Store):
     def due_sql(self) -> str:
         """``ready_at`` plus ``countdown`` seconds, compared as Julian days."""
         return "julianday(ready_at) + countdown / 86400.0 <= julianday(%s)"
+
+    def insert(self, model: type[models.Model], rows: Iterable[Mapping[str, Any]]) -> None:
+        """Insert ``rows`` with one ``executemany``, which reads them as it goes."""
+        columns = Columns(model)
+        qn = connection.ops.quote_name
+        names = ", ".join(qn(name) for name in columns.names)
+        marks = ", ".join(["%s"] * len(columns.names))
+        with connection.cursor() as cursor:
+            cursor.executemany(
+                f"INSERT INTO {qn(model._meta.db_table)} ({names}) VALUES ({marks})",
+                # Django and sqlite3 read an iterator as they go (the stubs say Sequence).
+                columns.rows(rows),  # type: ignore[arg-type]
+            )
 
     def insert_sql(self, table: str, fields: Sequence[models.Field[Any, Any]]) -> str:
         """``INSERT ... SELECT json_extract(...) FROM json_each(...)``."""

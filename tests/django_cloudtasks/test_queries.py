@@ -104,6 +104,19 @@ def test_persisting_ten_thousand_nodes_takes_a_constant_number_of_bulk_queries(m
     assert Node.objects.count() == 10_001 + 10  # and the join's ten shards
 
 
+def test_persisting_ten_thousand_nodes_in_json_batches_takes_one_statement_per_batch(
+    memory, monkeypatch
+):
+    from django_cloudtasks.store import get_store
+
+    store = get_store()  # where rows cannot be streamed (psycopg2): batches of 5,000
+    monkeypatch.setattr(store, "insert", store.insert_batches)
+    expr = group(add.si(i, i) for i in range(9_999)) | tsum.s()
+    # The workflow row, then 10,011 nodes (the join has 10 shards) in batches of 5,000.
+    assert queries_of(expr.apply_async) == 1 + 3
+    assert Node.objects.count() == 10_011
+
+
 def test_a_duplicate_delivery_of_a_finished_node_costs_two_queries(memory):
     result = add.s(1, 1).apply_async()
     memory.drain()

@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import itertools
+import json
+import uuid
+
 import pytest
 from django.core import checks
 from django.db import connection, connections
+from django.test.utils import CaptureQueriesContext
+from freezegun import freeze_time
 
+from django_cloudtasks import chord, group
+from django_cloudtasks.limits import FlowKey
+from django_cloudtasks.models import Node, Workflow
 from django_cloudtasks.store import check_database, get_store
 
 
@@ -28,3 +37,102 @@ def test_any_other_database_is_refused_with_e010(monkeypatch, vendor):
 
 def test_the_database_check_is_registered_with_django():
     assert check_database in checks.registry.registry.get_checks()
+
+
+# -- inserting new rows: streamed (COPY, executemany) or in JSON batches ---------------
+
+
+def _canvases():
+    from tests.testapp.flow_tasks import bill, paced, per_account
+    from tests.testapp.tasks import add, identity, on_error, show_queue, tsum
+
+    nested = [add.si(0, 0) | group(add.si(i, j) for i in range(3)) for j in range(2)]
+    eta = "2031-01-01T00:00:00+00:00"
+    return [
+        (add.s(1, 2) | add.s(3).set(countdown=5) | add.s(4).set(eta=eta), {}),
+        (group(add.si(i, i) for i in range(7)) | tsum.s(), {"countdown": 30, "queue": "q"}),
+        (group(nested) | identity.s(), {"name": "nested"}),
+        (
+            chord([add.s(1, 1).on_error(on_error.s()), show_queue.s(1).set(queue="q2")], tsum.s()),
+            {},
+        ),
+        (
+            group(per_account.si("a", i) for i in range(3)) | group(paced.si(i) for i in range(3)),
+            {},
+        ),
+        (bill.si("x", 5), {"eta": eta}),
+        (group([]) | tsum.s(), {}),
+    ]
+
+
+def _persist_all(monkeypatch) -> dict[str, list[tuple]]:
+    """Persist every canvas of :func:`_canvases` with the same ids and clock; every row."""
+    counter = itertools.count(1)
+    monkeypatch.setattr(uuid, "uuid4", lambda: uuid.UUID(int=next(counter)))
+    # The workflow's id comes from its field's default (read once, then cached).
+    monkeypatch.setattr(
+        Workflow._meta.pk, "_get_default", lambda: uuid.UUID(int=10**9 + next(counter))
+    )
+    with freeze_time("2026-12-02 12:00:00.123456"):
+        for expression, options in _canvases():
+            expression.apply_async(**options)
+    rows = {}
+    with connection.cursor() as cursor:
+        for model in (Workflow, Node, FlowKey):
+            cursor.execute(f"SELECT * FROM {model._meta.db_table}")
+            rows[model.__name__] = sorted(cursor.fetchall(), key=repr)
+    # Clean up for the next run (a test may delete what it made).
+    FlowKey.objects.all().delete()
+    Workflow.objects.all().delete()
+    return rows
+
+
+@pytest.mark.django_db(transaction=True)
+def test_streamed_rows_and_rows_sent_in_json_batches_are_the_same(memory, monkeypatch):
+    streamed = _persist_all(monkeypatch)
+    store = get_store()
+    monkeypatch.setattr(store, "insert", store.insert_batches)
+    monkeypatch.setattr(store, "batch_size", 2)  # several batches for the larger canvases
+    batched = _persist_all(monkeypatch)
+    assert len(streamed["Node"]) == 39
+    assert streamed == batched
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_stream_is_one_statement_and_json_batches_one_per_batch(memory, monkeypatch):
+    from tests.testapp.tasks import quiet_add as add
+
+    def inserts() -> list[str]:
+        with CaptureQueriesContext(connection) as captured:
+            group(add.si(i, i) for i in range(11)).apply_async()
+        return [q["sql"].split("(")[0].strip() for q in captured if "_node" in q["sql"]]
+
+    table = connection.ops.quote_name(Node._meta.db_table)
+    stream = "COPY" if connection.vendor == "postgresql" else "? times: INSERT INTO"
+    assert inserts() == [f"{stream} {table}"]
+    store = get_store()
+    monkeypatch.setattr(store, "insert", store.insert_batches)
+    monkeypatch.setattr(store, "batch_size", 5)
+    assert inserts() == [f"INSERT INTO {table}"] * 3  # 12 nodes: the members and the join
+
+
+@pytest.mark.parametrize(
+    "value",
+    [[1, 2.5, None, True], {"a": {"b": [1e100]}}, "é\u2028\x00", 7, {}, [], {1: "x"}, ["ü"]],
+)
+def test_json_columns_are_encoded_as_json_dumps_encodes_them(value):
+    from django_cloudtasks.store.insert import _dumps
+
+    assert _dumps(value) == json.dumps(value)
+
+
+def test_json_columns_refuse_what_json_dumps_refuses():
+    from django_cloudtasks.store.insert import _dumps
+
+    looped: list[object] = []
+    looped.append(looped)
+    with pytest.raises(ValueError, match="Circular"):
+        _dumps(looped)
+    with pytest.raises(TypeError):
+        _dumps({"a": object()})
+    assert _dumps([1]) == "[1]"  # and it still works afterwards

@@ -15,9 +15,10 @@ from typing import Any
 
 from django.db import connections
 
-#: A statement writing the rows of nodes or workflows (not a ``SELECT ... FOR UPDATE``).
+#: A statement writing the rows of nodes or workflows (not a ``SELECT ... FOR UPDATE``;
+#: ``COPY`` is PostgreSQL's stream of new rows).
 WRITE = re.compile(
-    r'\b(?:UPDATE|INSERT\s+INTO|DELETE\s+FROM)\s+"?django_cloudtasks_(?:node|workflow)"?(?:\s|$)',
+    r'\b(?:UPDATE|INSERT\s+INTO|DELETE\s+FROM|COPY)\s+"?django_cloudtasks_(?:node|workflow)"?(?:\s|$)',
     re.I,
 )
 #: Where such a statement may come from, and why (the architecture test's list).
