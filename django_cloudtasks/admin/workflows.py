@@ -42,6 +42,7 @@ from django_cloudtasks.admin.listing import (
 )
 from django_cloudtasks.admin.live import LivePage, progress_data, progress_html
 from django_cloudtasks.constants import NodeKind, State, WorkflowStatus
+from django_cloudtasks.engine.join_shards import SHARD_OF
 from django_cloudtasks.models import Node, Workflow, id_prefix_range
 
 
@@ -309,7 +310,9 @@ class WorkflowAdmin(LivePage):
         if workflow.size > dagsvg.MAX_NODES:
             picture = dagsvg.too_large(workflow.size)
         else:
-            nodes = list(Node.objects.filter(workflow=workflow).only(*DAG_FIELDS))
+            # The shards of a large join count for it and are not part of the canvas.
+            rows = Node.objects.filter(workflow=workflow).exclude(options__has_key=SHARD_OF)
+            nodes = list(rows.only(*DAG_FIELDS))
             template = change_url(self.admin_site, Node, uuid.UUID(int=0))
             blank = str(uuid.UUID(int=0))
             expanded = set(request.GET.getlist("expand"))

@@ -837,7 +837,11 @@ def oidc_emulator(serve_emulator, settings, monkeypatch, fetches):
 
 
 @pytest.mark.e2e
-def test_a_chain_runs_over_http_with_oidc_tokens_from_the_emulator(oidc_emulator, fetches):
+def test_a_chain_runs_over_http_with_oidc_tokens_from_the_emulator(
+    oidc_emulator, fetches, settings
+):
+    # Every step a Cloud Task of its own, so that each delivery carries a token.
+    settings.CLOUDTASKS = {**settings.CLOUDTASKS, "INLINE_SECONDS": 0}
     result = (add.s(4, 4) | add.s(8) | add.s(16)).delay()
 
     assert result.get(timeout=30) == 32
