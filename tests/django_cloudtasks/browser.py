@@ -93,20 +93,27 @@ def read_png(path: Path) -> tuple[int, int, list[bytes]]:
     return width, height, [bytes(r[i] for i in range(len(r)) if i % step < 3) for r in rows]
 
 
+#: The flags every headless Chromium here starts with: no GPU, sandbox, first-run or
+#: background work, and no scrollbars in a screenshot.
+HEADLESS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--hide-scrollbars",
+)
+
+
 def screenshot(chromium: str, html: Path, png: Path, width: int, height: int) -> None:
     """Render ``html`` in headless Chromium into ``png``, ``width`` by ``height`` pixels."""
     done = subprocess.run(
         [
             chromium,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-dev-shm-usage",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--no-first-run",
-            "--hide-scrollbars",
+            *HEADLESS,
             f"--user-data-dir={png.parent / (png.stem + '-profile')}",
             f"--screenshot={png}",
             f"--window-size={width},{height}",
@@ -142,15 +149,7 @@ class Browser:
         os.close(reads)
         os.close(writes)
         args = [
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-dev-shm-usage",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--no-first-run",
-            "--hide-scrollbars",
+            *HEADLESS,
             "--remote-debugging-pipe",
             f"--user-data-dir={profile}",
             f"--window-size={width},{height}",
