@@ -172,12 +172,23 @@ def check_graph(graph: Graph, options: Mapping[str, Any]) -> None:
         TypeError: when a node's or an error callback's arguments cannot bind.
     """
     errbacks: dict[str, Any] = {}
+    # Whether arguments bind depends on their number and keyword names only, not on
+    # their values: the members of a group are checked once per shape.
+    bound: set[tuple[Any, ...]] = set()
     for node in graph:
         if not node.is_barrier:
             task = registry.get(node.task_name)
             if not registry.known_at_startup(node.task_name):
                 _warn_registered_late(task)
-            if task.policy.typing:
+            shape = (
+                node.task_name,
+                len(node.args),
+                tuple(node.kwargs),
+                node.input,
+                node.options.get("result_kwarg"),
+            )
+            if task.policy.typing and shape not in bound:
+                bound.add(shape)
                 check_binding(
                     node.task_name,
                     task.call_signature(),

@@ -240,6 +240,20 @@ def test_arguments_that_cannot_bind_are_refused_at_apply_async(memory):
     assert memory.sent == []
 
 
+def test_one_group_member_that_cannot_bind_is_refused_among_many_that_can(memory):
+    from canvas import group
+
+    members = [add.s(i, i) for i in range(50)]
+    members[37] = add.s(1, 2, c=3)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'c'"):
+        group(members).apply_async()
+    members[37] = add.s(1, 2, 3)
+    with pytest.raises(TypeError, match="too many positional arguments"):
+        group(members).apply_async()
+    assert Node.objects.count() == 0
+    assert memory.sent == []
+
+
 def test_unregistered_task_names_are_refused_at_apply_async(memory):
     from canvas import Signature
     from django_cloudtasks.exceptions import NotRegistered
