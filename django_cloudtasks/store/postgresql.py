@@ -114,12 +114,20 @@ class PostgresStore(Store):
         )
 
     def plain_children_sql(self, table: str) -> str:
-        """True when no child of the claimed node is a join, an errback or limited."""
+        """True when no child of the claimed node is a join, an errback or limited.
+
+        Each child is looked up on its own by the (workflow, index) key, a scalar subquery
+        per child, so the lookup is a unique-index probe whatever the planner's statistics
+        say. (With ``IN (SELECT ...)`` or ``= ANY(ARRAY(...))`` over the children, a new
+        table with no statistics yet had it read every node of the workflow for each
+        claim, and a group's claims grew with its size.)
+        """
+        qn = connection.ops.quote_name
         return (
-            f"NOT EXISTS (SELECT 1 FROM {table} c WHERE c.workflow_id = {table}.workflow_id "
-            f"AND c.{connection.ops.quote_name('index')} IN (SELECT CAST("
-            f"jsonb_array_elements_text({table}.children) AS integer)) "
-            f"AND (c.kind <> {SQL_TASK} OR c.flow_key <> ''))"
+            f"NOT EXISTS (SELECT 1 FROM jsonb_array_elements_text({table}.children) AS e(v) "
+            f"WHERE (SELECT c.kind <> {SQL_TASK} OR c.flow_key <> '' FROM {table} c "
+            f"WHERE c.workflow_id = {table}.workflow_id "
+            f"AND c.{qn('index')} = CAST(e.v AS integer)))"
         )
 
     def due_sql(self) -> str:

@@ -139,3 +139,50 @@ def test_json_columns_refuse_what_json_dumps_refuses():
     with pytest.raises(TypeError):
         _dumps({"a": object()})
     assert _dumps([1]) == "[1]"  # and it still works afterwards
+
+
+# -- claiming: a bounded number of rows read, whatever the workflow's size -------------
+
+
+def _rows_read(plan: dict) -> int:
+    """The rows a plan node and those under it produced or read and threw away."""
+    loops = plan.get("Actual Loops", 1)
+    own = plan.get("Actual Rows", 0) + plan.get("Rows Removed by Filter", 0)
+    own += plan.get("Rows Removed by Index Recheck", 0)
+    return own * loops + sum(_rows_read(p) for p in plan.get("Plans", []))
+
+
+def _forget_statistics(cursor) -> None:
+    """Make the node table look new to the planner: no statistics, size unknown."""
+    cursor.execute("DELETE FROM pg_statistic WHERE starelid = 'django_cloudtasks_node'::regclass")
+    cursor.execute(
+        "UPDATE pg_class SET reltuples = -1, relpages = 0 WHERE oid IN "
+        "(SELECT 'django_cloudtasks_node'::regclass UNION SELECT indexrelid FROM pg_index "
+        "WHERE indrelid = 'django_cloudtasks_node'::regclass)"
+    )
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db
+@pytest.mark.parametrize("statistics", ["analyzed", "none yet"])
+def test_claiming_a_group_member_reads_a_few_rows_whatever_the_size_of_its_group(
+    memory, statistics
+):
+    from tests.testapp.tasks import quiet_add
+
+    result = group(quiet_add.si(i, i) for i in range(2_000)).apply_async()
+    member = Node.objects.filter(workflow_id=result.workflow_id, index=7).get()
+    with connection.cursor() as cursor:
+        if statistics == "analyzed":
+            cursor.execute("ANALYZE django_cloudtasks_node")
+        else:
+            _forget_statistics(cursor)
+        with CaptureQueriesContext(connection) as captured:
+            get_store().claim(member.pk, None, None, member.created_at, member.created_at)
+        [claim] = captured.captured_queries
+        # The same statement again (the first took the node): what does it read to claim?
+        Node.objects.filter(pk=member.pk).update(state="QUEUED")
+        cursor.execute(f"EXPLAIN (ANALYZE, FORMAT JSON) {claim['sql']}")
+        [[[explained]]] = cursor.fetchall()
+    # The member and the join it counts on, by their keys: not the group's 2,000 nodes.
+    assert _rows_read(explained["Plan"]) <= 10, json.dumps(explained, indent=1)
