@@ -84,11 +84,8 @@ class NodeQuerySet(models.QuerySet["Node"]):
         return self.filter(pk=node_id, state=State.REVOKED).exists()
 
     def stuck(self, older_than: datetime) -> NodeQuerySet:
-        """Ready task nodes that should have been delivered by ``older_than``.
-
-        A node that was committed as ready but whose enqueue was lost (crash,
-        transport outage) stays here until the sweeper sends it again.
-        """
+        """Ready task nodes that should have been delivered by ``older_than``: their
+        enqueue was lost (crash, transport outage) and the sweeper sends them again."""
         return self.filter(
             state__in=(State.QUEUED, State.RETRY, State.SCHEDULED),
             parked=False,
@@ -191,6 +188,9 @@ class Node(models.Model):
             ),
             models.Index(fields=["eta"], name="ct_node_parked", condition=Q(parked=True)),
             models.Index(fields=["workflow", "state"], name="ct_node_workflow_state"),
+            models.Index(
+                fields=["workflow", "index"], name="ct_node_queued", condition=Q(state="QUEUED")
+            ),
             models.Index(fields=["task_name"], name="ct_node_task"),
             models.Index(
                 fields=["errback_of"], name="ct_node_errback", condition=Q(errback_of__isnull=False)

@@ -370,6 +370,9 @@ def spawn(request: HttpRequest) -> JsonResponse:
         return _error(exc.status, str(exc))
     except (KeyError, TypeError, ValueError, AttributeError):
         return _error(400, 'body must be {"spawn": [dispatches]}')
+    # A node an inline run took (or that finished) before this spawner ran needs no
+    # Cloud Task: if that run dies, the redelivery of its origin takes the node over.
+    dispatches = engine.unsent(dispatches)
     try:
         get_transport().send(dispatches)
     except EnqueueError as exc:

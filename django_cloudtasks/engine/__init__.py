@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from django_cloudtasks.engine.advance import (
     Advanced,
+    Succeeded,
     advance,
     claim,
     claim_reported,
@@ -22,7 +23,9 @@ from django_cloudtasks.engine.advance import (
     extend_lease,
     finish_workflow,
     settle,
+    steal,
     succeed,
+    unsent,
 )
 from django_cloudtasks.engine.failure import descendants, fail, record_failure, schedule_retry
 from django_cloudtasks.engine.flow import FlowSweep, sweep_flow
@@ -41,6 +44,7 @@ __all__ = [
     "Purged",
     "RetryRefused",
     "RetryReport",
+    "Succeeded",
     "Take",
     "advance",
     "claim",
@@ -64,6 +68,8 @@ __all__ = [
     "revoke_workflow",
     "schedule_retry",
     "settle",
+    "steal",
     "succeed",
     "sweep_flow",
+    "unsent",
 ]

@@ -21,6 +21,7 @@ from django.utils import timezone
 from django_cloudtasks import signals
 from django_cloudtasks.conf import conf
 from django_cloudtasks.constants import (
+    CLAIMABLE_STATES,
     NodeId,
     NodeKind,
     State,
@@ -32,7 +33,7 @@ from django_cloudtasks.engine.attempts import with_attempt
 from django_cloudtasks.engine.flow import Ledger, admit, end_revoked_run, holds_slot, is_limited
 from django_cloudtasks.models import Node, Workflow
 from django_cloudtasks.policy import due_by, lease_seconds
-from django_cloudtasks.store import Done, Take, get_store, has_plain_children
+from django_cloudtasks.store import STEAL_WINDOW, Done, Take, get_store, has_plain_children
 from django_cloudtasks.telemetry import get_logger
 from django_cloudtasks.transports import Dispatch
 
@@ -104,21 +105,35 @@ def claim_reported(node: Node) -> Node | None:
 
 @dataclass
 class Advanced:
-    """What advancing did: dispatches to send, the successor taken inline, if any."""
+    """What advancing did: dispatches to send, the successor taken inline, if any.
+
+    ``waiting`` is the highest index of a group join it counted on that still waits
+    for other members (None when there is none).
+    """
 
     dispatches: list[Dispatch] = field(default_factory=list)
     taken: Node | None = None
     done: bool = True
+    waiting: int | None = None
 
 
-def succeed(
-    node: Node, value: Any, attempt: int, inline_origin: NodeId | None = None
-) -> Node | None:
+@dataclass(frozen=True)
+class Succeeded:
+    """What :func:`succeed` did, for an inline run: the successor it claimed to run next,
+    and the index of a group join the node counted on that still waits, if any (the
+    join's other members may be stolen, see :func:`steal`)."""
+
+    follow: Node | None = None
+    waiting: int | None = None
+
+
+def succeed(node: Node, value: Any, attempt: int, inline_origin: NodeId | None = None) -> Succeeded:
     """Record ``value`` as ``node``'s result, advance its children, send them after commit.
 
     With ``inline_origin`` (the node whose delivery runs this request's inline steps),
     one successor due now on the same queue is claimed in the same transaction and
-    returned, to run next in this request instead of being sent.
+    returned, to run next in this request instead of being sent; when none is and a
+    group join the node counted on still waits, its index is returned too.
 
     When recording and advancing is one statement (:func:`records_alone`), it runs
     without an explicit transaction: the statement commits on its own, saving the
@@ -137,14 +152,55 @@ def succeed(
         # statement, after the one that made it ready had committed.
         advanced = settle(node, value, attempt, take)
         enqueue_on_commit(advanced.dispatches)  # outside a transaction: sent now
-        return advanced.taken
+        return Succeeded(advanced.taken, advanced.waiting)
     with transaction.atomic():
         advanced = settle(node, value, attempt, take)
         dispatches, follow = advanced.dispatches, advanced.taken
         if inline_origin is not None and follow is None:
             dispatches, follow = _take_inline(dispatches, node, inline_origin)
         enqueue_on_commit(dispatches)
-    return follow
+    return Succeeded(follow, advanced.waiting)
+
+
+def steal(origin: NodeId, workflow_id: WorkflowId, queue: str, below: int) -> Node | None:
+    """Claim a queued node of the workflow for the inline run that started at ``origin``.
+
+    A delivery whose node counted on a group join that still waits may go on with
+    other members of the workflow instead of leaving each to its own Cloud Tasks
+    delivery: it takes the queued node of highest index under ``below`` (and at most
+    :data:`~django_cloudtasks.store.base.STEAL_WINDOW` under it) that is due now, a
+    plain task and on ``queue``. The node keeps its Cloud Task, if it has one: that
+    delivery finds it taken (409 while the lease lives, then "already finished").
+    If this process dies while it runs, the redelivery of ``origin`` takes it over,
+    as it does an inline successor, and the sweeper resends it if that never comes.
+    A spawner that has not yet created the node's Cloud Task leaves it out
+    (:func:`unsent`). When the window has none, the one under it is tried (members
+    under it may still be queued). Returns None when neither has any.
+    """
+    now = timezone.now()
+    lease = now + timedelta(seconds=lease_seconds(float(conf.DISPATCH_DEADLINE)))
+    store = get_store()
+    stolen = store.steal(workflow_id, queue, below, now, lease, origin)
+    if stolen is None and below > STEAL_WINDOW:
+        stolen = store.steal(workflow_id, queue, below - STEAL_WINDOW, now, lease, origin)
+    return stolen
+
+
+def unsent(dispatches: Sequence[Dispatch]) -> list[Dispatch]:
+    """The ``dispatches`` whose node may still be claimed (one query).
+
+    A spawner's batch leaves out the nodes an inline run took (or that finished, or
+    were revoked) before the spawner ran: they need no Cloud Task.
+    """
+    if not dispatches:
+        return []
+    claimable = {
+        str(pk)
+        for pk in Node.objects.filter(
+            pk__in=[d.node_id for d in dispatches], state__in=CLAIMABLE_STATES
+        ).values_list("pk", flat=True)
+    }
+    return [d for d in dispatches if d.node_id in claimable]
 
 
 def records_alone(node: Node) -> bool:
@@ -301,6 +357,8 @@ def advance(
                 if row["is_output"]:
                     finish_workflow(workflow_id, WorkflowStatus.SUCCESS, now)
             elif row["pending_parents"] != 0:
+                if row["kind"] == NodeKind.BARRIER and row["pending_parents"] > 0:
+                    advanced.waiting = max(advanced.waiting or 0, row["index"])
                 continue
             elif row["state"] == State.STARTED and "taken" in row:
                 advanced.taken = row["taken"]

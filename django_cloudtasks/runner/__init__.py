@@ -97,11 +97,15 @@ async def adeliver(
     if node is None:
         return await sync_to_async(_unclaimed)(node_id, task_name, retries)
     inline = _inline_run(node)
-    outcome = await _astart(node, headers or {}, inline)
-    follow = outcome.follow
-    while follow is not None:
-        follow = (await _astart(follow, {}, inline)).follow
-    return outcome
+    outcome = last = await _astart(node, headers or {}, inline)
+    below = None
+    while True:
+        while last.follow is not None:
+            last = await _astart(last.follow, {}, inline)
+        stolen, below = await sync_to_async(_steal_next)(node, inline, last, below)
+        if stolen is None:
+            return outcome
+        last = await _astart(stolen, _trace_headers(headers or {}), inline)
 
 
 @telemetry.attempt_async
@@ -128,12 +132,40 @@ def _inline_run(origin: Node) -> Inline | None:
 
 
 def _carry_on(node: Node, headers: Mapping[str, str], inline: Inline | None) -> Outcome:
-    """Run a claimed node, then each successor it claimed to run inline."""
-    outcome = _start(node, headers, inline)
-    follow = outcome.follow
-    while follow is not None:
-        follow = _start(follow, {}, inline).follow
-    return outcome
+    """Run a claimed node, then each successor it claimed to run inline, then, while
+    the budget lasts and a group join it counted on waits, queued members it steals."""
+    outcome = last = _start(node, headers, inline)
+    below = None
+    while True:
+        while last.follow is not None:
+            last = _start(last.follow, {}, inline)
+        stolen, below = _steal_next(node, inline, last, below)
+        if stolen is None:
+            return outcome
+        last = _start(stolen, _trace_headers(headers), inline)
+
+
+def _trace_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """The trace context of a delivery's ``headers``, for the members it steals: each
+    continues the trace its own delivery would (a sibling of the stealing attempt)."""
+    return {k: v for k, v in headers.items() if k.lower() in ("traceparent", "tracestate")}
+
+
+def _steal_next(
+    node: Node, inline: Inline | None, last: Outcome, below: int | None
+) -> tuple[Node | None, int | None]:
+    """The queued node of ``node``'s workflow the inline run takes next, if any, and
+    the index the steal after it looks under (see :func:`engine.steal`).
+
+    Only while the budget lasts and the last node settled counted on a group join that
+    still waits: it looks under the last node stolen, first under that join (its
+    members come before it).
+    """
+    if inline is None or last.waiting is None or not inline.open():
+        return None, below
+    below = last.waiting if below is None else min(below, last.waiting)
+    stolen = engine.steal(inline.origin, node.workflow_id, node.queue, below)
+    return stolen, below if stolen is None else stolen.index
 
 
 @telemetry.attempt

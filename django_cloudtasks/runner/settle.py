@@ -49,6 +49,7 @@ class Outcome:
     state: str
     detail: str = ""
     follow: Node | None = None  # a successor claimed to run next in the same request
+    waiting: int | None = None  # a group join the node counted on that still waits
 
     def as_json(self) -> dict[str, Any]:
         """The endpoint's JSON body."""
@@ -125,11 +126,11 @@ def _settle(call: Call, value: Any, error: Exception | None) -> Outcome:
         value = None
     # The budget is checked once the step has run: a slow step takes no successor.
     origin = inline.origin if inline is not None and inline.open() else None
-    follow = engine.succeed(node, value, attempt, origin)
+    succeeded = engine.succeed(node, value, attempt, origin)
     node.result = value
     signals.node_finished.send(Node, node=node, state=State.SUCCESS)
     signals.task_success.send(task, result=value)
-    return Outcome(200, State.SUCCESS, follow=follow)
+    return Outcome(200, State.SUCCESS, follow=succeeded.follow, waiting=succeeded.waiting)
 
 
 def _settle_error(call: Call, exc: Exception) -> Outcome:

@@ -11,7 +11,14 @@ from typing import Any
 from django.core import checks
 from django.db import connection, connections
 
-from django_cloudtasks.store.base import CHUNK_SIZE, Done, Store, Take, chunks, sql_literal
+from django_cloudtasks.store.base import (
+    CHUNK_SIZE,
+    Done,
+    Store,
+    Take,
+    chunks,
+    sql_literal,
+)
 from django_cloudtasks.store.flow import Slots
 from django_cloudtasks.store.postgresql import PostgresStore
 from django_cloudtasks.store.retention import Deleted
@@ -24,11 +31,13 @@ from django_cloudtasks.store.rows import (
     node_from_db,
 )
 from django_cloudtasks.store.sqlite import SqliteStore
+from django_cloudtasks.store.steal import STEAL_WINDOW
 
 __all__ = [
     "ADVANCE_COLUMNS",
     "CHUNK_SIZE",
     "NODE_FIELDS",
+    "STEAL_WINDOW",
     "SUPPORTED_VENDORS",
     "Deleted",
     "Done",

@@ -32,6 +32,7 @@ from django_cloudtasks.store.rows import (
     mark_plain_children,
     node_from_db,
 )
+from django_cloudtasks.store.steal import StealStatements
 
 T = TypeVar("T")
 
@@ -100,7 +101,7 @@ class Statement:
         self.params.extend(params)
 
 
-class Store(FlowStatements, RetentionStatements):
+class Store(FlowStatements, RetentionStatements, StealStatements):
     """The raw statements of one database; subclasses give the dialect."""
 
     vendor = ""
@@ -128,9 +129,9 @@ class Store(FlowStatements, RetentionStatements):
         return json.dumps(list(values))
 
     def add_member_results(
-        self, st: Statement, table: str, index: str, wf_db: Any, members: str
+        self, st: Statement, table: str, index: str, wf_db: Any, members: Sequence[int]
     ) -> None:
-        """The list of the results of ``members`` (JSON indices), in index order."""
+        """The list of the results of the nodes of indices ``members``, in index order."""
         raise NotImplementedError
 
     def add_done(self, st: Statement, table: str, now_db: Any, done: Done) -> None:
@@ -203,6 +204,11 @@ class Store(FlowStatements, RetentionStatements):
         if retries is not None:
             sql += " AND retries <= %s"
             params.append(retries)
+        return self._claimed(sql, params, table)
+
+    def _claimed(self, sql: str, params: Sequence[Any], table: str) -> Node | None:
+        """Run a claim, ``sql`` up to its ``WHERE``, returning the node it took, if any."""
+        ops = connection.ops
         sql += " RETURNING " + ", ".join(ops.quote_name(str(f.column)) for f in NODE_FIELDS)
         plain = self.plain_children_sql(table)
         if plain:
@@ -264,8 +270,7 @@ class Store(FlowStatements, RetentionStatements):
                 and barrier["input_rule"] == InputRule.LIST
                 and barrier["parents"]
             ):
-                members = json.dumps(list(barrier["parents"]))
-                self.add_member_results(st, table, index, wf_db, members)
+                self.add_member_results(st, table, index, wf_db, list(barrier["parents"]))
             else:
                 encoded = json.dumps(value if barrier is None else [])
                 st.add(self.json_value(), encoded)

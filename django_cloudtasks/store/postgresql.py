@@ -88,16 +88,19 @@ class PostgresStore(Store):
         return "CAST(%s AS jsonb)"
 
     def add_member_results(
-        self, st: Statement, table: str, index: str, wf_db: Any, members: str
+        self, st: Statement, table: str, index: str, wf_db: Any, members: Sequence[int]
     ) -> None:
-        """``jsonb_agg`` of the members' results, in index order (``[]`` for none)."""
-        ids = self.ids()
+        """``jsonb_agg`` of the members' results, in index order (``[]`` for none).
+
+        The members are found by the (workflow, index) key (``= ANY`` of an array), not
+        by ``IN (SELECT ...)``, which let a new table's plan read the whole workflow.
+        """
         st.add(
             "(SELECT COALESCE(jsonb_agg(p.result ORDER BY p."
             f"{index}), CAST('[]' AS jsonb)) FROM {table} p "
-            f"WHERE p.workflow_id = %s AND p.{index} IN {ids})",
+            f"WHERE p.workflow_id = %s AND {self.among('p.' + index)})",
             wf_db,
-            members,
+            self.id_list(members),
         )
 
     def add_done(self, st: Statement, table: str, now_db: Any, done: Done) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -34,7 +35,7 @@ class SqliteStore(Store):
         return "%s"
 
     def add_member_results(
-        self, st: Statement, table: str, index: str, wf_db: Any, members: str
+        self, st: Statement, table: str, index: str, wf_db: Any, members: Sequence[int]
     ) -> None:
         """``json_group_array`` of the members' results, in index order."""
         ids = self.ids()
@@ -42,7 +43,7 @@ class SqliteStore(Store):
             f"(SELECT json_group_array(json(p.result)) FROM (SELECT result FROM {table} "
             f"WHERE workflow_id = %s AND {index} IN {ids} ORDER BY {index}) p)",
             wf_db,
-            members,
+            json.dumps(list(members)),
         )
 
     def due_sql(self) -> str:

@@ -230,6 +230,22 @@ def test_the_async_run_view_costs_the_queries_of_the_plain_one(client, memory):
     assert post_one(tasks.aadd) == post_one(tasks.add)
 
 
+def test_the_async_run_view_steals_the_queued_members_of_its_group(client, memory, settings):
+    from django_cloudtasks.transports import get_transport, reset_transport
+
+    settings.CLOUDTASKS = {**settings.CLOUDTASKS, "INLINE_SECONDS": 5}
+    reset_transport()
+    memory = get_transport()
+    result = group(tasks.aadd.si(i, i) for i in range(4)).apply_async()
+    url, body = _deliver(memory)
+    response = client.post(url, body, content_type="application/json", headers=TOKEN)
+    assert response.status_code == 200
+    # one delivery ran the whole group; the others' Cloud Tasks find them finished
+    assert result.get(timeout=0) == [0, 2, 4, 6]
+    assert Execution.objects.filter(task="aadd").count() == 4
+    assert len(memory.pending) == 3
+
+
 # -- end to end: the emulator delivering to a real server --------------------------------
 
 

@@ -166,9 +166,17 @@ def test_a_bounded_group_on_a_sharded_queue_keeps_its_bound(serve_emulator, monk
     assert result.get(timeout=60) == list(range(20))
 
 
-@pytest.mark.django_db
+def _queued_batch(memory, size: int) -> list[Dispatch]:
+    """The dispatches of a new group of ``size``, taken back from the memory transport."""
+    group(identity.si(i) for i in range(size)).apply_async()
+    batch = memory.pending
+    memory.clear()
+    return batch
+
+
+@pytest.mark.django_db(transaction=True)
 def test_the_spawn_endpoint_creates_its_batch_and_refuses_a_bad_body(client, memory):
-    batch = [dispatch(i, queue="") for i in range(3)]
+    batch = _queued_batch(memory, 3)
     body = json.dumps(fanout.Spawn("", 0, batch).body())
     headers = {"Authorization": "Bearer test-token"}
 
@@ -184,3 +192,22 @@ def test_the_spawn_endpoint_creates_its_batch_and_refuses_a_bad_body(client, mem
     assert (
         client.post("/cloudtasks/spawn/", body, content_type="application/json").status_code == 401
     )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_spawner_leaves_out_the_nodes_taken_or_finished_before_it_ran(client, memory):
+    from django_cloudtasks.constants import State
+    from django_cloudtasks.models import Node
+
+    batch = _queued_batch(memory, 4)
+    Node.objects.filter(pk=batch[1].node_id).update(state=State.STARTED)  # stolen
+    Node.objects.filter(pk=batch[2].node_id).update(state=State.SUCCESS)
+    body = json.dumps(fanout.Spawn("", 0, batch).body())
+    answer = client.post(
+        "/cloudtasks/spawn/",
+        body,
+        content_type="application/json",
+        headers={"Authorization": "Bearer test-token"},
+    )
+    assert answer.json() == {"created": 2}
+    assert memory.sent == [batch[0], batch[3]]

@@ -154,14 +154,100 @@ def test_a_chord_body_runs_in_the_request_of_the_member_that_closes_it(inline):
     assert result.get(timeout=0) == 10
 
 
-def test_a_fan_out_runs_one_successor_inline_and_sends_the_others(inline):
+def test_a_fan_out_runs_one_successor_inline_sends_the_others_and_steals_them_back(inline):
     result = (add.s(1, 1) | group(add.s(i) for i in range(4))).apply_async()
     inline.drain(limit=1)
-    assert Execution.objects.filter(task="add").count() == 2
+    # the first member was taken by the statement that advanced it, the other three
+    # were sent, then stolen while their group's join still waited
+    assert Execution.objects.filter(task="add").count() == 5
+    assert result.get(timeout=0) == [2, 3, 4, 5]
     due_now = [d for d in inline.pending if d.eta is None]
     assert len(due_now) == 3
-    inline.drain()
-    assert result.get(timeout=0) == [2, 3, 4, 5]
+    # their own deliveries find them finished and run nothing again
+    assert inline.drain() == 3
+    assert Execution.objects.filter(task="add").count() == 5
+
+
+# -- stealing: a request with budget left runs the queued members of its group -------
+
+
+def test_one_delivery_runs_a_whole_group_by_stealing_its_queued_members(inline):
+    result = group(add.si(i, i) for i in range(6)).apply_async()
+    assert inline.drain(limit=1) == 1
+    assert result.get(timeout=0) == [0, 2, 4, 6, 8, 10]
+    first, *stolen = Node.objects.filter(kind="task").order_by("started_at", "index")
+    assert first.index == 0 and first.inline_origin is None
+    # the highest index first: the members Cloud Tasks would deliver last
+    assert [n.index for n in stolen] == [5, 4, 3, 2, 1]
+    assert {n.inline_origin for n in stolen} == {first.pk}
+    assert inline.drain() == 5
+    assert Execution.objects.filter(task="add").count() == 6
+
+
+def test_a_chord_body_runs_after_its_members_were_stolen(inline):
+    result = chord([identity.si(i) for i in range(5)], tsum.s()).apply_async()
+    assert inline.drain(limit=1) == 1
+    assert result.get(timeout=0) == 10
+
+
+def test_members_that_cannot_run_inline_are_left_to_their_own_delivery(inline):
+    from tests.testapp.flow_tasks import paced
+
+    members = [
+        add.si(0, 0),
+        add.si(1, 1).set(queue="other"),
+        add.si(2, 2).set(countdown=60),
+        paced.si(3),
+        add.si(4, 4),
+    ]
+    group(members).apply_async()
+    inline.drain(limit=1)
+    ran = {n.index for n in Node.objects.filter(kind="task", state=State.SUCCESS)}
+    assert ran == {0, 4}
+    assert Node.objects.get(index=1).state == State.QUEUED
+    assert Node.objects.get(index=2).state == State.SCHEDULED
+
+
+def test_a_member_stolen_by_a_run_that_died_is_taken_over_by_the_origins_redelivery(inline):
+    result = group([add.si(0, 0), dies_once.si(5), add.si(2, 2)]).apply_async()
+    origin = inline.take()
+    with pytest.raises(ProcessDied):
+        deliver(origin.node_id, origin.task_name, origin.retries)
+    died = Node.objects.get(index=1)
+    assert died.state == State.STARTED and str(died.inline_origin) == origin.node_id
+    # the stolen member's own Cloud Task finds it taken while the lease lives
+    own = next(d for d in inline.pending if d.node_id == str(died.pk))
+    assert deliver(own.node_id, own.task_name, own.retries).status == 409
+    _expire_leases()
+    again = deliver(origin.node_id, origin.task_name, origin.retries)
+    assert (again.status, again.detail) == (200, "resumed its inline successors")
+    assert result.get(timeout=0) == [0, 5, 4]
+
+
+def test_a_stolen_member_costs_its_steal_and_its_record(inline):
+    group(quiet_add.si(i, i) for i in range(4)).apply_async()
+    origin = inline.take()
+    with CaptureQueriesContext(connection) as captured:
+        deliver(origin.node_id, origin.task_name, origin.retries)
+    statements = [q["sql"] for q in captured if not q["sql"].startswith(("BEGIN", "COMMIT"))]
+    assert len([sql for sql in statements if _is_steal(sql)]) == 3
+    # the claim; per member its record and advance (one statement on PostgreSQL, two
+    # elsewhere); per stolen member its steal; the member closing the join closes it
+    # and finishes the workflow in two more
+    per_member = 1 if connection.vendor == "postgresql" else 2
+    assert len(statements) == 1 + 4 * per_member + 3 + 2
+
+
+def test_no_steal_is_tried_without_a_waiting_join(inline):
+    (quiet_add.s(1, 1) | quiet_add.s(1)).apply_async()
+    with CaptureQueriesContext(connection) as captured:
+        inline.drain(limit=1)
+    assert not [q for q in captured if _is_steal(q["sql"])]
+
+
+def _is_steal(sql: str) -> bool:
+    """The statement of :meth:`Store.steal` (PostgreSQL's form, or the other one)."""
+    return "generate_series" in sql or "DESC LIMIT 1" in sql
 
 
 def test_a_delayed_successor_is_never_run_inline(inline):

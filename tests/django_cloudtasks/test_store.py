@@ -162,6 +162,24 @@ def _forget_statistics(cursor) -> None:
     )
 
 
+def _plan_of_a_claim(statistics: str, claim) -> tuple[Node, dict]:
+    """Run ``claim()`` (a store call that claims one node) with the node table's
+    statistics as given, then the same statement again, explained: what it read."""
+    with connection.cursor() as cursor:
+        if statistics == "analyzed":
+            cursor.execute("ANALYZE django_cloudtasks_node")
+        else:
+            _forget_statistics(cursor)
+        with CaptureQueriesContext(connection) as captured:
+            claimed = claim()
+        [statement] = captured.captured_queries
+        # The first run took the node: put it back so that the second takes it again.
+        Node.objects.filter(pk=claimed.pk).update(state="QUEUED")
+        cursor.execute(f"EXPLAIN (ANALYZE, FORMAT JSON) {statement['sql']}")
+        [[[explained]]] = cursor.fetchall()
+    return claimed, explained
+
+
 @pytest.mark.postgres
 @pytest.mark.django_db
 @pytest.mark.parametrize("statistics", ["analyzed", "none yet"])
@@ -172,17 +190,34 @@ def test_claiming_a_group_member_reads_a_few_rows_whatever_the_size_of_its_group
 
     result = group(quiet_add.si(i, i) for i in range(2_000)).apply_async()
     member = Node.objects.filter(workflow_id=result.workflow_id, index=7).get()
-    with connection.cursor() as cursor:
-        if statistics == "analyzed":
-            cursor.execute("ANALYZE django_cloudtasks_node")
-        else:
-            _forget_statistics(cursor)
-        with CaptureQueriesContext(connection) as captured:
-            get_store().claim(member.pk, None, None, member.created_at, member.created_at)
-        [claim] = captured.captured_queries
-        # The same statement again (the first took the node): what does it read to claim?
-        Node.objects.filter(pk=member.pk).update(state="QUEUED")
-        cursor.execute(f"EXPLAIN (ANALYZE, FORMAT JSON) {claim['sql']}")
-        [[[explained]]] = cursor.fetchall()
+    _, explained = _plan_of_a_claim(
+        statistics,
+        lambda: get_store().claim(member.pk, None, None, member.created_at, member.created_at),
+    )
     # The member and the join it counts on, by their keys: not the group's 2,000 nodes.
     assert _rows_read(explained["Plan"]) <= 10, json.dumps(explained, indent=1)
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db
+@pytest.mark.parametrize("statistics", ["analyzed", "none yet"])
+def test_stealing_a_queued_member_reads_at_most_its_window(memory, statistics):
+    from django.utils import timezone
+
+    from django_cloudtasks.store import STEAL_WINDOW
+    from tests.testapp.tasks import quiet_add
+
+    size = 3 * STEAL_WINDOW
+    workflow_id = group(quiet_add.si(i, i) for i in range(size)).apply_async().workflow_id
+    join = Node.objects.get(workflow_id=workflow_id, kind="barrier")
+    # The top of the group is taken already: the steal must look under it.
+    Node.objects.filter(workflow_id=workflow_id, index__gte=size - 50).update(state="STARTED")
+    origin = Node.objects.get(workflow_id=workflow_id, index=0)
+    now = timezone.now()
+    stolen, explained = _plan_of_a_claim(
+        statistics, lambda: get_store().steal(workflow_id, "", join.index, now, now, origin.pk)
+    )
+    assert stolen.index == size - 51
+    assert stolen.state == "STARTED" and stolen.inline_origin == origin.pk
+    # Not the group's 768 queued members: the rows under its start, and the one taken.
+    assert _rows_read(explained["Plan"]) <= STEAL_WINDOW + 10, json.dumps(explained, indent=1)
