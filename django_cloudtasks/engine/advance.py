@@ -162,6 +162,10 @@ def succeed(node: Node, value: Any, attempt: int, inline_origin: NodeId | None =
     return Succeeded(follow, advanced.waiting)
 
 
+#: How many windows one :func:`steal` looks in, one under the other.
+STEAL_PROBES = 8
+
+
 def steal(origin: NodeId, workflow_id: WorkflowId, queue: str, below: int) -> Node | None:
     """Claim a queued node of the workflow for the inline run that started at ``origin``.
 
@@ -174,16 +178,20 @@ def steal(origin: NodeId, workflow_id: WorkflowId, queue: str, below: int) -> No
     If this process dies while it runs, the redelivery of ``origin`` takes it over,
     as it does an inline successor, and the sweeper resends it if that never comes.
     A spawner that has not yet created the node's Cloud Task leaves it out
-    (:func:`unsent`). When the window has none, the one under it is tried (members
-    under it may still be queued). Returns None when neither has any.
+    (:func:`unsent`). When the window has none (other requests took them), the
+    windows under it are tried, :data:`STEAL_PROBES` in all: the queued members lie
+    between those taken from the end and those Cloud Tasks delivers from the start.
+    Returns None when none of them has any.
     """
     now = timezone.now()
     lease = now + timedelta(seconds=lease_seconds(float(conf.DISPATCH_DEADLINE)))
     store = get_store()
-    stolen = store.steal(workflow_id, queue, below, now, lease, origin)
-    if stolen is None and below > STEAL_WINDOW:
-        stolen = store.steal(workflow_id, queue, below - STEAL_WINDOW, now, lease, origin)
-    return stolen
+    for _ in range(STEAL_PROBES):
+        stolen = store.steal(workflow_id, queue, below, now, lease, origin)
+        if stolen is not None or below <= STEAL_WINDOW:
+            return stolen
+        below -= STEAL_WINDOW
+    return None
 
 
 def unsent(dispatches: Sequence[Dispatch]) -> list[Dispatch]:

@@ -224,6 +224,17 @@ def test_a_member_stolen_by_a_run_that_died_is_taken_over_by_the_origins_redeliv
     assert result.get(timeout=0) == [0, 5, 4]
 
 
+def test_a_steal_looks_farther_down_when_the_end_of_the_group_was_taken(inline):
+    group(quiet_add.si(i, i) for i in range(1_000)).apply_async()
+    # other requests took the last 600 members: more than two windows' worth
+    Node.objects.filter(kind="task", index__gte=400).update(state=State.STARTED)
+    origin = inline.take()
+    deliver(origin.node_id, origin.task_name, origin.retries)
+    done = Node.objects.filter(kind="task", state=State.SUCCESS)
+    assert done.count() == 400
+    assert set(done.values_list("index", flat=True)) == set(range(400))
+
+
 def test_a_stolen_member_costs_its_steal_and_its_record(inline):
     group(quiet_add.si(i, i) for i in range(4)).apply_async()
     origin = inline.take()
