@@ -25,6 +25,7 @@ from django.utils.safestring import SafeString
 from django_cloudtasks import dagsvg
 from django_cloudtasks.admin.base import OperatedAdmin, badge, change_url, moment_of, seconds_text
 from django_cloudtasks.constants import NodeKind, State, WorkflowStatus
+from django_cloudtasks.engine.join_shards import SHARD_OF
 from django_cloudtasks.models import Node, Workflow
 from django_cloudtasks.results.progress import Progress, workflow_progress
 
@@ -82,7 +83,9 @@ def timeline_data(workflow: Workflow) -> dict[str, Any]:
     """
     origin = workflow.created_at
     rows = (
+        # The shards of a large join count for it and are not part of the canvas.
         Node.objects.filter(workflow=workflow)
+        .exclude(options__has_key=SHARD_OF)
         .order_by("index")
         .annotate(short_error=Substr("error_message", 1, TIMELINE_ERROR_CHARS))
         .values_list(*_TIMELINE_COLUMNS)[:MAX_TIMELINE_NODES]

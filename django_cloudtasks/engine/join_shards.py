@@ -27,7 +27,7 @@ from canvas import Graph, InputRule
 from django_cloudtasks.constants import NodeKind
 
 #: The most members one row of a join counts; a larger join is sharded.
-JOIN_SHARD_SIZE = 1_000
+JOIN_SHARD_SIZE = 250
 
 #: The option of a sharded join listing its shards' indices.
 SHARDS = "join_shards"

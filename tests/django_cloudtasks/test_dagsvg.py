@@ -257,7 +257,8 @@ def test_a_nested_canvas_nests_its_frames(admin_client, memory):
 
 def test_a_group_above_50_members_is_one_box_until_expanded(admin_client, memory):
     workflow_id = chord_of_1200(memory)
-    assert Node.objects.filter(workflow_id=workflow_id, options__has_key=SHARD_OF).count() == 2
+    # 1,200 members: five shards of up to 250 (JOIN_SHARD_SIZE), never drawn
+    assert Node.objects.filter(workflow_id=workflow_id, options__has_key=SHARD_OF).count() == 5
     svg = picture_of(admin_client, workflow_id)
     picture = check_geometry(svg)
     assert set(picture.boxes) == {

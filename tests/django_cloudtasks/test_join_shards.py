@@ -85,9 +85,13 @@ def test_the_closing_member_costs_the_same_whatever_the_number_of_shards(memory,
     assert result.get(timeout=0) == sum(2 * i for i in range(size))
 
 
-def test_a_group_of_a_thousand_is_not_sharded(memory):
-    result = group(add.si(i, i) for i in range(1_000)).apply_async()
-    assert Node.objects.filter(workflow_id=result.workflow_id).count() == 1_001
+def test_a_group_of_250_is_not_sharded_and_one_of_1000_has_four_shards(memory):
+    small = group(add.si(i, i) for i in range(250)).apply_async()
+    assert Node.objects.filter(workflow_id=small.workflow_id).count() == 251
+    large = group(add.si(i, i) for i in range(1_000)).apply_async()
+    shards = Node.objects.filter(workflow_id=large.workflow_id, options__has_key="join_shard_of")
+    assert shards.count() == 4
+    assert Node.objects.filter(workflow_id=large.workflow_id).count() == 1_005
 
 
 def test_a_failed_member_of_a_sharded_group_fails_the_join_and_retried_it_resumes(

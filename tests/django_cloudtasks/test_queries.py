@@ -88,7 +88,7 @@ def test_a_group_member_costs_the_same_as_a_chain_step_whatever_the_group_size(m
     assert queries_of(lambda: memory.drain(limit=1)) == 1 + record_and_advance()
 
 
-@pytest.mark.parametrize("size", [10, 1000])
+@pytest.mark.parametrize("size", [10, 250])  # up to JOIN_SHARD_SIZE: one join row
 def test_the_member_that_closes_a_group_costs_one_more_whatever_its_size(memory, size):
     result = (group(add.si(i, i) for i in range(size)) | tsum.s()).apply_async()
     memory.drain(limit=size - 1)
@@ -101,7 +101,7 @@ def test_persisting_ten_thousand_nodes_takes_a_constant_number_of_bulk_queries(m
     expr = group(add.si(i, i) for i in range(9_999)) | tsum.s()
     count = queries_of(expr.apply_async)
     assert count == 2  # the workflow row, then every node in one statement
-    assert Node.objects.count() == 10_001 + 10  # and the join's ten shards
+    assert Node.objects.count() == 10_001 + 40  # and the join's forty shards
 
 
 def test_persisting_ten_thousand_nodes_in_json_batches_takes_one_statement_per_batch(
@@ -112,9 +112,9 @@ def test_persisting_ten_thousand_nodes_in_json_batches_takes_one_statement_per_b
     store = get_store()  # where rows cannot be streamed (psycopg2): batches of 5,000
     monkeypatch.setattr(store, "insert", store.insert_batches)
     expr = group(add.si(i, i) for i in range(9_999)) | tsum.s()
-    # The workflow row, then 10,011 nodes (the join has 10 shards) in batches of 5,000.
+    # The workflow row, then 10,041 nodes (the join has 40 shards) in batches of 5,000.
     assert queries_of(expr.apply_async) == 1 + 3
-    assert Node.objects.count() == 10_011
+    assert Node.objects.count() == 10_041
 
 
 def test_a_duplicate_delivery_of_a_finished_node_costs_two_queries(memory):
