@@ -162,11 +162,13 @@ def succeed(node: Node, value: Any, attempt: int, inline_origin: NodeId | None =
     return Succeeded(follow, advanced.waiting)
 
 
-#: How many windows one :func:`steal` looks in, one under the other.
+#: How many windows one :func:`steal` looks in, each halfway down to the last.
 STEAL_PROBES = 8
 
 
-def steal(origin: NodeId, workflow_id: WorkflowId, queue: str, below: int) -> Node | None:
+def steal(
+    origin: NodeId, workflow_id: WorkflowId, queue: str, below: int, floor: int = 0
+) -> Node | None:
     """Claim a queued node of the workflow for the inline run that started at ``origin``.
 
     A delivery whose node counted on a group join that still waits may go on with
@@ -178,19 +180,24 @@ def steal(origin: NodeId, workflow_id: WorkflowId, queue: str, below: int) -> No
     If this process dies while it runs, the redelivery of ``origin`` takes it over,
     as it does an inline successor, and the sweeper resends it if that never comes.
     A spawner that has not yet created the node's Cloud Task leaves it out
-    (:func:`unsent`). When the window has none (other requests took them), the
-    windows under it are tried, :data:`STEAL_PROBES` in all: the queued members lie
-    between those taken from the end and those Cloud Tasks delivers from the start.
-    Returns None when none of them has any.
+    (:func:`unsent`).
+
+    The queued members of a group lie between those other requests took from its end
+    and those Cloud Tasks delivers from its start, which ``floor`` (the index of the
+    node this request was delivered for) marks. When the window has none, the window
+    halfway down to ``floor`` is tried, and so on, :data:`STEAL_PROBES` in all, so that
+    a request arriving after others took much of the group finds the queued ones in
+    a few statements. Returns None when none of them has any.
     """
     now = timezone.now()
     lease = now + timedelta(seconds=lease_seconds(float(conf.DISPATCH_DEADLINE)))
     store = get_store()
     for _ in range(STEAL_PROBES):
         stolen = store.steal(workflow_id, queue, below, now, lease, origin)
-        if stolen is not None or below <= STEAL_WINDOW:
+        if stolen is not None or below - STEAL_WINDOW <= floor:
             return stolen
-        below -= STEAL_WINDOW
+        # halfway down to the floor, but no window under the floor
+        below = max((below + floor) // 2, floor + STEAL_WINDOW)
     return None
 
 

@@ -159,12 +159,13 @@ def _steal_next(
 
     Only while the budget lasts and the last node settled counted on a group join that
     still waits: it looks under the last node stolen, first under that join (its
-    members come before it).
+    members come before it), and not under ``node``, the one delivered (Cloud Tasks
+    delivers a group's members from its start).
     """
     if inline is None or last.waiting is None or not inline.open():
         return None, below
     below = last.waiting if below is None else min(below, last.waiting)
-    stolen = engine.steal(inline.origin, node.workflow_id, node.queue, below)
+    stolen = engine.steal(inline.origin, node.workflow_id, node.queue, below, node.index)
     return stolen, below if stolen is None else stolen.index
 
 
