@@ -188,9 +188,6 @@ class Node(models.Model):
             ),
             models.Index(fields=["eta"], name="ct_node_parked", condition=Q(parked=True)),
             models.Index(fields=["workflow", "state"], name="ct_node_workflow_state"),
-            models.Index(
-                fields=["workflow", "index"], name="ct_node_queued", condition=Q(state="QUEUED")
-            ),
             models.Index(fields=["task_name"], name="ct_node_task"),
             models.Index(
                 fields=["errback_of"], name="ct_node_errback", condition=Q(errback_of__isnull=False)

@@ -22,10 +22,14 @@ STEAL_WINDOW = 256
 _QUEUED, _TASK = f"'{State.QUEUED.value}'", f"'{NodeKind.TASK.value}'"
 
 #: True for a node :meth:`StealStatements.steal` may take; the queue, then the time,
-#: are its parameters.
+#: are its parameters. The state is tested with ``IS TRUE`` so that no index on it
+#: serves the query: the only key it can be read by is (workflow, index), which bounds
+#: it to the window, where an index on (workflow, state) would read every queued node
+#: of the workflow for each steal (as PostgreSQL chose with statistics older than a
+#: large group).
 STEALABLE = (
-    f"state = {_QUEUED} AND kind = {_TASK} AND pending_parents <= 0 AND queue = %s "
-    "AND flow_key = '' AND countdown <= 0 AND (eta IS NULL OR eta <= %s)"
+    f"(state = {_QUEUED}) IS TRUE AND kind = {_TASK} AND pending_parents <= 0 "
+    "AND queue = %s AND flow_key = '' AND countdown <= 0 AND (eta IS NULL OR eta <= %s)"
 )
 
 
@@ -82,12 +86,9 @@ class StealStatements:
     def steal_candidate_sql(
         self, table: str, wf_db: Any, queue: str, below: int, lowest: int, now_db: Any
     ) -> tuple[str, list[Any]]:
-        """The query of the id :meth:`steal` takes: indices ``lowest`` to ``below - 1``.
-
-        The partial index ``ct_node_queued`` holds the queued nodes by (workflow,
-        index), in the order the query asks for. Where rows can be locked, one another
-        request is taking is passed over.
-        """
+        """The query of the id :meth:`steal` takes: indices ``lowest`` to ``below - 1``,
+        read backwards by the (workflow, index) key. Where rows can be locked, one
+        another request is taking is passed over."""
         index = connection.ops.quote_name("index")
         return (
             f"SELECT id FROM {table} WHERE workflow_id = %s AND {index} < %s "
