@@ -174,7 +174,7 @@ def steal(
     A delivery whose node counted on a group join that still waits may go on with
     other members of the workflow instead of leaving each to its own Cloud Tasks
     delivery: it takes the queued node of highest index under ``below`` (and at most
-    :data:`~django_cloudtasks.store.base.STEAL_WINDOW` under it) that is due now, a
+    :data:`~django_cloudtasks.store.steal.STEAL_WINDOW` under it) that is due now, a
     plain task and on ``queue``. The node keeps its Cloud Task, if it has one: that
     delivery finds it taken (409 while the lease lives, then "already finished").
     If this process dies while it runs, the redelivery of ``origin`` takes it over,

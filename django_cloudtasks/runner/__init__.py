@@ -98,14 +98,14 @@ async def adeliver(
         return await sync_to_async(_unclaimed)(node_id, task_name, retries)
     inline = _inline_run(node)
     outcome = last = await _astart(node, headers or {}, inline)
-    below = None
+    below, trace = None, _trace_headers(headers or {})
     while True:
         while last.follow is not None:
             last = await _astart(last.follow, {}, inline)
         stolen, below = await sync_to_async(_steal_next)(node, inline, last, below)
         if stolen is None:
             return outcome
-        last = await _astart(stolen, _trace_headers(headers or {}), inline)
+        last = await _astart(stolen, trace, inline)
 
 
 @telemetry.attempt_async
@@ -135,14 +135,14 @@ def _carry_on(node: Node, headers: Mapping[str, str], inline: Inline | None) -> 
     """Run a claimed node, then each successor it claimed to run inline, then, while
     the budget lasts and a group join it counted on waits, queued members it steals."""
     outcome = last = _start(node, headers, inline)
-    below = None
+    below, trace = None, _trace_headers(headers)
     while True:
         while last.follow is not None:
             last = _start(last.follow, {}, inline)
         stolen, below = _steal_next(node, inline, last, below)
         if stolen is None:
             return outcome
-        last = _start(stolen, _trace_headers(headers), inline)
+        last = _start(stolen, trace, inline)
 
 
 def _trace_headers(headers: Mapping[str, str]) -> dict[str, str]:

@@ -11,14 +11,7 @@ from typing import Any
 from django.core import checks
 from django.db import connection, connections
 
-from django_cloudtasks.store.base import (
-    CHUNK_SIZE,
-    Done,
-    Store,
-    Take,
-    chunks,
-    sql_literal,
-)
+from django_cloudtasks.store.base import CHUNK_SIZE, Done, Store, Take, chunks, sql_literal
 from django_cloudtasks.store.flow import Slots
 from django_cloudtasks.store.postgresql import PostgresStore
 from django_cloudtasks.store.retention import Deleted

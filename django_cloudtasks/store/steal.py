@@ -7,7 +7,7 @@ start as late as possible. Every plan of the statement reads at most that window
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -36,13 +36,9 @@ STEALABLE = (
 class StealStatements:
     """The steal statement; the store of each database gives the dialect."""
 
-    def skip_locked(self) -> str:
-        """What makes a subquery skip rows other transactions hold locked."""
-        return ""
-
-    def _claimed(self, sql: str, params: Sequence[Any], table: str) -> Node | None:
-        """Run a claim, ``sql`` up to its ``WHERE``, returning the node it took, if any."""
-        raise NotImplementedError
+    # From the store it is mixed into (``FlowStatements`` and ``Store``).
+    skip_locked: Callable[[], str]
+    _claimed: Callable[[str, Sequence[Any], str], Node | None]
 
     def steal(
         self,
