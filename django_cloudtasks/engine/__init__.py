@@ -23,9 +23,7 @@ from django_cloudtasks.engine.advance import (
     extend_lease,
     finish_workflow,
     settle,
-    steal,
     succeed,
-    unsent,
 )
 from django_cloudtasks.engine.failure import descendants, fail, record_failure, schedule_retry
 from django_cloudtasks.engine.flow import FlowSweep, sweep_flow
@@ -35,6 +33,7 @@ from django_cloudtasks.engine.replace import pass_on, replace
 from django_cloudtasks.engine.resume import RetryRefused, RetryReport, retry_node
 from django_cloudtasks.engine.retention import Purged, purge, purge_expired, result_expires
 from django_cloudtasks.engine.revoke import revoke_node, revoke_workflow
+from django_cloudtasks.engine.steal import steal, unsent
 from django_cloudtasks.store import Take
 
 __all__ = [

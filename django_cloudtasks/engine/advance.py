@@ -21,7 +21,6 @@ from django.utils import timezone
 from django_cloudtasks import signals
 from django_cloudtasks.conf import conf
 from django_cloudtasks.constants import (
-    CLAIMABLE_STATES,
     NodeId,
     NodeKind,
     State,
@@ -33,7 +32,13 @@ from django_cloudtasks.engine.attempts import with_attempt
 from django_cloudtasks.engine.flow import Ledger, admit, end_revoked_run, holds_slot, is_limited
 from django_cloudtasks.models import Node, Workflow
 from django_cloudtasks.policy import due_by, lease_seconds
-from django_cloudtasks.store import STEAL_WINDOW, Done, Take, get_store, has_plain_children
+from django_cloudtasks.store import (
+    Done,
+    Steal,
+    Take,
+    get_store,
+    has_plain_children,
+)
 from django_cloudtasks.telemetry import get_logger
 from django_cloudtasks.transports import Dispatch
 
@@ -108,32 +113,51 @@ class Advanced:
     """What advancing did: dispatches to send, the successor taken inline, if any.
 
     ``waiting`` is the highest index of a group join it counted on that still waits
-    for other members (None when there is none).
+    for other members (None when there is none); ``stolen``, a queued node the
+    statement stole for the inline run (see :class:`~django_cloudtasks.store.Steal`),
+    and ``looked``, whether it tried (a join it counted on waits, nothing was taken).
     """
 
     dispatches: list[Dispatch] = field(default_factory=list)
     taken: Node | None = None
     done: bool = True
     waiting: int | None = None
+    stolen: Node | None = None
+    looked: bool = False
 
 
 @dataclass(frozen=True)
 class Succeeded:
     """What :func:`succeed` did, for an inline run: the successor it claimed to run next,
     and the index of a group join the node counted on that still waits, if any (the
-    join's other members may be stolen, see :func:`steal`)."""
+    join's other members may be stolen, see :func:`~.steal.steal`). ``stolen`` is a member
+    stolen in the statement that recorded the node; ``looked`` tells that the statement
+    tried, so that a :func:`~.steal.steal` after it starts under the window it read."""
 
     follow: Node | None = None
     waiting: int | None = None
+    stolen: Node | None = None
+    looked: bool = False
 
 
-def succeed(node: Node, value: Any, attempt: int, inline_origin: NodeId | None = None) -> Succeeded:
+def succeed(
+    node: Node,
+    value: Any,
+    attempt: int,
+    inline_origin: NodeId | None = None,
+    *,
+    steals: bool = False,
+    below: int | None = None,
+) -> Succeeded:
     """Record ``value`` as ``node``'s result, advance its children, send them after commit.
 
     With ``inline_origin`` (the node whose delivery runs this request's inline steps),
     one successor due now on the same queue is claimed in the same transaction and
     returned, to run next in this request instead of being sent; when none is and a
-    group join the node counted on still waits, its index is returned too.
+    group join the node counted on still waits, its index is returned too. With
+    ``steals`` too, where the store records in the statement that advances
+    (PostgreSQL), that statement also steals a queued node of the workflow under that
+    join and under ``below`` (see :func:`~.steal.steal`), returned as ``stolen``.
 
     When recording and advancing is one statement (:func:`records_alone`), it runs
     without an explicit transaction: the statement commits on its own, saving the
@@ -147,75 +171,33 @@ def succeed(node: Node, value: Any, attempt: int, inline_origin: NodeId | None =
             lease_seconds=lease_seconds(float(conf.DISPATCH_DEADLINE)),
             origin=inline_origin,
         )
+    # Only a node with a join among its children can leave one waiting (a chain step's
+    # statement stays as it is).
+    steal = None
+    if (
+        take is not None
+        and steals
+        and not has_plain_children(node)
+        and get_store().records_in_advance
+    ):
+        steal = Steal(node.queue, below, take.lease_seconds, take.origin)
     if records_alone(node) and not connection.in_atomic_block:
         # Only the first child can be taken: claiming another would be a second
         # statement, after the one that made it ready had committed.
-        advanced = settle(node, value, attempt, take)
+        advanced = settle(node, value, attempt, take, steal)
         enqueue_on_commit(advanced.dispatches)  # outside a transaction: sent now
-        return Succeeded(advanced.taken, advanced.waiting)
+        return _succeeded(advanced.taken, advanced)
     with transaction.atomic():
-        advanced = settle(node, value, attempt, take)
+        advanced = settle(node, value, attempt, take, steal)
         dispatches, follow = advanced.dispatches, advanced.taken
-        if inline_origin is not None and follow is None:
+        if inline_origin is not None and follow is None and advanced.stolen is None:
             dispatches, follow = _take_inline(dispatches, node, inline_origin)
         enqueue_on_commit(dispatches)
-    return Succeeded(follow, advanced.waiting)
+    return _succeeded(follow, advanced)
 
 
-#: How many windows one :func:`steal` looks in, each halfway down to the last.
-STEAL_PROBES = 8
-
-
-def steal(
-    origin: NodeId, workflow_id: WorkflowId, queue: str, below: int, floor: int = 0
-) -> Node | None:
-    """Claim a queued node of the workflow for the inline run that started at ``origin``.
-
-    A delivery whose node counted on a group join that still waits may go on with
-    other members of the workflow instead of leaving each to its own Cloud Tasks
-    delivery: it takes the queued node of highest index under ``below`` (and at most
-    :data:`~django_cloudtasks.store.steal.STEAL_WINDOW` under it) that is due now, a
-    plain task and on ``queue``. The node keeps its Cloud Task, if it has one: that
-    delivery finds it taken (409 while the lease lives, then "already finished").
-    If this process dies while it runs, the redelivery of ``origin`` takes it over,
-    as it does an inline successor, and the sweeper resends it if that never comes.
-    A spawner that has not yet created the node's Cloud Task leaves it out
-    (:func:`unsent`).
-
-    The queued members of a group lie between those other requests took from its end
-    and those Cloud Tasks delivers from its start, which ``floor`` (the index of the
-    node this request was delivered for) marks. When the window has none, the window
-    halfway down to ``floor`` is tried, and so on, :data:`STEAL_PROBES` in all, so that
-    a request arriving after others took much of the group finds the queued ones in
-    a few statements. Returns None when none of them has any.
-    """
-    now = timezone.now()
-    lease = now + timedelta(seconds=lease_seconds(float(conf.DISPATCH_DEADLINE)))
-    store = get_store()
-    for _ in range(STEAL_PROBES):
-        stolen = store.steal(workflow_id, queue, below, now, lease, origin)
-        if stolen is not None or below - STEAL_WINDOW <= floor:
-            return stolen
-        # halfway down to the floor, but no window under the floor
-        below = max((below + floor) // 2, floor + STEAL_WINDOW)
-    return None
-
-
-def unsent(dispatches: Sequence[Dispatch]) -> list[Dispatch]:
-    """The ``dispatches`` whose node may still be claimed (one query).
-
-    A spawner's batch leaves out the nodes an inline run took (or that finished, or
-    were revoked) before the spawner ran: they need no Cloud Task.
-    """
-    if not dispatches:
-        return []
-    claimable = {
-        str(pk)
-        for pk in Node.objects.filter(
-            pk__in=[d.node_id for d in dispatches], state__in=CLAIMABLE_STATES
-        ).values_list("pk", flat=True)
-    }
-    return [d for d in dispatches if d.node_id in claimable]
+def _succeeded(follow: Node | None, advanced: Advanced) -> Succeeded:
+    return Succeeded(follow, advanced.waiting, advanced.stolen, advanced.looked)
 
 
 def records_alone(node: Node) -> bool:
@@ -243,8 +225,11 @@ def complete(node: Node, value: Any, attempt: int) -> list[Dispatch]:
     return settle(node, value, attempt).dispatches
 
 
-def settle(node: Node, value: Any, attempt: int, take: Take | None = None) -> Advanced:
-    """:func:`complete`, and with ``take``, claim that successor in the same statement.
+def settle(
+    node: Node, value: Any, attempt: int, take: Take | None = None, steal: Steal | None = None
+) -> Advanced:
+    """:func:`complete`, and with ``take``, claim that successor in the same statement
+    (with ``steal``, a queued node too, where the store records in that statement).
 
     On PostgreSQL recording the result and advancing the children is one statement
     (the advance only applies if the record did); elsewhere it is two.
@@ -255,7 +240,13 @@ def settle(node: Node, value: Any, attempt: int, take: Take | None = None) -> Ad
     if node.children and get_store().records_in_advance:
         done = Done(node.pk, attempt, value, log)
         advanced = advance(
-            node.workflow_id, [(node.children, value)], now, done=done, take=take, ledger=ledger
+            node.workflow_id,
+            [(node.children, value)],
+            now,
+            done=done,
+            take=take,
+            steal=steal,
+            ledger=ledger,
         )
         if not advanced.done:
             return _keep_result_of_revoked(node, value, now)
@@ -332,6 +323,7 @@ def advance(
     *,
     done: Done | None = None,
     take: Take | None = None,
+    steal: Steal | None = None,
     ledger: Ledger | None = None,
 ) -> Advanced:
     """Hand each ``(children, value)`` to those children; return the ready dispatches.
@@ -340,8 +332,9 @@ def advance(
     are closed too, iteratively: one statement each, whatever the size of the group.
     ``done`` records that node's success in the first statement, which then applies
     only if it did (PostgreSQL); ``take`` claims a successor there instead of
-    dispatching it. Children with limits go into ``ledger`` for the caller to admit
-    (without one, they are admitted here).
+    dispatching it, and ``steal`` a queued node (see
+    :class:`~django_cloudtasks.store.Steal`). Children with limits go into ``ledger``
+    for the caller to admit (without one, they are admitted here).
     """
     store = get_store()
     own = ledger is None
@@ -362,10 +355,16 @@ def advance(
             now,
             done=done if first else None,
             take=take if first else None,
+            steal=steal if first else None,
         )
         if first and done is not None and not rows:
             advanced.done = False
             return advanced
+        if first and steal is not None:
+            advanced.stolen = rows[0].get("stolen") if rows else None
+            advanced.looked = any(
+                r["kind"] == NodeKind.BARRIER and r["pending_parents"] > 0 for r in rows
+            ) and not any(r["state"] == State.STARTED for r in rows)
         first = False
         for row in rows:
             if barrier is not None and row["id"] == barrier["id"]:

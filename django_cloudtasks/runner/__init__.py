@@ -98,11 +98,11 @@ async def adeliver(
         return await sync_to_async(_unclaimed)(node_id, task_name, retries)
     inline = _inline_run(node)
     outcome = last = await _astart(node, headers or {}, inline)
-    below, trace = None, _trace_headers(headers or {})
+    trace = _trace_headers(headers or {})
     while True:
         while last.follow is not None:
             last = await _astart(last.follow, {}, inline)
-        stolen, below = await sync_to_async(_steal_next)(node, inline, last, below)
+        stolen = last.stolen or await sync_to_async(_steal_next)(node, inline, last)
         if stolen is None:
             return outcome
         last = await _astart(stolen, trace, inline)
@@ -128,18 +128,20 @@ def _inline_run(origin: Node) -> Inline | None:
         origin.options.get("dispatch_deadline"),
         get_transport().delivers_in_process,
     )
-    return Inline(origin.pk, time.monotonic() + budget) if budget > 0 else None
+    if budget <= 0:
+        return None
+    return Inline(origin.pk, time.monotonic() + budget, origin.queue, origin.index)
 
 
 def _carry_on(node: Node, headers: Mapping[str, str], inline: Inline | None) -> Outcome:
     """Run a claimed node, then each successor it claimed to run inline, then, while
     the budget lasts and a group join it counted on waits, queued members it steals."""
     outcome = last = _start(node, headers, inline)
-    below, trace = None, _trace_headers(headers)
+    trace = _trace_headers(headers)
     while True:
         while last.follow is not None:
             last = _start(last.follow, {}, inline)
-        stolen, below = _steal_next(node, inline, last, below)
+        stolen = last.stolen or _steal_next(node, inline, last)
         if stolen is None:
             return outcome
         last = _start(stolen, trace, inline)
@@ -151,22 +153,24 @@ def _trace_headers(headers: Mapping[str, str]) -> dict[str, str]:
     return {k: v for k, v in headers.items() if k.lower() in ("traceparent", "tracestate")}
 
 
-def _steal_next(
-    node: Node, inline: Inline | None, last: Outcome, below: int | None
-) -> tuple[Node | None, int | None]:
-    """The queued node of ``node``'s workflow the inline run takes next, if any, and
-    the index the steal after it looks under (see :func:`engine.steal`).
+def _steal_next(node: Node, inline: Inline | None, last: Outcome) -> Node | None:
+    """The queued node of ``node``'s workflow the inline run takes next, if any.
 
     Only while the budget lasts and the last node settled counted on a group join that
     still waits: it looks under the last node stolen, first under that join (its
     members come before it), and not under ``node``, the one delivered (Cloud Tasks
-    delivers a group's members from its start).
+    delivers a group's members from its start). Settling the last node may have tried
+    the first window already (see :func:`engine.succeed`); the look goes on under it.
     """
     if inline is None or last.waiting is None or not inline.open():
-        return None, below
-    below = last.waiting if below is None else min(below, last.waiting)
-    stolen = engine.steal(inline.origin, node.workflow_id, node.queue, below, node.index)
-    return stolen, below if stolen is None else stolen.index
+        return None
+    below = last.waiting if inline.below is None else min(inline.below, last.waiting)
+    stolen = engine.steal(
+        inline.origin, node.workflow_id, node.queue, below, node.index, looked=last.looked
+    )
+    if stolen is not None:
+        inline.below = stolen.index
+    return stolen
 
 
 @telemetry.attempt

@@ -50,6 +50,8 @@ class Outcome:
     detail: str = ""
     follow: Node | None = None  # a successor claimed to run next in the same request
     waiting: int | None = None  # a group join the node counted on that still waits
+    stolen: Node | None = None  # a queued node stolen to run next (after ``follow``)
+    looked: bool = False  # whether settling tried to steal one
 
     def as_json(self) -> dict[str, Any]:
         """The endpoint's JSON body."""
@@ -59,12 +61,19 @@ class Outcome:
         return data
 
 
-@dataclass(frozen=True)
+@dataclass
 class Inline:
-    """An inline run: the delivered node it started from, and when it stops taking steps."""
+    """An inline run: the delivered node it started from, and when it stops taking steps.
+
+    ``queue`` and ``floor`` are the delivered node's queue and index, ``below`` the
+    index of the last node the run stole (see ``runner._steal_next``).
+    """
 
     origin: NodeId
     until: float
+    queue: str = ""
+    floor: int = 0
+    below: int | None = None
 
     def open(self) -> bool:
         return time.monotonic() < self.until
@@ -126,11 +135,22 @@ def _settle(call: Call, value: Any, error: Exception | None) -> Outcome:
         value = None
     # The budget is checked once the step has run: a slow step takes no successor.
     origin = inline.origin if inline is not None and inline.open() else None
-    succeeded = engine.succeed(node, value, attempt, origin)
+    steals = inline is not None and origin is not None and node.queue == inline.queue
+    below = inline.below if inline is not None else None
+    succeeded = engine.succeed(node, value, attempt, origin, steals=steals, below=below)
+    if inline is not None and succeeded.stolen is not None:
+        inline.below = succeeded.stolen.index
     node.result = value
     signals.node_finished.send(Node, node=node, state=State.SUCCESS)
     signals.task_success.send(task, result=value)
-    return Outcome(200, State.SUCCESS, follow=succeeded.follow, waiting=succeeded.waiting)
+    return Outcome(
+        200,
+        State.SUCCESS,
+        follow=succeeded.follow,
+        waiting=succeeded.waiting,
+        stolen=succeeded.stolen,
+        looked=succeeded.looked,
+    )
 
 
 def _settle_error(call: Call, exc: Exception) -> Outcome:

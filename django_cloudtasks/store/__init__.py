@@ -11,7 +11,14 @@ from typing import Any
 from django.core import checks
 from django.db import connection, connections
 
-from django_cloudtasks.store.base import CHUNK_SIZE, Done, Store, Take, chunks, sql_literal
+from django_cloudtasks.store.base import (
+    CHUNK_SIZE,
+    Done,
+    Store,
+    Take,
+    chunks,
+    sql_literal,
+)
 from django_cloudtasks.store.flow import Slots
 from django_cloudtasks.store.postgresql import PostgresStore
 from django_cloudtasks.store.retention import Deleted
@@ -24,7 +31,7 @@ from django_cloudtasks.store.rows import (
     node_from_db,
 )
 from django_cloudtasks.store.sqlite import SqliteStore
-from django_cloudtasks.store.steal import STEAL_WINDOW
+from django_cloudtasks.store.steal import STEAL_WINDOW, Steal
 
 __all__ = [
     "ADVANCE_COLUMNS",
@@ -35,6 +42,7 @@ __all__ = [
     "Deleted",
     "Done",
     "Slots",
+    "Steal",
     "Store",
     "Take",
     "as_row",

@@ -32,7 +32,7 @@ from django_cloudtasks.store.rows import (
     mark_plain_children,
     node_from_db,
 )
-from django_cloudtasks.store.steal import StealStatements
+from django_cloudtasks.store.steal import Steal, StealStatements
 
 T = TypeVar("T")
 
@@ -241,6 +241,7 @@ class Store(FlowStatements, RetentionStatements, StealStatements):
         now: datetime,
         done: Done | None = None,
         take: Take | None = None,
+        steal: Steal | None = None,
     ) -> list[dict[str, Any]]:
         """One statement: count a finished parent on each child and hand it its input.
 
@@ -250,9 +251,12 @@ class Store(FlowStatements, RetentionStatements, StealStatements):
         ``done`` (only where :attr:`records_in_advance`), it first records that node's
         success and advances nothing unless that applied. With ``take``, the candidate
         child is claimed (STARTED) instead of queued, and returned whole under
-        ``"taken"``. A child already FAILURE is left as it is. Returns the
+        ``"taken"``. With ``steal`` (only with ``done``), a queued node is claimed too
+        when a join counted on still waits, and returned whole under ``"stolen"`` in
+        the first row. A child already FAILURE is left as it is. Returns the
         :data:`~.rows.ADVANCE_COLUMNS` of every row updated.
         """
+        assert steal is None or done is not None, "a steal goes with the record"
         qn = connection.ops.quote_name
         table, index = qn(Node._meta.db_table), qn("index")
         now_db = Node._meta.get_field("ready_at").get_db_prep_value(now, connection)
@@ -278,6 +282,8 @@ class Store(FlowStatements, RetentionStatements, StealStatements):
         prep_pk = Node._meta.pk.get_db_prep_value  # type: ignore[union-attr]
         if done is not None:
             self.add_done(st, table, now_db, done)
+        if steal is not None:
+            st.add(", advanced AS (")
 
         def add_taken() -> None:
             assert take is not None
@@ -335,7 +341,8 @@ class Store(FlowStatements, RetentionStatements, StealStatements):
             now_db,
         )
         # Without a join to close, no ``OR``: the rows are found by the (workflow, index)
-        # key whatever the planner's statistics say, not by reading the whole workflow.
+        # key, not by reading the whole workflow (docs/performance.md says when a small
+        # table without statistics still reads the workflow).
         st.add(f"WHERE workflow_id = %s AND ({self.among(index)}", wf_db, self.id_list(children))
         if barrier is not None:
             st.add(" OR ")
@@ -355,11 +362,17 @@ class Store(FlowStatements, RetentionStatements, StealStatements):
             plain = self.plain_children_sql(table)
             if plain:
                 st.add(f", CASE WHEN state = {SQL_STARTED} THEN {plain} END")
+        if steal is not None:
+            sql, params = self.steal_after_sql(table, workflow_id, now, steal)
+            st.add(sql, *params)
         with connection.cursor() as cursor:
             cursor.execute("".join(st.sql), st.params)
             raw = cursor.fetchall()
         rows = []
         width = len(ADVANCE_COLUMNS)
+        stolen = None
+        if steal is not None:
+            raw, stolen = self.split_stolen(raw, table)
         for r in raw:
             row = decode_row(r[:width])
             if take is not None and row["index"] == take.index and row["state"] == State.STARTED:
@@ -368,6 +381,8 @@ class Store(FlowStatements, RetentionStatements, StealStatements):
                     mark_plain_children(taken, bool(r[-1]))
                 row["taken"] = taken
             rows.append(row)
+        if stolen is not None:
+            rows[0]["stolen"] = stolen
         return rows
 
     # -- insert -----------------------------------------------------------------------

@@ -123,14 +123,17 @@ class PostgresStore(Store):
         per child, so the lookup is a unique-index probe whatever the planner's statistics
         say. (With ``IN (SELECT ...)`` or ``= ANY(ARRAY(...))`` over the children, a new
         table with no statistics yet had it read every node of the workflow for each
-        claim, and a group's claims grew with its size.)
+        claim, and a group's claims grew with its size.) The ``ORDER BY ... LIMIT 1``
+        of a lookup that finds one row at most is for the planner: only the key gives
+        that order, so a small table without statistics no longer ties it with the
+        ``(workflow, state)`` index, read by its workflow alone.
         """
         qn = connection.ops.quote_name
         return (
             f"NOT EXISTS (SELECT 1 FROM jsonb_array_elements_text({table}.children) AS e(v) "
             f"WHERE (SELECT c.kind <> {SQL_TASK} OR c.flow_key <> '' FROM {table} c "
             f"WHERE c.workflow_id = {table}.workflow_id "
-            f"AND c.{qn('index')} = CAST(e.v AS integer)))"
+            f"AND c.{qn('index')} = CAST(e.v AS integer) ORDER BY c.{qn('index')} LIMIT 1))"
         )
 
     def due_sql(self) -> str:

@@ -235,18 +235,45 @@ def test_a_steal_looks_farther_down_when_the_end_of_the_group_was_taken(inline):
     assert set(done.values_list("index", flat=True)) == set(range(400))
 
 
-def test_a_stolen_member_costs_its_steal_and_its_record(inline):
+def test_a_stolen_member_costs_its_record_alone_on_postgresql(inline):
     group(quiet_add.si(i, i) for i in range(4)).apply_async()
     origin = inline.take()
     with CaptureQueriesContext(connection) as captured:
         deliver(origin.node_id, origin.task_name, origin.retries)
     statements = [q["sql"] for q in captured if not q["sql"].startswith(("BEGIN", "COMMIT"))]
-    assert len([sql for sql in statements if _is_steal(sql)]) == 3
-    # the claim; per member its record and advance (one statement on PostgreSQL, two
-    # elsewhere); per stolen member its steal; the member closing the join closes it
-    # and finishes the workflow in two more
-    per_member = 1 if connection.vendor == "postgresql" else 2
-    assert len(statements) == 1 + 4 * per_member + 3 + 2
+    steals = [sql for sql in statements if sql.startswith("UPDATE") and _is_steal(sql)]
+    assert Node.objects.filter(kind="task", state=State.SUCCESS).count() == 4
+    if connection.vendor == "postgresql":
+        # the claim; per member its record and advance, which also steals the next
+        # member while the join waits; the member closing the join closes it and
+        # finishes the workflow in two more
+        assert len(statements) == 1 + 4 + 2
+        assert steals == []
+    else:
+        # the claim; per member its record, then its advance; per stolen member its
+        # steal; the join's close and the workflow's finish
+        assert len(statements) == 1 + 4 * 2 + 3 + 2
+        assert len(steals) == 3
+
+
+def test_a_steal_in_the_record_that_finds_nothing_goes_on_under_its_window(inline):
+    from django_cloudtasks.store import STEAL_WINDOW
+
+    size = 2 * STEAL_WINDOW
+    group(quiet_add.si(i, i) for i in range(size)).apply_async()
+    # other requests took the top window: the record's steal finds nothing there
+    Node.objects.filter(kind="task", index__gte=size - STEAL_WINDOW).update(state=State.STARTED)
+    origin = inline.take()
+    with CaptureQueriesContext(connection) as captured:
+        deliver(origin.node_id, origin.task_name, origin.retries)
+    done = Node.objects.filter(kind="task", state=State.SUCCESS)
+    assert set(done.values_list("index", flat=True)) == set(range(size - STEAL_WINDOW))
+    steals = [q["sql"] for q in captured if q["sql"].startswith("UPDATE") and _is_steal(q["sql"])]
+    # PostgreSQL: the top window was read by the origin's record, so one look under it
+    # finds the first member, whose record steals the next, and so on; elsewhere each
+    # member is a look of its own, and so are the two empty windows
+    expected = 1 if connection.vendor == "postgresql" else STEAL_WINDOW + 1
+    assert len(steals) == expected
 
 
 def test_no_steal_is_tried_without_a_waiting_join(inline):

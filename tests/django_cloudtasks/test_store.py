@@ -220,3 +220,43 @@ def test_stealing_a_queued_member_reads_at_most_its_window(memory, statistics):
     assert stolen.state == "STARTED" and stolen.inline_origin == origin.pk
     # Not the group's 768 queued members: the rows under its start, and the one taken.
     assert _rows_read(explained["Plan"]) <= STEAL_WINDOW + 10, json.dumps(explained, indent=1)
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db
+@pytest.mark.parametrize("statistics", ["analyzed", "none yet"])
+def test_a_record_that_steals_reads_at_most_the_window_under_its_join(memory, statistics):
+    from django.db.models import F
+
+    from django_cloudtasks import engine
+    from django_cloudtasks.store import STEAL_WINDOW
+    from tests.testapp.tasks import quiet_add
+
+    size = 3 * STEAL_WINDOW
+    workflow_id = group(quiet_add.si(i, i) for i in range(size)).apply_async().workflow_id
+    taken = Node.objects.filter(workflow_id=workflow_id, kind="task", index__gte=size - 50)
+    taken.update(state="STARTED")
+    first = Node.objects.get(workflow_id=workflow_id, index=0)
+    with connection.cursor() as cursor:
+        if statistics == "analyzed":
+            cursor.execute("ANALYZE django_cloudtasks_node")
+        else:
+            _forget_statistics(cursor)
+        member = get_store().claim(first.pk, None, None, first.created_at, first.created_at)
+        with CaptureQueriesContext(connection) as captured:
+            succeeded = engine.succeed(member, 0, member.attempts, member.pk, steals=True)
+        [statement] = [q["sql"] for q in captured if "stolen AS" in q["sql"]]
+        stolen = succeeded.stolen
+        assert stolen is not None and stolen.index == size - 51
+        assert stolen.state == "STARTED" and stolen.inline_origin == member.pk
+        # Undo the statement (the member, its count on the join, the steal), then explain it.
+        Node.objects.filter(pk=member.pk).update(state="STARTED")
+        Node.objects.filter(pk=stolen.pk).update(state="QUEUED")
+        Node.objects.filter(workflow_id=workflow_id, index=member.children[0]).update(
+            pending_parents=F("pending_parents") + 1
+        )
+        cursor.execute(f"EXPLAIN (ANALYZE, FORMAT JSON) {statement}")
+        [[[explained]]] = cursor.fetchall()
+    # The steal reads the window under the join, not the group's queued members.
+    [steal] = [p for p in explained["Plan"]["Plans"] if p.get("Subplan Name") == "CTE stolen"]
+    assert _rows_read(steal) <= STEAL_WINDOW + 10, json.dumps(steal, indent=1)
