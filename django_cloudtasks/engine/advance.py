@@ -67,7 +67,8 @@ def claim(
     condition (the in-process transports do not wait for ETAs). The lease lasts
     :func:`~django_cloudtasks.policy.lease_seconds` of ``deadline`` (default
     ``DISPATCH_DEADLINE``). ``inline_origin`` marks a node taken to run inline in the
-    request that delivered that node. Returns None when nothing was taken.
+    request that delivered that node; without it the mark is cleared (the node's own
+    delivery took it over). Returns None when nothing was taken.
     """
     lease = now + timedelta(seconds=lease_seconds(float(deadline or conf.DISPATCH_DEADLINE)))
     return get_store().claim(

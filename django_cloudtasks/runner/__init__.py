@@ -200,7 +200,9 @@ def _unclaimed(node_id: NodeId, task_name: str | None, retries: int | None) -> O
         raise NodeNotFound(f"no node has the id {node_id}")
     if task_name is not None and task_name != node.task_name:
         raise WrongTask(f"node {node_id} runs {node.task_name!r}, not {task_name!r}")
-    if node.state == State.SUCCESS and node.children:
+    # A node run inline (a successor, or stolen) started no inline run of its own: what
+    # its request ran is marked with that request's origin, so there is nothing to resume.
+    if node.state == State.SUCCESS and node.children and node.inline_origin is None:
         return _resume(node)
     if node.state in READY_STATES:
         return Outcome(200, node.state, "already finished")
@@ -229,7 +231,9 @@ def _resume(origin: Node) -> Outcome:
     )
     if stranded is None:
         return Outcome(200, origin.state, "already finished")
-    node = engine.claim(stranded.pk, stranded.task_name, stranded.retries, timezone.now())
+    node = engine.claim(
+        stranded.pk, stranded.task_name, stranded.retries, timezone.now(), inline_origin=origin.pk
+    )
     if node is None:
         return Outcome(409, origin.state, "a successor run inline is still running; try later")
     logger.warning(

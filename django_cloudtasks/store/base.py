@@ -183,9 +183,9 @@ class Store(FlowStatements, RetentionStatements, StealStatements):
             now_db,
             moment.get_db_prep_value(lease_until, connection),
         ]
-        if inline_origin is not None:
-            sql += ", inline_origin = %s"
-            params.append(Node._meta.pk.get_db_prep_value(inline_origin, connection))  # type: ignore[union-attr]
+        # A node's own delivery (no origin) clears the mark of an inline run it takes over.
+        sql += ", inline_origin = %s"
+        params.append(Node._meta.pk.get_db_prep_value(inline_origin, connection))  # type: ignore[union-attr]
         sql += (
             " WHERE id = %s AND pending_parents <= 0 AND (state IN (%s, %s, %s) "
             "OR (state = %s AND (lease_until IS NULL OR lease_until < %s)))"

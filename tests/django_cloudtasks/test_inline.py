@@ -224,6 +224,35 @@ def test_a_member_stolen_by_a_run_that_died_is_taken_over_by_the_origins_redeliv
     assert result.get(timeout=0) == [0, 5, 4]
 
 
+def test_a_stolen_member_taken_over_by_its_own_delivery_loses_the_mark(inline):
+    result = group([add.si(0, 0), dies_once.si(5), add.si(2, 2)]).apply_async()
+    origin = inline.take()
+    with pytest.raises(ProcessDied):
+        deliver(origin.node_id, origin.task_name, origin.retries)
+    _expire_leases()
+    died = Node.objects.get(index=1)
+    own = next(d for d in inline.pending if d.node_id == str(died.pk))
+    assert deliver(own.node_id, own.task_name, own.retries).status == 200
+    died.refresh_from_db()
+    # it ran under its own delivery: a redelivery of it may resume what that ran
+    assert died.state == State.SUCCESS and died.inline_origin is None
+    assert result.get(timeout=0) == [0, 5, 4]
+
+
+def test_the_own_delivery_of_a_finished_stolen_member_reads_it_once(inline):
+    group(quiet_add.si(i, i) for i in range(3)).apply_async()
+    origin = inline.take()
+    deliver(origin.node_id, origin.task_name, origin.retries)
+    stolen = Node.objects.get(index=2)
+    assert stolen.inline_origin is not None
+    own = next(d for d in inline.pending if d.node_id == str(stolen.pk))
+    with CaptureQueriesContext(connection) as captured:
+        outcome = deliver(own.node_id, own.task_name, own.retries)
+    assert (outcome.status, outcome.detail) == (200, "already finished")
+    # the claim, then the read that says why: nothing it ran can be left to resume
+    assert len(captured) == 2
+
+
 def test_a_steal_looks_farther_down_when_the_end_of_the_group_was_taken(inline):
     group(quiet_add.si(i, i) for i in range(1_000)).apply_async()
     # other requests took the last 600 members: more than two windows' worth
