@@ -264,14 +264,24 @@ def check_binding(
         raise TypeError(f"{task_name}{tuple(args)!r}{hint}: {exc}") from None
 
 
-def check_size(task_name: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> None:
+#: The size of no arguments in JSON, ``[[],{}]``: most successors in a chain, and the
+#: members of a group that take its parent's result, are checked without encoding.
+_NO_ARGUMENTS_BYTES = len("[[],{}]")
+
+
+def check_size(
+    task_name: str, args: Sequence[Any], kwargs: Mapping[str, Any], limit: Any = None
+) -> None:
     """Refuse arguments over ``MAX_ARGS_BYTES`` once encoded as JSON (0 or None: no limit).
+
+    ``limit`` is that setting, read once by a caller checking many nodes.
 
     Raises:
         ValueError: naming the task, the size and the limit.
     """
-    limit = conf.MAX_ARGS_BYTES
-    if not limit:
+    if limit is None:
+        limit = conf.MAX_ARGS_BYTES
+    if not limit or (not args and not kwargs and int(limit) >= _NO_ARGUMENTS_BYTES):
         return
     encoded = json.dumps([list(args), dict(kwargs)], separators=(",", ":"), ensure_ascii=False)
     size = len(encoded.encode())

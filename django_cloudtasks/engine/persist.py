@@ -16,6 +16,7 @@ import canvas
 from canvas import Expression, Graph, GraphNode, Signature
 from canvas.options import RUN_OPTIONS, merge_options
 from django_cloudtasks import signals, telemetry
+from django_cloudtasks.conf import conf
 from django_cloudtasks.constants import LINEAGE, NodeKind, State
 from django_cloudtasks.dispatch import dispatch_for, enqueue_on_commit
 from django_cloudtasks.engine.advance import advance
@@ -175,6 +176,7 @@ def check_graph(graph: Graph, options: Mapping[str, Any]) -> None:
     # Whether arguments bind depends on their number and keyword names only, not on
     # their values: the members of a group are checked once per shape.
     bound: set[tuple[Any, ...]] = set()
+    size_limit = conf.MAX_ARGS_BYTES or 0
     for node in graph:
         if not node.is_barrier:
             task = registry.get(node.task_name)
@@ -197,7 +199,7 @@ def check_graph(graph: Graph, options: Mapping[str, Any]) -> None:
                     node.input,
                     node.options,
                 )
-            check_size(node.task_name, node.args, node.kwargs)
+            check_size(node.task_name, node.args, node.kwargs, size_limit)
             errbacks.update((json.dumps(d, sort_keys=True), d) for d in _errbacks(node.options))
     errbacks.update((json.dumps(d, sort_keys=True), d) for d in _errbacks(options))
     for data in errbacks.values():

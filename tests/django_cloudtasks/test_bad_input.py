@@ -35,7 +35,7 @@ from django_cloudtasks.registry import registry
 from django_cloudtasks.views import UNKNOWN_TASK_HINT
 from tests.django_cloudtasks.test_views import REVOKE, TOKEN, TRACKER, post, run_url, start_chain
 from tests.testapp.models import Execution
-from tests.testapp.tasks import add, identity
+from tests.testapp.tasks import add, fail_custom, identity
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -451,6 +451,14 @@ def test_arguments_under_max_args_bytes_are_accepted(memory, settings):
     result = identity.delay("x" * 900)
 
     assert Node.objects.get(pk=result.id).args == ["x" * 900]
+
+
+def test_a_limit_under_the_size_of_no_arguments_refuses_even_none(memory, settings):
+    settings.CLOUDTASKS = {**settings.CLOUDTASKS, "MAX_ARGS_BYTES": 5}
+
+    with pytest.raises(ValueError, match=r"'fail_custom'.*\b7\b.*\b5\b"):
+        fail_custom.s().apply_async()
+    assert Node.objects.count() == 0
 
 
 # -- nothing is unpickled, no import path comes from a request --------------------------
