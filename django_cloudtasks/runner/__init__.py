@@ -130,7 +130,7 @@ def _inline_run(origin: Node) -> Inline | None:
     )
     if budget <= 0:
         return None
-    return Inline(origin.pk, time.monotonic() + budget, origin.queue, origin.index)
+    return Inline(origin.pk, time.monotonic() + budget, origin.queue)
 
 
 def _carry_on(node: Node, headers: Mapping[str, str], inline: Inline | None) -> Outcome:

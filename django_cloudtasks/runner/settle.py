@@ -65,14 +65,13 @@ class Outcome:
 class Inline:
     """An inline run: the delivered node it started from, and when it stops taking steps.
 
-    ``queue`` and ``floor`` are the delivered node's queue and index, ``below`` the
-    index of the last node the run stole (see ``runner._steal_next``).
+    ``queue`` is the delivered node's queue, ``below`` the index of the last node the
+    run stole (see ``runner._steal_next``).
     """
 
     origin: NodeId
     until: float
     queue: str = ""
-    floor: int = 0
     below: int | None = None
 
     def open(self) -> bool:

@@ -29,8 +29,8 @@ from django_cloudtasks.store.rows import (
     NODE_FIELDS,
     WHEN_READY,
     decode_row,
-    mark_plain_children,
-    node_from_db,
+    node_columns,
+    returned_node,
 )
 from django_cloudtasks.store.steal import Steal, StealStatements
 
@@ -208,20 +208,11 @@ class Store(FlowStatements, RetentionStatements, StealStatements):
 
     def _claimed(self, sql: str, params: Sequence[Any], table: str) -> Node | None:
         """Run a claim, ``sql`` up to its ``WHERE``, returning the node it took, if any."""
-        ops = connection.ops
-        sql += " RETURNING " + ", ".join(ops.quote_name(str(f.column)) for f in NODE_FIELDS)
-        plain = self.plain_children_sql(table)
-        if plain:
-            sql += ", " + plain
+        sql += " RETURNING " + node_columns(self.plain_children_sql(table))
         with connection.cursor() as cursor:
             cursor.execute(sql, params)
             row = cursor.fetchone()
-        if row is None:
-            return None
-        node = node_from_db(row[: len(NODE_FIELDS)])
-        if plain:
-            mark_plain_children(node, bool(row[-1]))
-        return node
+        return None if row is None else returned_node(row)
 
     def plain_children_sql(self, table: str) -> str:
         """An expression the claim returns: are all the node's children plain tasks?
@@ -376,10 +367,7 @@ class Store(FlowStatements, RetentionStatements, StealStatements):
         for r in raw:
             row = decode_row(r[:width])
             if take is not None and row["index"] == take.index and row["state"] == State.STARTED:
-                taken = node_from_db(r[width : width + len(NODE_FIELDS)])
-                if len(r) > width + len(NODE_FIELDS):
-                    mark_plain_children(taken, bool(r[-1]))
-                row["taken"] = taken
+                row["taken"] = returned_node(r[width:])
             rows.append(row)
         if stolen is not None:
             rows[0]["stolen"] = stolen

@@ -100,6 +100,21 @@ def as_row(node: Node) -> dict[str, Any]:
     return {c: getattr(node, c) for c in ADVANCE_COLUMNS}
 
 
+def node_columns(plain: str = "") -> str:
+    """What a statement taking a node returns: every column in field order, then
+    ``plain`` (the store's ``plain_children_sql``), if any; :func:`returned_node` reads it."""
+    columns = ", ".join(connection.ops.quote_name(str(f.column)) for f in NODE_FIELDS)
+    return f"{columns}, {plain}" if plain else columns
+
+
+def returned_node(values: Sequence[Any]) -> Node:
+    """The node of the values :func:`node_columns` selected, its plain flag noted if any."""
+    node = node_from_db(values[: len(NODE_FIELDS)])
+    if len(values) > len(NODE_FIELDS):
+        mark_plain_children(node, bool(values[len(NODE_FIELDS)]))
+    return node
+
+
 def mark_plain_children(node: Node, plain: bool) -> None:
     """Note on a claimed ``node`` whether all its children are plain tasks (see below)."""
     node.__dict__["plain_children"] = plain

@@ -16,7 +16,7 @@ from django.db import connection
 
 from django_cloudtasks.constants import NodeId, NodeKind, State, WorkflowId
 from django_cloudtasks.models import Node, Workflow
-from django_cloudtasks.store.rows import NODE_FIELDS, mark_plain_children, node_from_db
+from django_cloudtasks.store.rows import NODE_FIELDS, node_columns, returned_node
 
 #: How many indices under its start one :meth:`StealStatements.steal` looks at.
 STEAL_WINDOW = 256
@@ -149,13 +149,8 @@ class StealStatements:
         sql, params = self.steal_sql(
             table, (waiting, [steal.below]), workflow_id, steal.queue, now, lease, steal.origin
         )
-        qn = connection.ops.quote_name
-        returned = ", ".join(qn(str(f.column)) for f in NODE_FIELDS)
-        plain = self.plain_children_sql(table)
-        if plain:
-            returned += f", {plain}"
         return (
-            f"), stolen AS ({sql} RETURNING {returned}) "
+            f"), stolen AS ({sql} RETURNING {node_columns(self.plain_children_sql(table))}) "
             "SELECT advanced.*, stolen.* FROM advanced LEFT JOIN stolen ON TRUE",
             params,
         )
@@ -166,10 +161,5 @@ class StealStatements:
         """The rows of an advance that stole, without the stolen node's columns, and
         that node (the same on every row), if one was stolen."""
         width = len(NODE_FIELDS) + (1 if self.plain_children_sql(table) else 0)
-        stolen = None
-        if raw and raw[0][-width] is not None:
-            values = raw[0][-width:]
-            stolen = node_from_db(values[: len(NODE_FIELDS)])
-            if len(values) > len(NODE_FIELDS):
-                mark_plain_children(stolen, bool(values[-1]))
+        stolen = returned_node(raw[0][-width:]) if raw and raw[0][-width] is not None else None
         return [r[:-width] for r in raw], stolen

@@ -198,6 +198,17 @@ def test_claiming_a_group_member_reads_a_few_rows_whatever_the_size_of_its_group
     assert _rows_read(explained["Plan"]) <= 10, json.dumps(explained, indent=1)
 
 
+def _group_with_its_top_taken(size: int):
+    """A group of ``size`` members whose last 50 are taken already: a steal must look
+    under them. Returns the workflow's id."""
+    from tests.testapp.tasks import quiet_add
+
+    workflow_id = group(quiet_add.si(i, i) for i in range(size)).apply_async().workflow_id
+    taken = Node.objects.filter(workflow_id=workflow_id, kind="task", index__gte=size - 50)
+    taken.update(state="STARTED")
+    return workflow_id
+
+
 @pytest.mark.postgres
 @pytest.mark.django_db
 @pytest.mark.parametrize("statistics", ["analyzed", "none yet"])
@@ -205,12 +216,9 @@ def test_stealing_a_queued_member_reads_at_most_its_window(memory, statistics):
     from django.utils import timezone
 
     from django_cloudtasks.store import STEAL_WINDOW
-    from tests.testapp.tasks import quiet_add
 
     size = 3 * STEAL_WINDOW
-    workflow_id = group(quiet_add.si(i, i) for i in range(size)).apply_async().workflow_id
-    # The top of the group is taken already: the steal must look under it.
-    Node.objects.filter(workflow_id=workflow_id, index__gte=size - 50).update(state="STARTED")
+    workflow_id = _group_with_its_top_taken(size)
     origin = Node.objects.get(workflow_id=workflow_id, index=0)
     now = timezone.now()
     stolen, explained = _plan_of_a_claim(
@@ -230,12 +238,9 @@ def test_a_record_that_steals_reads_at_most_the_window_under_its_join(memory, st
 
     from django_cloudtasks import engine
     from django_cloudtasks.store import STEAL_WINDOW
-    from tests.testapp.tasks import quiet_add
 
     size = 3 * STEAL_WINDOW
-    workflow_id = group(quiet_add.si(i, i) for i in range(size)).apply_async().workflow_id
-    taken = Node.objects.filter(workflow_id=workflow_id, kind="task", index__gte=size - 50)
-    taken.update(state="STARTED")
+    workflow_id = _group_with_its_top_taken(size)
     first = Node.objects.get(workflow_id=workflow_id, index=0)
     with connection.cursor() as cursor:
         if statistics == "analyzed":
